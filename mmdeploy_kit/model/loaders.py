@@ -1,0 +1,293 @@
+"""``load(MODEL)``: one entry point for every checkpoint format mmdk accepts.
+
+- HF directory (config.json + safetensors/bin)          -> hf.load_hf_directory
+- ``file.py:factory`` / ``pkg.module:factory``          -> factory + ``--weights`` + ``--io``
+- TorchScript (``.ts``, or a scripted ``.pt``)          -> torch.jit.load + ``--io``
+- ``torch.export`` program (``.pt2``)                   -> torch.export.load + ``--io``
+- ``.onnx`` file                                        -> I/O spec read from the graph
+- an mmdk output directory (``mmdk_manifest.json``)     -> its per-tower artifacts
+- a whole pickled module (``.pt``)                      -> only with ``trust_remote_code=True``
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import re
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+from .._lazy import require
+from ..artifacts import MANIFEST_NAME, Manifest
+from ..errors import CheckpointError, SpecError, UserInputError
+from .iospec import IOSpec, SpecFile
+from .tower import LoadedModel, Tower
+
+_FACTORY_RE = re.compile(r"^(?P<target>.+?):(?P<attr>[A-Za-z_][\w.]*)$")
+
+
+def load(source: str | Path, weights: Optional[str | Path] = None, io: Optional[str | Path | dict] = None,
+         trust_remote_code: bool = False) -> LoadedModel:
+    src = str(source)
+    path = Path(src)
+    if path.is_dir():
+        if (path / MANIFEST_NAME).exists():
+            return load_mmdk_dir(path)
+        if (path / "config.json").exists():
+            from .hf import load_hf_directory
+
+            return load_hf_directory(path, trust_remote_code=trust_remote_code)
+        raise CheckpointError(f"{path} is a directory without config.json or {MANIFEST_NAME}",
+                              hint="point at a Hugging Face model directory or an mmdk output directory")
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix == ".onnx":
+            return load_onnx_file(path)
+        if suffix in (".ts", ".pt", ".pth", ".jit", ".torchscript"):
+            return _load_torch_file(path, io, trust_remote_code)
+        if suffix == ".pt2":
+            return _load_exported_program(path, io)
+        if suffix in (".safetensors", ".bin"):
+            raise CheckpointError(f"{path} holds weights only; mmdk needs the model code too",
+                                  hint="pass MODEL as path/to/model.py:factory with --weights " + str(path))
+        raise CheckpointError(f"{path}: unknown checkpoint kind {suffix!r}",
+                              hint="use an HF directory, file.py:factory, .ts/.pt (TorchScript), .pt2 or .onnx")
+    m = _FACTORY_RE.match(src)
+    if m and not src.startswith(("http:", "https:")):
+        return load_factory(m["target"], m["attr"], weights, io)
+    raise CheckpointError(f"{src} does not exist",
+                          hint="give a path to a checkpoint, or a factory as path/to/file.py:function")
+
+
+# ---- factory modules -------------------------------------------------------------------------------
+def _import_target(target: str) -> Any:
+    p = Path(target)
+    if target.endswith(".py") or p.is_file():
+        if not p.is_file():
+            raise CheckpointError(f"factory file {p} does not exist", hint="check the path before the ':'")
+        name = f"mmdk_user_{abs(hash(str(p.resolve())))}"
+        spec = importlib.util.spec_from_file_location(name, p)
+        if spec is None or spec.loader is None:
+            raise CheckpointError(f"cannot import {p} as a Python module")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        try:
+            spec.loader.exec_module(mod)
+        except SyntaxError as exc:
+            raise CheckpointError(f"{p} has a syntax error at line {exc.lineno}: {exc.msg}") from None
+        return mod
+    try:
+        return importlib.import_module(target)
+    except ModuleNotFoundError as exc:
+        raise CheckpointError(f"cannot import module {target!r} ({exc.name} not found)",
+                              hint="use path/to/file.py:factory or make the package importable") from None
+
+
+def load_factory(target: str, attr: str, weights: Optional[str | Path], io: Any) -> LoadedModel:
+    torch = require("torch")
+    mod = _import_target(target)
+    obj: Any = mod
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            public = sorted(n for n in dir(mod) if not n.startswith("_") and callable(getattr(mod, n)))
+            raise CheckpointError(f"{target} has no factory named {attr!r}",
+                                  hint=f"callables defined there: {', '.join(public[:12]) or '(none)'}")
+        obj = getattr(obj, part)
+    try:
+        root = obj() if not isinstance(obj, torch.nn.Module) else obj
+    except TypeError as exc:
+        raise CheckpointError(f"factory {target}:{attr} could not be called without arguments: {exc}",
+                              hint="the factory must build the model with no arguments") from None
+    if not isinstance(root, torch.nn.Module):
+        raise CheckpointError(f"factory {target}:{attr} returned {type(root).__name__}, not a torch.nn.Module")
+    files = []
+    if weights is not None:
+        files.append(Path(weights))
+        load_weights_into(root, Path(weights))
+    root.eval()
+    towers = _towers_from_spec(root, _spec_file(io, f"{target}:{attr}"), f"{target}:{attr}")
+    return LoadedModel(source=f"{target}:{attr}", format="factory", architecture=type(root).__name__,
+                       towers=towers, root=root, files=files + ([Path(target)] if Path(target).is_file() else []))
+
+
+def read_state_dict(path: Path) -> dict[str, Any]:
+    torch = require("torch")
+    if not path.is_file():
+        raise CheckpointError(f"weights file {path} does not exist", hint="check --weights")
+    if path.suffix == ".safetensors":
+        from .safetensors_check import check_safetensors_file
+
+        check_safetensors_file(path)
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # SafetensorError has no importable base in every version
+            raise CheckpointError(f"{path} could not be read as safetensors: {str(exc).splitlines()[0]}",
+                                  hint="re-save the weights with safetensors.torch.save_file") from None
+    import pickle
+    import zipfile
+
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError) as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "weights_only" in msg or "Unsupported global" in str(exc):
+            raise CheckpointError(f"{path} contains pickled code, not just tensors",
+                                  hint="save a state_dict (model.state_dict()) or use safetensors") from None
+        raise CheckpointError(f"{path} is corrupt or truncated ({msg[:120]})",
+                              hint="re-save the weights; the file is damaged") from None
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} holds a {type(state).__name__}, not a state dict")
+    return state
+
+
+def load_weights_into(root: Any, path: Path) -> None:
+    state = read_state_dict(path)
+    result = root.load_state_dict(state, strict=False)
+    missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
+    if missing or unexpected:
+        what = []
+        if missing:
+            what.append(f"{len(missing)} missing (e.g. {missing[0]!r})")
+        if unexpected:
+            what.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]!r})")
+        raise CheckpointError(f"weights {path} do not match the model: {', '.join(what)} keys",
+                              hint="check the factory builds the same architecture the weights were saved from")
+
+
+def _spec_file(io: Any, where: str) -> SpecFile:
+    if io is None:
+        raise SpecError(f"{where} needs an I/O spec", hint="pass --io SPEC.yaml (see 'The I/O spec' in README.md)")
+    if isinstance(io, SpecFile):
+        return io
+    if isinstance(io, IOSpec):
+        return SpecFile(towers={"model": io})
+    if isinstance(io, dict):
+        return SpecFile.parse(io)
+    return SpecFile.from_yaml(io)
+
+
+def _towers_from_spec(root: Any, spec_file: SpecFile, where: str) -> dict[str, Tower]:
+    from .torch_tower import TowerModule, check_forward_signature
+
+    towers: dict[str, Tower] = {}
+    for name, spec in spec_file.towers.items():
+        sub = root
+        if spec.module:
+            try:
+                sub = root.get_submodule(spec.module)
+            except AttributeError:
+                children = [n for n, _ in root.named_children()]
+                raise SpecError(f"tower {name!r}: {where} has no submodule {spec.module!r}",
+                                hint=f"its children are: {', '.join(children)}") from None
+        fwd = getattr(sub, "forward", sub)
+        if not _is_scripted(sub):
+            check_forward_signature(fwd, spec, f"{type(sub).__name__}")
+        towers[name] = Tower(name, spec, "torch", module=TowerModule(sub, spec, None, type(sub).__name__).eval())
+    return towers
+
+
+def _is_scripted(module: Any) -> bool:
+    torch = require("torch")
+    return isinstance(module, (torch.jit.ScriptModule, torch.jit.RecursiveScriptModule))
+
+
+# ---- TorchScript / pickled modules / torch.export ----------------------------------------------------
+def _load_torch_file(path: Path, io: Any, trust_remote_code: bool) -> LoadedModel:
+    torch = require("torch")
+    try:
+        root = torch.jit.load(str(path), map_location="cpu")
+        fmt = "torchscript"
+    except RuntimeError as exc:
+        if "zip archive" not in str(exc) and "constants.pkl" not in str(exc) and "torch.load" not in str(exc):
+            raise CheckpointError(f"{path} is not a readable TorchScript file ({str(exc).splitlines()[0][:120]})",
+                                  hint="re-save it with torch.jit.save, or pass file.py:factory --weights FILE") from None
+        root, fmt = _load_pickled_module(path, trust_remote_code), "pickle"
+    root.eval()
+    towers = _towers_from_spec(root, _spec_file(io, str(path)), str(path))
+    return LoadedModel(source=str(path), format=fmt, architecture=getattr(root, "original_name", type(root).__name__),
+                       towers=towers, root=root, files=[path])
+
+
+def _load_pickled_module(path: Path, trust_remote_code: bool) -> Any:
+    torch = require("torch")
+    if not trust_remote_code:
+        try:
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 - any failure here means "not a plain state dict"
+            raise CheckpointError(f"{path} is a pickled Python object; loading it would execute its code",
+                                  hint="re-run with --trust-remote-code if you trust it, or save a state_dict") from None
+        raise CheckpointError(f"{path} is a state dict ({len(obj) if hasattr(obj, '__len__') else '?'} entries), not a model",
+                              hint=f"pass MODEL as path/to/model.py:factory --weights {path}")
+    obj = torch.load(str(path), map_location="cpu", weights_only=False)
+    if not isinstance(obj, torch.nn.Module):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a torch.nn.Module",
+                              hint=f"pass MODEL as path/to/model.py:factory --weights {path}")
+    return obj
+
+
+def _load_exported_program(path: Path, io: Any) -> LoadedModel:
+    torch = require("torch")
+    try:
+        ep = torch.export.load(str(path))
+    except Exception as exc:  # noqa: BLE001 - torch.export.load raises many unrelated types
+        raise CheckpointError(f"{path} is not a readable torch.export program ({type(exc).__name__})",
+                              hint="re-save it with torch.export.save") from None
+    spec_file = _spec_file(io, str(path))
+    if len(spec_file.towers) != 1 or next(iter(spec_file.towers.values())).module:
+        raise SpecError(f"{path}: a .pt2 program is a single tower; its I/O spec cannot declare submodules")
+    from .torch_tower import TowerModule
+
+    name, spec = next(iter(spec_file.towers.items()))
+    module = ep.module()
+    tower = Tower(name, spec, "torch", module=TowerModule(module, spec, None, "ExportedProgram"),
+                  details={"exported_program": ep})
+    return LoadedModel(source=str(path), format="pt2", architecture="ExportedProgram", towers={name: tower},
+                       root=module, files=[path])
+
+
+# ---- ONNX files and mmdk output directories -------------------------------------------------------------
+def load_onnx_file(path: Path, spec: Optional[IOSpec] = None, tower: str | None = None,
+                   precision: str | None = None) -> LoadedModel:
+    from .onnx_io import load_onnx_model, onnx_precision, spec_from_onnx
+
+    model = load_onnx_model(path)
+    spec = spec or spec_from_onnx(path, model)
+    name = tower or path.stem
+    t = Tower(name, spec, "onnx", path=path, precision=precision or onnx_precision(path))
+    files = [path] + ([path.with_name(path.name + ".data")] if path.with_name(path.name + ".data").exists() else [])
+    return LoadedModel(source=str(path), format="onnx", architecture="onnx", towers={name: t}, files=files)
+
+
+def load_mmdk_dir(directory: Path) -> LoadedModel:
+    manifest = Manifest.read(directory)
+    towers: dict[str, Tower] = {}
+    files: list[Path] = []
+    for art in manifest.artifacts:
+        p = directory / art.path
+        if not p.exists():
+            raise CheckpointError(f"{directory}: manifest lists {art.path} but it is missing",
+                                  hint="re-run the mmdk command that produced this directory")
+        spec = IOSpec.model_validate(art.io_spec) if art.io_spec else None
+        if art.kind == "onnx":
+            sub = load_onnx_file(p, spec=spec, tower=art.tower, precision=art.precision)
+            towers[art.tower] = sub.towers[art.tower]
+            files.extend(sub.files)
+        elif art.kind in ("hf", "torch"):
+            inner = load(p)
+            towers[art.tower] = inner.tower(art.tower) if art.tower in inner.towers else inner.select(None)[0]
+            files.extend(inner.files)
+        elif spec is not None:
+            towers[art.tower] = Tower(art.tower, spec, art.kind, path=p, precision=art.precision)
+            files.append(p)
+        else:
+            raise UserInputError(f"{directory}: artifact {art.path} of kind {art.kind!r} has no I/O spec")
+    if not towers:
+        raise CheckpointError(f"{directory}/{MANIFEST_NAME} lists no artifacts")
+    return LoadedModel(source=str(directory), format="mmdk", architecture=manifest.source.get("architecture", "?"),
+                       towers=towers, files=files, details={"manifest": manifest})
