@@ -31,7 +31,7 @@ def inspect(source: ModelLike, **load_kwargs: Any) -> dict[str, Any]:
 
 
 def export(source: ModelLike, out: str | Path, target: str = "onnx", towers: Sequence[str] = (),
-           opset: int = 17, exporter: str = "torchscript", min_cosine: float = 0.9999, overwrite: bool = False,
+           opset: int = 17, exporter: str = "auto", min_cosine: float = 0.9999, overwrite: bool = False,
            seed: int = 0, progress: Optional[Callable[[str], None]] = None, **load_kwargs: Any) -> Manifest:
     """Export towers to ``out/<tower>.onnx`` (+ ``mmdk_manifest.json``), each verified against torch."""
     from .passes.base import RunContext
@@ -79,3 +79,62 @@ def demo(out: str | Path = "mmdk_demo", variant: str = "tiny", force: bool = Fal
         "export": {a.tower: {"cosine_min": a.verification.get("cosine_min"),
                              "max_abs_error": a.verification.get("max_abs_error")} for a in manifest.artifacts},
     }
+
+
+def bench(artifacts: ModelLike | Sequence[ModelLike], reference: Optional[ModelLike] = None, *, target: str = "cpu",
+          backend: str = "auto", batch: Optional[Sequence[int]] = None, seq: Optional[Sequence[int]] = None,
+          towers: Sequence[str] = (), data: Optional[str | Path] = None, data_limit: Optional[int] = None,
+          templates: Optional[Sequence[str]] = None, processor: Optional[str | Path] = None,
+          threads: Optional[int] = None, timing: Optional[dict[str, Any] | Any] = None,
+          report: Optional[str | Path] = None, markdown: Optional[str | Path] = None,
+          html: Optional[str | Path] = None, junit: Optional[str | Path] = None,
+          max_latency_regression: Optional[float | str] = None, max_accuracy_drop: Optional[float] = None,
+          quiet: bool = False, progress: Optional[Callable[[str], None]] = None, **load_kwargs: Any) -> Any:
+    """Benchmark artifacts (files, anything ``load`` accepts, mmdk output dirs; ``"label=path"`` names one)
+    against ``reference`` tower by tower: latency (interleaved rounds, speedup ratios with confidence
+    intervals) and, with ``data`` (a JSONL manifest), task accuracy. Returns a ``BenchReport``; writes the
+    requested reports (JSON / Markdown / HTML / JUnit) atomically. Gates that fail set ``report.passed``
+    to False (the CLI then exits 1); ``timing`` takes ``TimingConfig`` fields (``min_time_s``, ...).
+    """
+    from .bench.harness import parse_fraction, run_bench
+    from .bench.report import write_reports
+    from .bench.schema import TimingConfig
+
+    items = list(artifacts) if isinstance(artifacts, (list, tuple)) else [artifacts]
+    tcfg = timing if isinstance(timing, TimingConfig) else TimingConfig(**(timing or {}))
+    result = run_bench(items, reference, target=target, backend=backend, batches=batch, seqs=seq, towers=towers,
+                       data=data, data_limit=data_limit, templates=templates, processor=processor, threads=threads,
+                       timing=tcfg, max_latency_regression=parse_fraction(max_latency_regression, "max-latency-regression"),
+                       max_accuracy_drop=max_accuracy_drop, quiet=quiet, log=None if quiet else progress,
+                       load_kwargs=load_kwargs)
+    write_reports(result, json=report, markdown=markdown, html=html, junit=junit)
+    return result
+
+
+def compare(base: str | Path | Any, new: str | Path | Any, max_latency_regression: Optional[float | str] = 0.10,
+            max_accuracy_drop: Optional[float] = 0.5, latency_metric: str = "p50",
+            junit: Optional[str | Path] = None) -> Any:
+    """Compare two bench reports (paths or ``BenchReport``): latency per artifact/tower/batch/seq and the
+    headline accuracy metrics. Returns a ``CompareResult``; ``.passed`` is False on any regression."""
+    from .bench.gates import compare_reports
+    from .bench.harness import parse_fraction
+    from .bench.schema import BenchReport
+
+    if latency_metric not in ("p50", "speedup"):
+        raise UserInputError(f"unknown latency metric {latency_metric!r}", hint="use p50 or speedup")
+    b = base if isinstance(base, BenchReport) else BenchReport.read(base)
+    n = new if isinstance(new, BenchReport) else BenchReport.read(new)
+    result = compare_reports(b, n, parse_fraction(max_latency_regression, "max-latency-regression"), max_accuracy_drop,
+                             latency_metric, base_name=str(base if not isinstance(base, BenchReport) else "base"),
+                             new_name=str(new if not isinstance(new, BenchReport) else "new"))  # type: ignore[arg-type]
+    if not result.rows:
+        raise UserInputError("the two reports share no artifact/tower/batch configuration to compare",
+                             hint="compare reports of the same artifacts (labels are matched by name)")
+    if junit is not None:
+        from .artifacts import atomic_output_file
+        from .bench.report.junit import render_junit
+
+        text = render_junit(result.gates(), suite="mmdk.compare")
+        with atomic_output_file(junit) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+    return result

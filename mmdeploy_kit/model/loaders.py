@@ -184,7 +184,7 @@ def _towers_from_spec(root: Any, spec_file: SpecFile, where: str) -> dict[str, T
             except AttributeError:
                 children = [n for n, _ in root.named_children()]
                 raise SpecError(f"tower {name!r}: {where} has no submodule {spec.module!r}",
-                                hint=f"its children are: {', '.join(children)}") from None
+                                hint=f"its children are: {', '.join(children) or '(none)'}") from None
         fwd = getattr(sub, "forward", sub)
         if not _is_scripted(sub):
             check_forward_signature(fwd, spec, f"{type(sub).__name__}")
@@ -245,7 +245,16 @@ def _load_exported_program(path: Path, io: Any) -> LoadedModel:
 
     name, spec = next(iter(spec_file.towers.items()))
     module = ep.module()
-    tower = Tower(name, spec, "torch", module=TowerModule(module, spec, None, "ExportedProgram"),
+    example = getattr(ep, "example_inputs", None) or ((), {})
+    positional = not example[1]  # exported with positional args -> call positionally, in spec order
+    if positional and example[0] and len(example[0]) != len(spec.input_names):
+        raise SpecError(f"{path} takes {len(example[0])} positional inputs but the I/O spec lists "
+                        f"{len(spec.input_names)}: {spec.input_names}", hint="list every input, in forward order")
+
+    def call(**kwargs: Any) -> Any:
+        return module(*[kwargs[n] for n in spec.input_names]) if positional else module(**kwargs)
+
+    tower = Tower(name, spec, "torch", module=TowerModule(module, spec, call, "ExportedProgram"),
                   details={"exported_program": ep})
     return LoadedModel(source=str(path), format="pt2", architecture="ExportedProgram", towers={name: tower},
                        root=module, files=[path])

@@ -11,7 +11,6 @@ from typing import Any, Iterable, Optional
 
 import numpy as np
 
-from .._lazy import require
 from ..bench.metrics import drift
 from ..errors import VerificationError
 from .tower import Tower
@@ -19,17 +18,10 @@ from .tower import Tower
 
 def ort_session(path: str | Path, providers: Optional[list[str]] = None, threads: Optional[int] = None,
                 optimization: str = "all") -> Any:
-    ort = require("onnxruntime")
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    if threads:
-        so.intra_op_num_threads = threads
-    levels = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-              "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-              "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
-    so.graph_optimization_level = levels[optimization]
-    return ort.InferenceSession(str(path), sess_options=so, providers=providers or ["CPUExecutionProvider"])
+    """An ONNX Runtime session (see ``bench.backends.ort.ort_session``, which this delegates to)."""
+    from ..bench.backends.ort import ort_session as _ort_session
+
+    return _ort_session(path, providers=providers, threads=threads, optimization=optimization)
 
 
 def default_threads() -> int:
@@ -37,24 +29,40 @@ def default_threads() -> int:
 
 
 class TowerRunner:
-    """Callable ``feeds -> {output name: array}`` for a torch or ONNX tower (session cached)."""
+    """Callable ``feeds -> {output name: array}`` for a torch or ONNX tower, on the CPU bench backends."""
 
     def __init__(self, tower: Tower, threads: Optional[int] = None):
         self.tower = tower
-        self._session = None
         if tower.kind == "onnx":
-            self._session = ort_session(tower.path, threads=threads)
-            self._out_names = [o.name for o in self._session.get_outputs()]
-        elif tower.kind != "torch":
+            from ..bench.backends.ort import OrtBackend
+
+            self._backend: Any = OrtBackend(tower, device="cpu", threads=threads)
+        elif tower.kind == "torch":
+            from ..bench.backends.torch_eager import TorchEagerBackend
+
+            self._backend = TorchEagerBackend(tower, device="cpu", threads=threads)
+        else:
             raise VerificationError(f"tower {tower.name!r} of kind {tower.kind!r} cannot be run on this machine")
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        spec = self.tower.spec
-        if self._session is not None:
-            wanted = {i.name for i in self._session.get_inputs()}
-            outs = self._session.run(None, {k: v for k, v in feeds.items() if k in wanted})
-            return {n: np.asarray(o) for n, o in zip(self._out_names, outs)}
-        return self.tower.module.run_numpy({n: feeds[n] for n in spec.input_names})
+        if self.tower.kind != "onnx":
+            return self._backend.run(feeds)
+        try:
+            return self._backend.run(feeds)
+        except Exception as exc:  # noqa: BLE001 - ORT raises Fail/InvalidArgument/RuntimeException
+            shapes = {k: list(v.shape) for k, v in feeds.items() if k in self.tower.spec.input_names}
+            raise VerificationError(
+                f"ONNX Runtime failed to run tower {self.tower.name!r} at input shapes {shapes}: {_ort_reason(exc)}",
+                hint="the graph likely has a shape baked in at export; try --exporter dynamo") from None
+
+
+def _ort_reason(exc: BaseException) -> str:
+    """The useful tail of an ORT error ('... Status Message: <file>:<line> <check> was false. <why>')."""
+    text = " ".join(str(exc).split())
+    if "Status Message:" in text:
+        text = text.split("Status Message:", 1)[1]
+        text = text.split(" was false.", 1)[-1].strip() or text
+    return text[:240]
 
 
 def compare_outputs(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import SpecError
+from ..errors import SpecError, VerificationError
 from .iospec import IOSpec
 
 _TORCH_DTYPES = {
@@ -57,6 +57,15 @@ class TowerModule(nn.Module):
         self._fn = fn
         self._where = where or type(inner).__name__
 
+    def train(self, mode: bool = True) -> "TowerModule":
+        """Like nn.Module.train, but tolerate torch.export modules, whose mode is fixed at export."""
+        self.training = mode
+        try:
+            self.inner.train(mode)
+        except NotImplementedError:
+            pass
+        return self
+
     def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
         kwargs = dict(zip(self.spec.input_names, args))
         fn = self._fn if self._fn is not None else self.inner
@@ -64,8 +73,16 @@ class TowerModule(nn.Module):
 
     def run_numpy(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         args = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self.spec.input_names]
-        with torch.inference_mode():
-            outs = self(*args)
+        try:
+            with torch.inference_mode():
+                outs = self(*args)
+        except (SpecError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the user's forward can raise anything
+            shapes = {n: list(a.shape) for n, a in zip(self.spec.input_names, args)}
+            first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+            raise VerificationError(f"{self._where} failed at input shapes {shapes}: {first[:200]}",
+                                    hint="check the I/O spec's shapes and dims match what the model accepts") from None
         return {n: o.detach().float().cpu().numpy() for n, o in zip(self.spec.output_names, outs)}
 
 

@@ -5,29 +5,40 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import re
 import warnings
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from ..._lazy import require
 from ...artifacts import Artifact, Manifest, describe_file, package_versions
-from ...errors import ExportError, UserInputError
+from ...errors import ExportError, MmdkError, UserInputError, VerificationError
 from ...model.runners import verify_tower
 from ...model.tower import LoadedModel, Tower
 from ..base import Pass, PassConfig, RunContext, register_pass
 
 
+DYNAMO_MIN_OPSET = 18
+
+
 class OnnxExportConfig(PassConfig):
     opset: int = 17
-    exporter: Literal["torchscript", "dynamo"] = "torchscript"
+    exporter: Literal["auto", "torchscript", "dynamo"] = "auto"
     towers: tuple[str, ...] = ()
     min_cosine: float = 0.9999
     verify_max_batch: int = 4
     constant_folding: bool = True
 
 
-def export_tower_onnx(tower: Tower, path: Path, config: OnnxExportConfig, seed: int = 0) -> None:
-    """Export one torch tower to ``path``; raises ExportError with the exporter's first line on failure."""
+def export_tower_onnx(tower: Tower, path: Path, config: OnnxExportConfig, seed: int = 0,
+                      exporter: str | None = None) -> None:
+    """Export one torch tower to ``path`` with ``exporter`` (default: the config's; not "auto").
+
+    Raises ExportError with the exporter's first line on failure.
+    """
+    exporter = exporter or config.exporter
+    if exporter == "auto":
+        exporter = "torchscript"
     torch = require("torch")
     require("onnx")
     if not tower.is_torch:
@@ -37,30 +48,53 @@ def export_tower_onnx(tower: Tower, path: Path, config: OnnxExportConfig, seed: 
     feeds = spec.dummy_inputs(lo_sizes, seed=seed)
     args = tuple(torch.from_numpy(feeds[n]) for n in spec.input_names)
     module = tower.module
-    out_axes = _output_dynamic_axes(module, args, spec)
-    buf = io.StringIO()
     try:
-        with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(buf), _quiet_loggers():
+        out_axes = _output_dynamic_axes(module, args, spec)
+    except Exception as exc:  # noqa: BLE001 - the user's forward can raise anything
+        raise ExportError(f"tower {tower.name!r} failed on inputs built from its I/O spec "
+                          f"({ {k: list(v.shape) for k, v in feeds.items()} }): {_first_line(exc)}",
+                          hint="check the I/O spec's shapes/dims match what the model accepts "
+                               "(a .pt2 exported with static shapes only takes those shapes)") from None
+    module, args, input_names = _script_target(torch, module, args, spec)
+    try:
+        with torch.no_grad(), warnings.catch_warnings(), _silenced_fds(), _quiet_loggers(), _no_mha_fastpath(torch):
             warnings.simplefilter("ignore")
-            if config.exporter == "dynamo":
+            if exporter == "dynamo":
                 require("onnxscript")
                 dyn = _dynamo_shapes(torch, spec)
                 prog = torch.onnx.export(module, args, None, dynamo=True, dynamic_shapes=dyn,
                                          input_names=spec.input_names, output_names=spec.output_names,
-                                         opset_version=config.opset, optimize=True, verbose=False)
+                                         opset_version=max(config.opset, DYNAMO_MIN_OPSET), optimize=True,
+                                         verbose=False)
                 prog.save(str(path))
             else:
                 torch.onnx.export(module, args, str(path), dynamo=False, opset_version=config.opset,
-                                  input_names=spec.input_names, output_names=spec.output_names,
+                                  input_names=input_names, output_names=spec.output_names,
                                   dynamic_axes={**spec.dynamic_axes(), **out_axes},
                                   do_constant_folding=config.constant_folding)
     except Exception as exc:  # noqa: BLE001 - exporters raise anything; we report one line
         msg = _first_line(exc)
-        hint = "try --exporter dynamo" if config.exporter == "torchscript" else "try --exporter torchscript"
+        hint = "try --exporter dynamo" if exporter == "torchscript" else "try --exporter torchscript"
         if "Unsupported" in msg or "not supported" in msg.lower():
             hint = f"an operator is not supported at opset {config.opset}: try a newer --opset, or {hint}"
         raise ExportError(f"exporting tower {tower.name!r} to ONNX failed: {msg}", hint=hint) from None
     _check_onnx(path)
+
+
+def _script_target(torch: Any, module: Any, args: tuple, spec: Any) -> tuple[Any, tuple, list[str]]:
+    """A loaded TorchScript model is exported as itself (tracing into it through a wrapper fails),
+    with the inputs in its forward's order."""
+    inner = getattr(module, "inner", None)
+    if getattr(module, "_fn", None) is not None or not isinstance(inner, torch.jit.ScriptModule):
+        return module, args, spec.input_names
+    try:
+        names = [a.name for a in inner.forward.schema.arguments[1:]]
+    except AttributeError:
+        return module, args, spec.input_names
+    if sorted(names) != sorted(spec.input_names):
+        return module, args, spec.input_names
+    by_name = dict(zip(spec.input_names, args))
+    return inner, tuple(by_name[n] for n in names), names
 
 
 def _output_dynamic_axes(module: Any, args: tuple, spec: Any) -> dict[str, dict[int, str]]:
@@ -79,9 +113,50 @@ def _output_dynamic_axes(module: Any, args: tuple, spec: Any) -> dict[str, dict[
     return axes
 
 
-def _dynamo_shapes(torch: Any, spec: Any) -> dict[str, dict[int, Any]]:
+def _dynamo_shapes(torch: Any, spec: Any) -> tuple:
+    """``TowerModule.forward(*args)``: one dict per input inside a single varargs tuple."""
     dims = {d: torch.export.Dim(d, min=max(1, lo), max=hi) for d, (lo, hi) in spec.dims.items()}
-    return {i.name: {k: dims[d] for k, d in enumerate(i.shape) if isinstance(d, str)} for i in spec.inputs}
+    return (tuple({k: dims[d] for k, d in enumerate(i.shape) if isinstance(d, str)} for i in spec.inputs),)
+
+
+@contextlib.contextmanager
+def _no_mha_fastpath(torch: Any):
+    """nn.TransformerEncoderLayer's inference fast path (_transformer_encoder_layer_fwd) has no ONNX form."""
+    mha = getattr(torch.backends, "mha", None)
+    if mha is None or not hasattr(mha, "set_fastpath_enabled"):
+        yield
+        return
+    before = mha.get_fastpath_enabled()
+    mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        mha.set_fastpath_enabled(before)
+
+
+@contextlib.contextmanager
+def _silenced_fds():
+    """Exporters print whole IR graphs to stdout/stderr (from C++ too); keep our one-line errors clean."""
+    import os
+    import sys
+    import tempfile
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
 
 
 @contextlib.contextmanager
@@ -97,10 +172,17 @@ def _quiet_loggers():
             logging.getLogger(n).setLevel(lvl)
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    line = next((ln for ln in text.splitlines() if ln.strip()), type(exc).__name__)
-    return line[:300]
+    """The informative line of an exporter error (the dynamo exporter buries it under a summary header)."""
+    lines = [ln.strip() for ln in _ANSI.sub("", str(exc)).splitlines() if ln.strip()]
+    if "## Exception summary" in lines:
+        after = lines[lines.index("## Exception summary") + 1:]
+        if after:
+            return re.sub(r"^<class '[\w.]+'>:\s*", "", after[0])[:300]
+    return (lines[0] if lines else type(exc).__name__)[:300]
 
 
 def _check_onnx(path: Path) -> None:
@@ -121,21 +203,49 @@ class OnnxExportPass(Pass):
         towers = model.select(config.towers)
         artifacts = []
         for tower in towers:
-            ctx.log(f"exporting tower {tower.name!r} to ONNX (opset {config.opset}, {config.exporter})")
             rel = f"{tower.name}.onnx"
-            export_tower_onnx(tower, workdir / rel, config, seed=ctx.seed)
-            from ...model.loaders import load_onnx_file
-
-            exported = load_onnx_file(workdir / rel, spec=tower.spec, tower=tower.name).towers[tower.name]
-            ctx.log(f"verifying {rel} against torch")
-            figures = verify_tower(tower, exported, tower.spec.verification_sizes(config.verify_max_batch),
-                                   config.min_cosine, seed=ctx.seed)
+            exporter, figures = export_and_verify(tower, workdir / rel, config, ctx)
+            opset = max(config.opset, DYNAMO_MIN_OPSET) if exporter == "dynamo" else config.opset
             artifacts.append(Artifact(kind="onnx", tower=tower.name, path=rel, precision="fp32",
                                       io_spec=tower.spec.to_dict(), verification=figures,
-                                      details={"opset": config.opset, "exporter": config.exporter},
+                                      details={"opset": opset, "exporter": exporter},
                                       **describe_file(workdir, rel)))
         return Manifest(pass_name=self.name, config=config.model_dump(mode="json"),
                         source=source_info(model), versions=package_versions(), artifacts=artifacts)
+
+
+def export_and_verify(tower: Tower, path: Path, config: OnnxExportConfig, ctx: RunContext) -> tuple[str, dict]:
+    """Export + verify one tower; with ``exporter="auto"`` fall back to dynamo when TorchScript fails.
+
+    Returns (exporter used, verification figures).
+    """
+    from ...model.loaders import load_onnx_file
+
+    candidates = ["torchscript", "dynamo"] if config.exporter == "auto" else [config.exporter]
+    failures: list[MmdkError] = []
+    for exporter in candidates:
+        ctx.log(f"exporting tower {tower.name!r} to ONNX ({exporter})")
+        try:
+            export_tower_onnx(tower, path, config, seed=ctx.seed, exporter=exporter)
+            exported = load_onnx_file(path, spec=tower.spec, tower=tower.name).towers[tower.name]
+            ctx.log(f"verifying {path.name} against torch")
+            sizes = tower.spec.verification_sizes(config.verify_max_batch)
+            return exporter, verify_tower(tower, exported, sizes, config.min_cosine, seed=ctx.seed)
+        except (ExportError, VerificationError) as exc:
+            failures.append(exc)
+            path.unlink(missing_ok=True)
+            if exporter != candidates[-1]:
+                ctx.log(f"{exporter} export did not pass ({exc.message}); trying {candidates[-1]}")
+    if len(failures) == 1:
+        raise failures[0]
+    text = " ".join(f.message for f in failures)
+    hint = failures[-1].hint
+    if "not supported" in text or "No ONNX function" in text:
+        hint = (f"the model uses an operator ONNX cannot express: rewrite that part of the model, or try a "
+                f"newer --opset (now {config.opset})")
+    raise type(failures[-1])(
+        f"tower {tower.name!r}: every exporter failed — "
+        + "; ".join(f"{c}: {f.message}" for c, f in zip(candidates, failures)), hint=hint)
 
 
 def source_info(model: LoadedModel) -> dict[str, Any]:

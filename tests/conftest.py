@@ -1,0 +1,147 @@
+"""Shared fixtures: tiny HF checkpoints built from configs (nothing downloads) and an in-process CLI runner."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    import importlib.util
+
+    no_gpu = pytest.mark.skip(reason="needs an NVIDIA GPU (none on this machine)")
+    no_trt = pytest.mark.skip(reason="needs the tensorrt package and a GPU (absent here)")
+    gpu = _has_cuda() if any("gpu" in i.keywords or "tensorrt" in i.keywords for i in items) else False
+    trt = gpu and importlib.util.find_spec("tensorrt") is not None
+    for item in items:
+        if "gpu" in item.keywords and not gpu:
+            item.add_marker(no_gpu)
+        if "tensorrt" in item.keywords and not trt:
+            item.add_marker(no_trt)
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def error_lines(self) -> list[str]:
+        """The ``error: ...`` lines on stderr (progress lines excluded)."""
+        return [ln for ln in self.err.splitlines() if ln.startswith("error:")]
+
+    def one_line_error(self) -> bool:
+        return len(self.error_lines) == 1 and "Traceback" not in self.err
+
+
+@pytest.fixture
+def mmdk(capsys):
+    """Run ``mmdk ARGS...`` in-process; returns exit code, stdout, stderr."""
+
+    def run(*args) -> CliResult:
+        from mmdeploy_kit.cli import main
+
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+def _save(model, path: Path) -> Path:
+    model.save_pretrained(str(path), safe_serialization=True)
+    return path
+
+
+TEXT = dict(vocab_size=99, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+            max_position_embeddings=32)
+VISION = dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+              num_attention_heads=4)
+
+
+def build_tiny_clip(path: Path, seed: int = 0) -> Path:
+    import torch
+    from transformers import CLIPConfig, CLIPModel
+
+    torch.manual_seed(seed)
+    return _save(CLIPModel(CLIPConfig(text_config=TEXT, vision_config=VISION, projection_dim=16)).eval(), path)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory) -> Path:
+    return build_tiny_clip(tmp_path_factory.mktemp("hf") / "tiny-clip")
+
+
+@pytest.fixture(scope="session")
+def tiny_siglip_dir(tmp_path_factory) -> Path:
+    import torch
+    from transformers import SiglipConfig, SiglipModel
+
+    torch.manual_seed(0)
+    cfg = SiglipConfig(text_config={**TEXT, "projection_size": 32}, vision_config=VISION)
+    return _save(SiglipModel(cfg).eval(), tmp_path_factory.mktemp("hf") / "tiny-siglip")
+
+
+@pytest.fixture(scope="session")
+def tiny_vtde_dir(tmp_path_factory) -> Path:
+    """VisionTextDualEncoderModel = ViT + BERT."""
+    import torch
+    from transformers import (BertConfig, ViTConfig, VisionTextDualEncoderConfig,
+                              VisionTextDualEncoderModel)
+
+    torch.manual_seed(0)
+    cfg = VisionTextDualEncoderConfig.from_vision_text_configs(
+        ViTConfig(**VISION), BertConfig(**{**TEXT, "max_position_embeddings": 64}), projection_dim=16)
+    return _save(VisionTextDualEncoderModel(cfg).eval(), tmp_path_factory.mktemp("hf") / "tiny-vtde")
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    return _save(BertModel(BertConfig(**{**TEXT, "max_position_embeddings": 64})).eval(),
+                 tmp_path_factory.mktemp("hf") / "tiny-bert")
+
+
+@pytest.fixture(scope="session")
+def tiny_vit_dir(tmp_path_factory) -> Path:
+    import torch
+    from transformers import ViTConfig, ViTModel
+
+    torch.manual_seed(0)
+    return _save(ViTModel(ViTConfig(**VISION)).eval(), tmp_path_factory.mktemp("hf") / "tiny-vit")
+
+
+@pytest.fixture
+def late_fusion_factory() -> tuple[str, Path]:
+    """(MODEL string, I/O spec path) of the BERT-like text + CNN image late-fusion classifier."""
+    return f"{FIXTURES / 'fusion_models.py'}:late_fusion", FIXTURES / "late_fusion.yaml"
+
+
+@pytest.fixture
+def tri_modal_factory() -> tuple[str, Path]:
+    """(MODEL string, I/O spec path) of the text + image + audio attention-fusion classifier."""
+    return f"{FIXTURES / 'fusion_models.py'}:tri_modal", FIXTURES / "tri_modal.yaml"

@@ -1,0 +1,37 @@
+"""`import mmdeploy_kit` and `mmdk --help` must not import torch / onnxruntime / tensorrt."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+HEAVY = ("torch", "onnxruntime", "tensorrt", "transformers")
+
+CODE = """
+import sys
+{body}
+print("LOADED:" + ",".join(m for m in {heavy!r} if m in sys.modules))
+"""
+
+
+def _loaded(body: str) -> str:
+    out = subprocess.run([sys.executable, "-c", CODE.format(body=body, heavy=HEAVY)], capture_output=True,
+                         text=True, check=True)
+    return out.stdout.strip().splitlines()[-1].removeprefix("LOADED:")
+
+
+def test_import_package_is_light():
+    assert _loaded("import mmdeploy_kit; import mmdeploy_kit.api; mmdeploy_kit.__version__") == ""
+
+
+def test_cli_help_is_light():
+    body = ("from mmdeploy_kit.cli import main\n"
+            "for args in (['--help'], ['export', '--help'], ['inspect', '--help'], ['data', 'synth', '--help']):\n"
+            "    try:\n        main(args)\n    except SystemExit:\n        pass")
+    assert _loaded(body) == ""
+
+
+def test_mmdk_console_script_runs():
+    exe = __import__("pathlib").Path(sys.executable).with_name("mmdk")
+    out = subprocess.run([str(exe), "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "export" in out.stdout
