@@ -50,6 +50,45 @@ def export(source: ModelLike, out: str | Path, target: str = "onnx", towers: Seq
     return manifest
 
 
+def quantize(source: ModelLike, out: str | Path, precision: str = "int8", *, method: Optional[str] = None,
+             towers: Sequence[str] = (), tower_precision: Optional[dict[str, str]] = None,
+             tower_method: Optional[dict[str, str]] = None, calib_data: Optional[str | Path] = None,
+             processor: Optional[str | Path] = None, accuracy_budget: Sequence[str] | str = (),
+             overwrite: bool = False, progress: Optional[Callable[[str], None]] = None,
+             load_options: Optional[dict[str, Any]] = None, **options: Any) -> Manifest:
+    """Quantize towers to ``out/<tower>.onnx`` (+ ``mmdk_manifest.json``); the others are copied as FP32.
+
+    ``precision`` int8 | fp16 | fp32 applies to the selected ``towers`` (all by default);
+    ``tower_precision`` / ``tower_method`` override it per tower (``{"vision": "int8", "text": "fp32"}``).
+    ``calib_data``: JSONL manifest, ``.npz`` or folder of ``.npy`` (never random). ``accuracy_budget``:
+    e.g. ``"cosine>=0.99"`` or ``["zero_shot_top1_drop<=1"]`` (keeps sensitive nodes FP32 until it holds).
+    ``options`` are further ``QuantizeConfig`` fields: preset, calibration, per_channel, op_types,
+    calib_samples, holdout_samples, min_cosine, max_fp32_fraction, sensitivity, backend, ...
+    """
+    from .passes.base import RunContext
+    from .passes.quantize.config import QuantizeConfig
+    from .passes.quantize.quantize_pass import QuantizePass
+
+    budgets = (accuracy_budget,) if isinstance(accuracy_budget, str) else tuple(accuracy_budget)
+    try:
+        config = QuantizeConfig(precision=precision, method=method, towers=tuple(towers),
+                                tower_precision=tuple((tower_precision or {}).items()),
+                                tower_method=tuple((tower_method or {}).items()), accuracy_budget=budgets,
+                                **{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
+    except ValueError as exc:  # pydantic ValidationError; MmdkErrors from budget parsing pass through
+        err = exc.errors()[0] if hasattr(exc, "errors") else {"loc": (), "msg": str(exc)}
+        loc = ".".join(str(x) for x in err["loc"])
+        raise UserInputError(f"invalid quantize option {loc}: {err['msg']}".replace(" : ", ": ")) from None
+    model = load(source, **(load_options or {}))
+    model.select(config.towers)  # validate tower names before any work
+    ctx = RunContext(seed=config.seed, progress=progress, calibration=calib_data,
+                     extras={"processor_dir": processor} if processor else {})
+    with atomic_output_dir(out, overwrite=overwrite) as tmp:
+        manifest = QuantizePass().run(model, config, ctx, tmp)
+        manifest.write(tmp)
+    return manifest
+
+
 def synth_data(out: str | Path, n_train: int = 1200, n_val: int = 400, image_size: int = 64, seed: int = 0,
                overwrite: bool = False) -> Path:
     """Write the deterministic synthetic image-caption dataset (PNG + JSONL manifests, train/val)."""
@@ -67,7 +106,9 @@ def demo(out: str | Path = "mmdk_demo", variant: str = "tiny", force: bool = Fal
     result = train_demo_checkpoint(variant=variant, force=force, quiet=quiet)
     out = Path(out)
     manifest = export(result.path, out / "onnx", overwrite=True, progress=progress)
+    bench_summary = _demo_bench(result, out, quiet=quiet, progress=progress)
     return {
+        "bench": bench_summary,
         "checkpoint": str(result.path),
         "reused": result.reused,
         "train_seconds": result.train_seconds,
@@ -79,6 +120,25 @@ def demo(out: str | Path = "mmdk_demo", variant: str = "tiny", force: bool = Fal
         "export": {a.tower: {"cosine_min": a.verification.get("cosine_min"),
                              "max_abs_error": a.verification.get("max_abs_error")} for a in manifest.artifacts},
     }
+
+
+def _demo_bench(result: Any, out: Path, quiet: bool = False, progress: Optional[Callable[[str], None]] = None,
+                threads: Optional[int] = None) -> dict[str, Any]:
+    """Quick bench of the demo's ONNX export vs its torch checkpoint on the held-out split (batch 1 and 8)."""
+    from .demo import DEFAULT_TEMPLATES
+
+    reports = {"json": out / "reports" / "bench.json", "markdown": out / "reports" / "bench.md",
+               "html": out / "reports" / "bench.html", "junit": out / "reports" / "bench.xml"}
+    r = bench([f"onnx={out / 'onnx'}"], reference=f"torch={result.path}", data=Path(result.data_dir) / "val.jsonl",
+              batch=[1, 8], templates=DEFAULT_TEMPLATES, quiet=quiet, progress=progress, threads=threads,
+              timing={"warmup_runs": 3, "min_runs": 10, "min_time_s": 0.3, "min_rounds": 6, "max_time_s": 15.0},
+              report=reports["json"], markdown=reports["markdown"], html=reports["html"], junit=reports["junit"])
+    acc = r.accuracy.primary if r.accuracy is not None else {}
+    sp = r.speedups.get("onnx")
+    return {"torch_zero_shot_top1": acc.get("torch", {}).get("zero_shot_top1"),
+            "onnx_zero_shot_top1": acc.get("onnx", {}).get("zero_shot_top1"),
+            "speedup": sp.ratio if sp else None, "speedup_ci": [sp.ci_low, sp.ci_high] if sp else None,
+            "confidence": sp.confidence if sp else None, "reports": {k: str(v) for k, v in reports.items()}}
 
 
 def bench(artifacts: ModelLike | Sequence[ModelLike], reference: Optional[ModelLike] = None, *, target: str = "cpu",

@@ -158,6 +158,13 @@ def demo(
     for t, v in s["export"].items():
         typer.echo(f"ONNX {t}: cosine_min {v['cosine_min']:.6f}, max_abs_error {v['max_abs_error']:.2e}")
     typer.echo(f"exports in {s['onnx_dir']}")
+    b = s.get("bench") or {}
+    if b.get("speedup") is not None:
+        lo, hi = b["speedup_ci"]
+        typer.echo(f"bench ONNX Runtime vs torch: speedup {b['speedup']:.2f}x [{lo:.2f}, {hi:.2f}] "
+                   f"({int(b['confidence'] * 100)}% CI); zero-shot top-1 torch {b['torch_zero_shot_top1']:.1f}% / "
+                   f"onnx {b['onnx_zero_shot_top1']:.1f}%")
+        typer.echo(f"reports in {Path(b['reports']['html']).parent} (bench.json / .md / .html / .xml)")
 
 
 @app.command()
@@ -187,6 +194,8 @@ def bench(
     min_runs: int = typer.Option(20, "--min-runs", help="Minimum timed runs per artifact and shape."),
     min_time: float = typer.Option(1.0, "--min-time", help="Minimum timed seconds per artifact and shape."),
     min_rounds: int = typer.Option(10, "--min-rounds", help="Minimum interleaved rounds per shape."),
+    clock: str = typer.Option("wall", "--clock", help="Speedups from wall-clock latency (wall) or from process "
+                              "CPU time per run (cpu: immune to preemption on busy shared CPU machines)."),
     max_time: float = typer.Option(60.0, "--max-time", help="Stop a shape after this many seconds."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write the JSON report (versioned schema)."),
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="Write Markdown tables (CI step summary)."),
@@ -207,11 +216,13 @@ def bench(
     """
     from . import api
     from .bench.harness import parse_int_list
-    from .errors import RegressionError
+    from .errors import RegressionError, UserInputError
 
     quiet = quiet or _STATE["quiet"]
+    if clock not in ("wall", "cpu"):
+        raise UserInputError(f"unknown clock {clock!r}", hint="use --clock wall or --clock cpu")
     timing = {"warmup_runs": warmup, "min_runs": min_runs, "min_time_s": min_time, "min_rounds": min_rounds,
-              "max_time_s": max_time}
+              "max_time_s": max_time, "clock": clock}
     r = api.bench(artifacts, reference, target=target, backend=backend, batch=parse_int_list(batch, "batch"),
                   seq=parse_int_list(seq, "seq"), towers=tower or (), data=data, data_limit=data_limit,
                   templates=template or None, processor=processor, threads=threads, timing=timing, report=report,
@@ -236,7 +247,8 @@ def _print_bench(r: Any) -> None:
                    f"  p90 {x.stats.p90_ms:9.3f} ms  cv {x.stats.cv:5.2f}  {x.stats.throughput_items_per_s:9.1f} items/s"
                    f"  {fmt_speedup(x.speedup)}")
     for label, s in r.speedups.items():
-        typer.echo(f"speedup {label} vs {r.baseline}: {fmt_speedup(s)} ({int(s.confidence * 100)}% CI, geomean)")
+        typer.echo(f"speedup {label} vs {r.baseline}: {fmt_speedup(s)} ({int(s.confidence * 100)}% CI, geomean, "
+                   f"{s.clock} clock)")
     if r.accuracy is not None:
         for p in r.accuracy.pairs:
             zs = f"zero-shot top-1 {p.zero_shot_top1:.2f} top-5 {p.zero_shot_top5:.2f}" if p.zero_shot_top1 is not None else ""
@@ -284,6 +296,97 @@ def compare(
         raise RegressionError(f"{len(res.regressions)} regression(s), first: {worst.kind} {worst.artifact} "
                               f"{worst.subject}", hint="see the table above")
     typer.echo("no regressions")
+
+
+def _pairs_opt(values: Optional[List[str]], what: str) -> dict[str, str]:
+    """``['vision=int8,text=fp32', 'audio=fp16']`` -> ``{'vision': 'int8', 'text': 'fp32', 'audio': 'fp16'}``."""
+    from .errors import UserInputError
+
+    out: dict[str, str] = {}
+    for item in values or []:
+        for part in filter(None, (p.strip() for p in item.split(","))):
+            name, sep, value = part.partition("=")
+            if not sep or not name.strip() or not value.strip():
+                raise UserInputError(f"{what} expects TOWER=VALUE, got {part!r}", hint=f"e.g. {what} vision=int8,text=fp32")
+            out[name.strip()] = value.strip()
+    return out
+
+
+@app.command()
+def quantize(
+    model: str = typer.Argument(..., help="Checkpoint (exported to ONNX first), an .onnx file, or an mmdk export dir."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output directory (<tower>.onnx for every tower + manifest)."),
+    precision: str = typer.Option("int8", "--precision", help="int8 | fp16 for the selected towers."),
+    method: Optional[str] = typer.Option(None, "--method", help="INT8 method: static (calibrated QDQ), dynamic, or "
+                                         "auto (accuracy-aware: keeps sensitive nodes FP32 until --accuracy-budget, "
+                                         "default 'cosine>=0.99', holds). Default: the preset's choice per tower."),
+    tower: Optional[List[str]] = typer.Option(None, "--tower", help="Quantize only these towers (repeatable); the "
+                                              "others are copied as FP32."),
+    tower_precision: Optional[List[str]] = typer.Option(None, "--tower-precision", help="Per-tower precision, e.g. "
+                                                        "vision=int8,text=fp32 (repeatable; int8|fp16|fp32)."),
+    tower_method: Optional[List[str]] = typer.Option(None, "--tower-method", help="Per-tower INT8 method, e.g. "
+                                                     "vision=static,text=dynamic."),
+    calibration: str = typer.Option("minmax", "--calibration", help="Static range estimator: minmax | entropy | "
+                                    "percentile."),
+    percentile: float = typer.Option(99.999, "--percentile", help="Percentile for --calibration percentile."),
+    per_channel: bool = typer.Option(True, "--per-channel/--per-tensor", help="Per-channel INT8 weights."),
+    preset: str = typer.Option("cpu", "--preset", help="cpu: static QDQ MatMul/Gemm/Conv for image towers, dynamic "
+                               "for text towers (fastest on x86 VNNI). tensorrt: symmetric INT8 QDQ, per-channel "
+                               "weights, zero point 0, opset>=13 (TensorRT explicit quantization)."),
+    calib_data: Optional[Path] = typer.Option(None, "--calib-data", help="JSONL manifest (image/text, preprocessed "
+                                              "with the checkpoint's own processor), .npz, or folder of .npy named "
+                                              "like the tower inputs. Part is held out for verification."),
+    calib_samples: int = typer.Option(128, "--calib-samples", help="Samples used for calibration/sensitivity."),
+    holdout_samples: int = typer.Option(64, "--holdout-samples", help="Held-out samples for verification/budgets."),
+    accuracy_budget: Optional[List[str]] = typer.Option(None, "--accuracy-budget", help="e.g. 'cosine>=0.99', "
+                                                        "'text:cosine>=0.995', 'zero_shot_top1_drop<=1', "
+                                                        "'recall@1_drop<=2', 'accuracy_drop<=1' (repeatable)."),
+    op_types: Optional[List[str]] = typer.Option(None, "--op-types", help="Op types to quantize, e.g. MatMul,Gemm."),
+    min_cosine: Optional[float] = typer.Option(None, "--min-cosine", help="Fail if a tower's held-out cosine vs FP32 "
+                                               "is lower (default without a budget: 0.98 int8, 0.999 fp16)."),
+    max_fp32_fraction: float = typer.Option(0.5, "--max-fp32-fraction", help="Most of a tower's weights mixed "
+                                            "precision may keep in FP32 before giving up."),
+    sensitivity: str = typer.Option("auto", "--sensitivity", help="Sensitivity unit: node, layer, or auto."),
+    backend: str = typer.Option("ort", "--backend", help="ort (ONNX Runtime) or inc (neural-compressor, extra 'inc')."),
+    processor: Optional[Path] = typer.Option(None, "--processor", help="HF dir with tokenizer / image processor "
+                                             "(default: the checkpoint's)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output directory."),
+    weights: Optional[Path] = WeightsOpt,
+    io: Optional[Path] = IoOpt,
+    trust_remote_code: bool = TrustOpt,
+) -> None:
+    """Quantize tower by tower (INT8 static/dynamic, FP16, accuracy-aware mixed precision), verify vs FP32.
+
+    Examples:
+      mmdk quantize ./clip-dir --precision int8 --calib-data train.jsonl -o q/
+      mmdk quantize ./clip-dir --tower-precision vision=int8,text=fp32 --calib-data train.jsonl -o q/
+      mmdk quantize exp/ --method auto --accuracy-budget 'zero_shot_top1_drop<=1' --calib-data val.jsonl -o q/
+    """
+    from . import api
+
+    ops = tuple(p.strip() for item in op_types or [] for p in item.split(",") if p.strip())
+    manifest = api.quantize(model, out, precision=precision, method=method, towers=tower or (),
+                            tower_precision=_pairs_opt(tower_precision, "--tower-precision"),
+                            tower_method=_pairs_opt(tower_method, "--tower-method"), calib_data=calib_data,
+                            processor=processor, accuracy_budget=accuracy_budget or (), overwrite=overwrite,
+                            progress=progress(), load_options=load_kwargs(weights, io, trust_remote_code),
+                            calibration=calibration, percentile=percentile, per_channel=per_channel, preset=preset,
+                            calib_samples=calib_samples, holdout_samples=holdout_samples, op_types=ops,
+                            min_cosine=min_cosine, max_fp32_fraction=max_fp32_fraction, sensitivity=sensitivity,
+                            backend=backend)
+    for a in manifest.artifacts:
+        v, d = a.verification, a.details
+        if v.get("copied"):
+            typer.echo(f"{out / a.path}  fp32 (copied)")
+            continue
+        nodes = d.get("nodes", {})
+        kept = f"  fp32 nodes {len(nodes.get('fp32_nodes', []))}/{nodes.get('candidate_nodes')}" if nodes else ""
+        how = d.get("quantizer", {}).get("method", "") if a.precision == "int8" else ""
+        typer.echo(f"{out / a.path}  {a.precision}{' ' + how if how else ''}  cosine {v['cosine']:.5f} "
+                   f"(min {v['cosine_min']:.5f}, max abs err {v['max_abs_error']:.3g}, {v['data']}){kept}  "
+                   f"size x{d.get('size_ratio', 1):.2f}")
+    for r in manifest.metrics.get("budgets", []):
+        typer.echo(f"budget {r['budget']} on {r['scope']}: {r['figure']:.5g} {'ok' if r['holds'] else 'FAILS'}")
 
 
 # ---- entry point ------------------------------------------------------------------------------------------

@@ -1,0 +1,295 @@
+"""Task accuracy on a JSONL manifest, for the reference and every artifact on the same preprocessed samples.
+
+- dual encoders (an all-image tower + an all-text tower): zero-shot top-1/top-5 with prompts built from
+  the labels (templates averaged, as CLIP does) and image->text / text->image recall@1/5/10, for every
+  pairing of one model's image tower with another's text tower (cross-backend pairs included);
+- every tower: output drift vs the reference (cosine mean/min, max abs error);
+- towers with a ``*logits*`` output: top-1 agreement with the reference, and accuracy when labels exist.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from ..data.manifest import Sample, class_names, label_indices
+from ..errors import DataError
+from ..model.iospec import IOSpec
+from .backends.base import Backend
+from .metrics import accuracy, drift, l2_normalize, recall_at_k, top1_agreement, zero_shot_topk
+from .preprocess import load_image_reader, load_tokenizer, seq_length
+from .schema import AccuracyReport, ClassifierResult, DriftResult, PairResult
+
+DEFAULT_TEMPLATE = "a photo of a {label}."
+MAX_EVAL_BATCH = 32
+
+
+@dataclass
+class Contestant:
+    label: str
+    backends: dict[str, Backend]            # tower name -> loaded backend
+
+
+def tower_roles(specs: dict[str, IOSpec]) -> tuple[Optional[str], Optional[str]]:
+    """(image tower, text tower) of a dual encoder, or (None, None)."""
+    image = [n for n, s in specs.items() if s.modalities == ["image"]]
+    text = [n for n, s in specs.items() if s.modalities == ["text"]]
+    if len(image) == 1 and len(text) == 1:
+        return image[0], text[0]
+    return None, None
+
+
+def eval_batch_size(specs: Sequence[IOSpec]) -> int:
+    size = MAX_EVAL_BATCH
+    for spec in specs:
+        first = spec.inputs[0].shape[0] if spec.inputs[0].shape else 1
+        size = min(size, first if isinstance(first, int) else spec.dims[first][1])
+    return max(1, size)
+
+
+def run_batched(backend: Backend, feeds: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
+    """Run ``feeds`` (all with the same leading dim) in chunks of ``batch``; the last chunk is padded."""
+    n = len(next(iter(feeds.values())))
+    outs: dict[str, list[np.ndarray]] = {}
+    for start in range(0, n, batch):
+        chunk = {k: v[start:start + batch] for k, v in feeds.items()}
+        m = len(next(iter(chunk.values())))
+        if m < batch and _static_batch(backend.tower.spec):
+            chunk = {k: np.concatenate([v, np.repeat(v[-1:], batch - m, axis=0)]) for k, v in chunk.items()}
+        for name, arr in backend.run(chunk).items():
+            outs.setdefault(name, []).append(np.asarray(arr)[:m])
+    return {k: np.concatenate(v) for k, v in outs.items()}
+
+
+def _static_batch(spec: IOSpec) -> bool:
+    return bool(spec.inputs[0].shape) and isinstance(spec.inputs[0].shape[0], int)
+
+
+class _Inputs:
+    """Preprocessed arrays shared by every contestant (so all see identical inputs)."""
+
+    def __init__(self, samples: Sequence[Sample], proc_dir: Optional[Path], templates: Sequence[str]):
+        self.samples = list(samples)
+        self.proc_dir = proc_dir
+        self.templates = list(templates)
+        self.image_rows = [i for i, s in enumerate(samples) if s.image is not None]
+        self.text_rows = [i for i, s in enumerate(samples) if s.text]
+        self.paired_rows = [i for i in self.image_rows if samples[i].text]
+        labeled = [s for s in samples if s.label is not None]
+        self.classes = class_names(self.samples) if labeled else []
+        self.labels = label_indices(self.samples, self.classes) if labeled and len(labeled) == len(samples) else None
+        self._images: dict[str, np.ndarray] = {}
+        self._tokens: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+        self._tokenizer = None
+
+    def images(self, spec: IOSpec, name: str) -> np.ndarray:
+        if name not in self._images:
+            reader = load_image_reader(self.proc_dir, spec, name)
+            self._images[name] = reader([self.samples[i].image for i in self.image_rows])
+        return self._images[name]
+
+    def tokens(self, kind: str, spec: IOSpec) -> dict[str, np.ndarray]:
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.proc_dir)
+        length = min(seq_length(spec) or 77, getattr(self._tokenizer, "model_max_length", 77))
+        key = (kind, length)
+        if key not in self._tokens:
+            if kind == "captions":
+                texts = [self.samples[i].text for i in self.text_rows]
+            else:
+                texts = [t.format(label=c) for c in self.classes for t in self.templates]
+            self._tokens[key] = self._tokenizer(texts, length)
+        return self._tokens[key]
+
+    def text_feeds(self, kind: str, spec: IOSpec) -> dict[str, np.ndarray]:
+        toks = self.tokens(kind, spec)
+        feeds = {}
+        for i in spec.inputs:
+            if i.modality != "text":
+                continue
+            if i.name in toks:
+                feeds[i.name] = toks[i.name]
+            elif "type_ids" in i.name:
+                feeds[i.name] = np.zeros_like(toks["input_ids"])
+            else:
+                raise DataError(f"cannot build text input {i.name!r} from the manifest's text",
+                                hint="text towers take input_ids / attention_mask / token_type_ids")
+        return feeds
+
+    def row_feeds(self, spec: IOSpec, rows: Sequence[int]) -> dict[str, np.ndarray]:
+        """Feeds for a multi-modal tower on ``rows`` (each row has every modality the tower takes)."""
+        feeds: dict[str, np.ndarray] = {}
+        for i in spec.inputs:
+            if i.modality == "image":
+                pos = {r: k for k, r in enumerate(self.image_rows)}
+                feeds[i.name] = self.images(spec, i.name)[[pos[r] for r in rows]]
+            elif i.modality == "text":
+                pos = {r: k for k, r in enumerate(self.text_rows)}
+                toks = self.text_feeds("captions", spec)
+                feeds[i.name] = toks[i.name][[pos[r] for r in rows]]
+            else:
+                raise DataError(f"accuracy evaluation cannot build {i.modality} input {i.name!r} from a manifest yet",
+                                hint="benchmark latency only (omit --data) for this model")
+        return feeds
+
+
+def evaluate(contestants: Sequence[Contestant], reference: str, samples: Sequence[Sample], data_path: str,
+             proc_dir: Optional[Path], templates: Sequence[str] = (DEFAULT_TEMPLATE,),
+             log: Optional[Callable[[str], None]] = None) -> AccuracyReport:
+    """Accuracy of every contestant; ``reference`` is the label drift and agreement are measured against."""
+    t0 = time.perf_counter()
+    log = log or (lambda _m: None)
+    by_label = {c.label: c for c in contestants}
+    ref = by_label[reference]
+    specs = {n: b.tower.spec for c in contestants for n, b in c.backends.items()}
+    specs.update({n: b.tower.spec for n, b in ref.backends.items()})
+    vision, text = tower_roles(specs)
+    inp = _Inputs(samples, proc_dir, templates)
+    batch = eval_batch_size([b.tower.spec for c in contestants for b in c.backends.values()])
+    report = AccuracyReport(data=data_path, n_samples=len(inp.samples), n_images=len(inp.image_rows),
+                            n_captions=len(inp.text_rows), n_classes=len(inp.classes),
+                            templates=list(templates) if vision else [],
+                            processor=str(proc_dir) if proc_dir else None)
+    outputs: dict[tuple[str, str], dict[str, np.ndarray]] = {}  # (label, tower) -> outputs on eval rows
+    prompts: dict[str, np.ndarray] = {}
+    for c in contestants:
+        for tname, backend in c.backends.items():
+            spec = backend.tower.spec
+            log(f"accuracy: {c.label} / {tname}")
+            if tname == vision:
+                if not inp.image_rows:
+                    raise DataError(f"{data_path} has no rows with an 'image' for tower {tname!r}")
+                outputs[(c.label, tname)] = run_batched(backend, {spec.inputs[0].name: inp.images(spec, spec.inputs[0].name)},
+                                                        batch)
+            elif tname == text:
+                if not inp.text_rows:
+                    raise DataError(f"{data_path} has no rows with a 'text' for tower {tname!r}")
+                outputs[(c.label, tname)] = run_batched(backend, inp.text_feeds("captions", spec), batch)
+                if inp.classes:
+                    prompts[c.label] = _first(run_batched(backend, inp.text_feeds("prompts", spec), batch))
+            else:
+                rows = _rows_with(inp, spec)
+                outputs[(c.label, tname)] = run_batched(backend, inp.row_feeds(spec, rows), batch)
+    if vision and text:
+        _pairs(report, contestants, vision, text, outputs, prompts, inp)
+    _drift_and_classifiers(report, contestants, ref, outputs, inp, (vision, text))
+    _primary(report, contestants, ref, vision, text)
+    report.seconds = round(time.perf_counter() - t0, 3)
+    return report
+
+
+def _first(outs: dict[str, np.ndarray]) -> np.ndarray:
+    return next(iter(outs.values()))
+
+
+def _rows_with(inp: _Inputs, spec: IOSpec) -> list[int]:
+    need = set(spec.modalities)
+    rows = [i for i, s in enumerate(inp.samples)
+            if ("image" not in need or s.image is not None) and ("text" not in need or s.text)]
+    if not rows:
+        raise DataError(f"no manifest row has every input this tower needs ({', '.join(sorted(need))})")
+    return rows
+
+
+def _pairs(report: AccuracyReport, contestants: Sequence[Contestant], vision: str, text: str,
+           outputs: dict, prompts: dict, inp: _Inputs) -> None:
+    img_pos = {r: k for k, r in enumerate(inp.image_rows)}
+    txt_pos = {r: k for k, r in enumerate(inp.text_rows)}
+    for cv in contestants:
+        if (cv.label, vision) not in outputs:
+            continue
+        img = _first(outputs[(cv.label, vision)])
+        for ct in contestants:
+            if (ct.label, text) not in outputs:
+                continue
+            pair = PairResult(vision=cv.label, text=ct.label, cross=cv.label != ct.label)
+            if inp.labels is not None and ct.label in prompts and inp.classes:
+                pe = l2_normalize(prompts[ct.label]).reshape(len(inp.classes), len(inp.templates), -1).mean(axis=1)
+                zs = zero_shot_topk(img, pe, inp.labels[inp.image_rows], ks=(1, 5))
+                pair.zero_shot_top1, pair.zero_shot_top5 = zs["top1"], zs["top5"]
+            if inp.paired_rows:
+                cap = _first(outputs[(ct.label, text)])[[txt_pos[r] for r in inp.paired_rows]]
+                im = img[[img_pos[r] for r in inp.paired_rows]]
+                pair.image_to_text = recall_at_k(im, cap)
+                pair.text_to_image = recall_at_k(cap, im)
+            report.pairs.append(pair)
+
+
+def _drift_and_classifiers(report: AccuracyReport, contestants: Sequence[Contestant], ref: Contestant,
+                           outputs: dict, inp: _Inputs, roles: tuple) -> None:
+    for c in contestants:
+        for tname in c.backends:
+            outs = outputs[(c.label, tname)]
+            ref_outs = outputs.get((ref.label, tname))
+            rows = inp.image_rows if tname == roles[0] else inp.text_rows if tname == roles[1] else \
+                _rows_with(inp, c.backends[tname].tower.spec)
+            for oname, arr in outs.items():
+                is_logits = "logit" in oname.lower() and arr.ndim == 2 and arr.shape[1] > 1
+                agreement = None
+                if c.label != ref.label and ref_outs is not None and oname in ref_outs:
+                    r = ref_outs[oname]
+                    if r.shape == arr.shape:
+                        d = drift(r, arr)
+                        agreement = top1_agreement(r, arr) if is_logits else None
+                        report.drift.append(DriftResult(
+                            artifact=c.label, tower=tname, output=oname, n=int(arr.shape[0]),
+                            cosine_mean=d["cosine_mean"], cosine_min=d["cosine_min"],
+                            max_abs_error=d["max_abs_error"] if d["finite"] else None, top1_agreement=agreement))
+                if is_logits:
+                    acc = None
+                    if inp.labels is not None and arr.shape[1] == len(inp.classes):
+                        acc = accuracy(arr, inp.labels[rows])
+                    report.classifiers.append(ClassifierResult(artifact=c.label, tower=tname, output=oname,
+                                                               accuracy=acc, top1_agreement=agreement))
+
+
+def _primary(report: AccuracyReport, contestants: Sequence[Contestant], ref: Contestant, vision: Optional[str],
+             text: Optional[str]) -> None:
+    """Headline metrics per contestant: its own dual pair (missing tower borrowed from the reference)."""
+    for c in contestants:
+        figures: dict[str, float] = {}
+        if vision and text:
+            v, t = _partner(c, ref, contestants, vision), _partner(c, ref, contestants, text)
+            pair = next((p for p in report.pairs if p.vision == v and p.text == t), None)
+            if pair is not None:
+                if pair.zero_shot_top1 is not None:
+                    figures["zero_shot_top1"] = pair.zero_shot_top1
+                    figures["zero_shot_top5"] = pair.zero_shot_top5 or 0.0
+                for k, val in pair.image_to_text.items():
+                    figures[f"i2t_{k}"] = val
+                for k, val in pair.text_to_image.items():
+                    figures[f"t2i_{k}"] = val
+        for cl in report.classifiers:
+            if cl.artifact == c.label and cl.accuracy is not None:
+                figures.setdefault("accuracy", cl.accuracy)
+            if cl.artifact == c.label and cl.top1_agreement is not None:
+                figures.setdefault("top1_agreement", cl.top1_agreement)
+        cos = [d.cosine_mean for d in report.drift if d.artifact == c.label]
+        if cos:
+            figures["cosine_mean"] = float(min(cos))
+        report.primary[c.label] = figures
+
+
+def _partner(c: Contestant, ref: Contestant, contestants: Sequence[Contestant], tower: str) -> str:
+    """Who provides ``tower`` for ``c``'s headline pair: itself, else the reference, else the first that has it."""
+    for cand in (c, ref, *contestants):
+        if tower in cand.backends:
+            return cand.label
+    return c.label
+
+
+def headline_metric(figures: dict[str, float]) -> Optional[tuple[str, float]]:
+    """The one number plots and summaries use: zero-shot top-1, else accuracy, else agreement."""
+    for key in ("zero_shot_top1", "accuracy", "top1_agreement", "i2t_R@1"):
+        if key in figures:
+            return key, figures[key]
+    return None
+
+
+def gated_metrics(figures: dict[str, float]) -> list[str]:
+    """Metrics the accuracy-drop gate checks (points of %, higher is better)."""
+    return [k for k in ("zero_shot_top1", "zero_shot_top5", "i2t_R@1", "t2i_R@1", "accuracy") if k in figures]

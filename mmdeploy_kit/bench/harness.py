@@ -1,0 +1,443 @@
+"""``run_bench``: load artifacts + reference, validate everything, measure accuracy and latency, build the report.
+
+All validation (target hardware, backends, tower matching, sizes vs I/O specs, data manifest) happens
+before the first timed run, so bad input fails fast with one line and nothing is written.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from ..errors import SpecError, UserInputError
+from ..model.tower import LoadedModel
+from . import env
+from .accuracy import DEFAULT_TEMPLATE, Contestant, evaluate
+from .backends.base import Backend, backend_class, create_backend
+from .gates import bench_gates
+from .latency import Contender, estimate_rounds, measure
+from .schema import (ArtifactInfo, BenchConfig, BenchReport, LatencyResult, LatencyStats, Scenario, Speedup,
+                     TimingConfig, TowerInfo)
+from .stats import RatioEstimate, combine_speedups, paired_speedup, summarize
+from .targets import BACKEND_CHOICES, resolve_target
+
+DEFAULT_BATCHES = (1, 8)
+DEFAULT_SEQ = 77
+NOISY_CV = 0.25
+_LABEL_RE = re.compile(r"^(?P<label>[A-Za-z0-9_.+-]+)=(?P<path>.+)$")
+Log = Callable[[str], None]
+
+
+@dataclass
+class _Model:
+    label: str
+    role: str
+    model: LoadedModel
+    load_seconds: float
+    rss_delta: Optional[int]
+    backends: dict[str, Backend]
+    session_seconds: dict[str, float]
+
+
+def split_label(spec: Any) -> tuple[Optional[str], Any]:
+    """``"int8=out/q"`` -> ("int8", "out/q"); a plain path or a LoadedModel -> (None, it)."""
+    if isinstance(spec, (str, Path)):
+        m = _LABEL_RE.match(str(spec))
+        if m and not Path(str(spec)).exists():
+            return m["label"], m["path"]
+    return None, spec
+
+
+def _default_label(src: Any) -> str:
+    if isinstance(src, LoadedModel):
+        src = src.source
+    p = Path(str(src))
+    if ":" in p.name and not p.exists():  # path/to/file.py:factory
+        return p.name.rsplit(":", 1)[1]
+    name = p.stem if p.suffix.lower() in (".onnx", ".ts", ".pt", ".pt2", ".engine", ".plan") else p.name
+    return name or str(src)
+
+
+def _unique(label: str, taken: set[str]) -> str:
+    out, k = label, 2
+    while out in taken:
+        out, k = f"{label}#{k}", k + 1
+    taken.add(out)
+    return out
+
+
+def _warm_imports(spec: Any) -> None:
+    """Import the runtime a source needs before its load is timed (import time is not load time)."""
+    import importlib
+
+    if isinstance(spec, LoadedModel):
+        return
+    p = Path(str(spec))
+    kinds: set[str] = set()
+    if p.suffix.lower() == ".onnx":
+        kinds.add("onnx")
+    elif p.is_dir() and (p / "mmdk_manifest.json").is_file():
+        from ..artifacts import Manifest
+
+        try:
+            kinds = {"onnx" if a.kind == "onnx" else "torch" for a in Manifest.read(p).artifacts}
+        except UserInputError:
+            return
+    else:
+        kinds.add("torch")
+    mods = {"onnx": ("onnx", "onnxruntime"), "torch": ("torch", "transformers")}
+    for kind in kinds:
+        for mod in mods[kind]:
+            try:
+                importlib.import_module(mod)
+            except ImportError:  # the loader reports a missing runtime with its own hint
+                pass
+
+
+def _load(spec: Any, load_kwargs: dict[str, Any]) -> tuple[LoadedModel, float, Optional[int]]:
+    from ..api import load
+
+    _warm_imports(spec)
+    rss0 = env.rss_bytes()
+    t0 = time.perf_counter()
+    model = spec if isinstance(spec, LoadedModel) else load(spec, **load_kwargs)
+    secs = time.perf_counter() - t0
+    rss1 = env.rss_bytes()
+    return model, secs, (rss1 - rss0) if rss0 is not None and rss1 is not None else None
+
+
+def _match_towers(ref: LoadedModel, ref_label: str, other: LoadedModel, label: str, towers: Sequence[str]) -> list[str]:
+    names = [t for t in other.towers if not towers or t in towers]
+    missing = [t for t in names if t not in ref.towers]
+    if missing:
+        raise UserInputError(f"reference {ref_label!r} has no tower {missing[0]!r} (its towers: "
+                             f"{', '.join(ref.towers)}), but {label!r} has towers {', '.join(other.towers)}",
+                             hint="benchmark against the checkpoint the artifact was made from, or pick --tower")
+    for t in names:
+        a, r = set(other.towers[t].spec.input_names), set(ref.towers[t].spec.input_names)
+        if a != r:
+            raise UserInputError(f"tower {t!r}: {label!r} takes inputs {sorted(a)} but reference {ref_label!r} "
+                                 f"takes {sorted(r)}", hint="the reference must have the same towers and inputs")
+    return names
+
+
+def _seq_dims(spec: Any) -> list[str]:
+    bdim = spec.batch_dim()
+    return [d for i in spec.inputs if i.modality == "text" for d in i.symbolic_dims if d != bdim]
+
+
+def size_grid(spec: Any, batches: Optional[Sequence[int]], seqs: Optional[Sequence[int]]) -> list[dict[str, int]]:
+    """Concrete sizes for one tower. Explicit values outside the spec's dims are errors; defaults are clipped."""
+    bdim = spec.batch_dim()
+    seq_dims = list(dict.fromkeys(_seq_dims(spec)))
+    if bdim is None:
+        bs: list[Optional[int]] = [None]
+    elif batches:
+        bs = list(batches)
+    else:
+        lo, hi = spec.dims[bdim]
+        bs = sorted({max(lo, min(hi, b)) for b in DEFAULT_BATCHES})
+    if not seq_dims:
+        ss: list[Optional[int]] = [None]
+    elif seqs:
+        ss = list(seqs)
+    else:
+        lo, hi = spec.dims[seq_dims[0]]
+        ss = [max(lo, min(hi, DEFAULT_SEQ))]
+    grid = []
+    for b in bs:
+        for s in ss:
+            sizes = {bdim: b} if bdim is not None and b is not None else {}
+            if s is not None:
+                sizes.update({d: s for d in seq_dims})
+            grid.append(sizes)
+    return grid
+
+
+def _widen_guessed_dims(model: LoadedModel) -> dict[str, Any]:
+    """A bare ``.onnx`` file declares no dim ranges (the loader guesses [1, 8]): trust explicit sizes there
+    (a shape the graph cannot take fails at its first run). Returns the original specs, for defaults."""
+    original = {name: t.spec for name, t in model.towers.items()}
+    if model.format == "onnx":
+        for t in model.towers.values():
+            t.spec = t.spec.model_copy(update={"dims": {d: (lo, max(hi, 1 << 31)) for d, (lo, hi) in t.spec.dims.items()}})
+    return original
+
+
+def _check_sizes(spec: Any, sizes: dict[str, int], label: str, tower: str) -> None:
+    """SpecError when ``sizes`` is outside the tower's declared dims."""
+    try:
+        spec.resolve(sizes)
+    except SpecError as exc:
+        raise SpecError(f"{label} / tower {tower!r}: {exc.message}", hint=exc.hint) from None
+
+
+def _tower_info(m: _Model, name: str) -> TowerInfo:
+    t = m.model.towers[name]
+    b = m.backends[name]
+    d = b.describe()
+    size = None
+    if t.path is not None and Path(t.path).exists():
+        size = Path(t.path).stat().st_size
+        ext = Path(str(t.path) + ".data")
+        size += ext.stat().st_size if ext.exists() else 0
+    params = int(t.details["parameters"]) if "parameters" in t.details else None
+    return TowerInfo(name=name, kind=t.kind, precision=t.precision, backend=d["backend"], device=d["device"],
+                     providers=list(d.get("providers") or []), threads=d.get("threads"),
+                     session_seconds=round(m.session_seconds[name], 4), parameters=params, size_bytes=size,
+                     inputs={i.name: list(i.shape) for i in t.spec.inputs})
+
+
+def _speedup(est: RatioEstimate, baseline: str, clock: str) -> Speedup:
+    return Speedup(baseline=baseline, ratio=est.ratio, ci_low=est.low, ci_high=est.high,
+                   confidence=est.confidence, rounds=est.rounds, clock=clock)
+
+
+def run_bench(artifacts: Sequence[Any], reference: Any = None, *, target: str = "cpu", backend: str = "auto",
+              batches: Optional[Sequence[int]] = None, seqs: Optional[Sequence[int]] = None,
+              towers: Sequence[str] = (), data: Optional[str | Path] = None, data_limit: Optional[int] = None,
+              templates: Optional[Sequence[str]] = None, processor: Optional[str | Path] = None,
+              threads: Optional[int] = None, timing: Optional[TimingConfig] = None,
+              max_latency_regression: Optional[float] = None, max_accuracy_drop: Optional[float] = None,
+              quiet: bool = False, log: Optional[Log] = None, load_kwargs: Optional[dict[str, Any]] = None) -> BenchReport:
+    t_begin = time.perf_counter()
+    log = log or (lambda _m: None)
+    timing = timing or TimingConfig()
+    if not artifacts:
+        raise UserInputError("nothing to benchmark", hint="pass at least one ARTIFACT")
+    if backend not in BACKEND_CHOICES:
+        raise UserInputError(f"unknown backend {backend!r}", hint=f"choose one of {', '.join(BACKEND_CHOICES)}")
+    for name, vals in (("batch", batches), ("seq", seqs)):
+        if vals is not None and (not vals or any(int(v) < 1 for v in vals)):
+            raise UserInputError(f"--{name} needs positive integers, got {list(vals)}")
+    templates = list(templates or [DEFAULT_TEMPLATE])
+    bad = [t for t in templates if "{label}" not in t]
+    if bad:
+        raise UserInputError(f"template {bad[0]!r} has no '{{label}}' placeholder", hint='e.g. "a photo of a {label}."')
+    profile = resolve_target(target)
+    load = env.load_average()
+    busy = load[0] if load and load[0] > env.available_cores() else None
+    if timing.clock == "cpu" and profile.device != "cpu":
+        raise UserInputError(f"--clock cpu measures CPU work; target {profile.name!r} runs on a GPU",
+                             hint="use --clock wall (GPU runs are timed with device events)")
+    threads = threads or (env.available_cores() if profile.device == "cpu" else None)
+    samples = None
+    if data is not None:
+        from ..data.manifest import load_manifest
+
+        samples = load_manifest(data)
+        if data_limit:
+            samples = samples[: int(data_limit)]
+
+    # ---- load ---------------------------------------------------------------------------------------
+    taken: set[str] = set()
+    specs: list[tuple[str, Any, str]] = []
+    if reference is not None:
+        lab, src = split_label(reference)
+        specs.append((_unique(lab or _default_label(src), taken), src, "reference"))
+    for a in artifacts:
+        lab, src = split_label(a)
+        specs.append((_unique(lab or _default_label(src), taken), src, "artifact"))
+    loaded: list[tuple[str, str, LoadedModel, float, Optional[int]]] = []
+    for label, src, role in specs:
+        log(f"loading {label} ({src if not isinstance(src, LoadedModel) else src.source})")
+        model, secs, rss = _load(src, load_kwargs or {})
+        loaded.append((label, role, model, secs, rss))
+    declared = {m.source: _widen_guessed_dims(m) for _, _, m, _, _ in loaded}
+    base_label, _, base_model, _, _ = loaded[0]
+    tower_sets: dict[str, list[str]] = {}
+    if reference is not None:
+        base_model.select(towers)  # every requested tower must exist in the reference
+        for label, role, model, _, _ in loaded:
+            tower_sets[label] = _match_towers(base_model, base_label, model, label, towers) if label != base_label \
+                else [t for t in model.towers if not towers or t in towers]
+    else:  # no reference: artifacts may hold different towers (e.g. vision.onnx + text.onnx)
+        for label, role, model, _, _ in loaded:
+            tower_sets[label] = [t for t in model.towers if not towers or t in towers]
+        known = {t for ts in tower_sets.values() for t in ts}
+        missing = [t for t in towers if t not in known]
+        if missing:
+            raise UserInputError(f"no artifact has a tower named {missing[0]!r}",
+                                 hint=f"towers are: {', '.join(sorted(known))}")
+    if len(loaded) > 1 and reference is not None and not any(tower_sets[label] for label, *_ in loaded[1:]):
+        raise UserInputError("the artifacts share no tower with the reference", hint="check --tower")
+
+    # ---- sizes (validated against every contender's spec before any run) ---------------------------------
+    # time the towers some artifact has (a reference tower nobody is compared on is only used for accuracy)
+    timed = loaded[1:] if reference is not None and len(loaded) > 1 else loaded
+    all_towers = list(dict.fromkeys(t for label, *_ in timed for t in tower_sets[label]))
+    grid: dict[str, list[dict[str, int]]] = {}
+    for t in all_towers:
+        owner = next(m for label, _, m, _, _ in loaded if t in tower_sets[label])
+        grid[t] = size_grid(declared[owner.source][t], batches, seqs)
+        for label, _, m, _, _ in loaded:
+            if t in tower_sets[label]:
+                for sizes in grid[t]:
+                    _check_sizes(m.towers[t].spec, sizes, label, t)
+
+    # ---- backends ---------------------------------------------------------------------------------------
+    models: list[_Model] = []
+    for label, role, model, secs, rss in loaded:
+        rss0 = env.rss_bytes()
+        backends, sess = {}, {}
+        for t in tower_sets[label]:
+            tower = model.towers[t]
+            # --backend picks the artifacts' runtime; a reference it cannot run (torch vs onnxruntime) uses auto
+            req = backend if role == "artifact" or backend == "auto" or \
+                tower.kind in backend_class(backend).kinds else "auto"
+            t0 = time.perf_counter()
+            backends[t] = create_backend(tower, req, profile, threads=threads)
+            sess[t] = time.perf_counter() - t0
+        rss1 = env.rss_bytes()
+        extra = (rss1 - rss0) if rss0 is not None and rss1 is not None else None
+        models.append(_Model(label, role, model, secs, (rss or 0) + (extra or 0) if rss is not None else None,
+                             backends, sess))
+    baseline = models[0].label
+    has_ref = reference is not None
+
+    # ---- accuracy ---------------------------------------------------------------------------------------
+    acc = None
+    if samples is not None:
+        from .preprocess import processor_dir
+
+        proc = processor_dir([m.model for m in models], processor)
+        log(f"accuracy on {len(samples)} samples of {data}")
+        acc = evaluate([Contestant(m.label, m.backends) for m in models], baseline, samples, str(data), proc,
+                       templates, log=log)
+
+    # ---- latency ----------------------------------------------------------------------------------------
+    latency: list[LatencyResult] = []
+    per_artifact: dict[str, list[RatioEstimate]] = {}
+    warnings: list[str] = []
+    noisy: list[tuple[float, str]] = []
+    for t in all_towers:
+        owners = [m for m in models if t in m.backends]
+        ref_spec = owners[0].model.towers[t].spec
+        for sizes in grid[t]:
+            feeds = ref_spec.dummy_inputs(sizes, seed=timing.seed)
+            contenders = [Contender(m.label, m.backends[t], feeds) for m in owners]
+            desc = f"{t} " + " ".join(f"{k}={v}" for k, v in sizes.items())
+            meas = _measure_with_progress(contenders, timing, desc, quiet)
+            batch = sizes.get(ref_spec.batch_dim() or "", 1)
+            seq = next((sizes[d] for d in _seq_dims(ref_spec) if d in sizes), None)
+            base_c = contenders[0]
+            for c in contenders:
+                stats = LatencyStats(**summarize(c.samples, items_per_run=batch))
+                cpu_stats = LatencyStats(**summarize(c.cpu_samples, items_per_run=batch)) \
+                    if profile.device == "cpu" and c.cpu_samples and min(c.cpu_samples) > 0 else None
+                sp = None
+                if c is not base_c:
+                    est = paired_speedup(base_c.clock_rounds(timing.clock), c.clock_rounds(timing.clock),
+                                         confidence=timing.confidence, n_boot=timing.bootstrap, seed=timing.seed)
+                    per_artifact.setdefault(c.label, []).append(est)
+                    sp = _speedup(est, base_c.label, timing.clock)
+                latency.append(LatencyResult(
+                    artifact=c.label, tower=t, backend=c.backend.name, batch=batch, seq=seq, sizes=sizes, stats=stats,
+                    cpu_stats=cpu_stats,
+                    first_run_ms=c.first_run_s * 1e3, warmup_runs=len(c.warmup_times), rounds=meas.rounds,
+                    block_runs=c.block, hit_max_time=meas.hit_max_time, peak_rss_bytes=c.peak_rss,
+                    peak_rss_delta_bytes=c.peak_rss_delta, gpu_memory=c.gpu_memory, speedup=sp))
+                if stats.cv > NOISY_CV:
+                    noisy.append((stats.cv, f"{c.label} / {desc}"))
+            if meas.hit_max_time:
+                warnings.append(f"{desc}: stopped at max_time_s={timing.max_time_s} before min runs/time were met")
+    if noisy:
+        worst = max(noisy)
+        warnings.append(f"{len(noisy)} of {len(latency)} timings are noisy (CV > {NOISY_CV}; worst {worst[0]:.2f} for "
+                        f"{worst[1]}): the machine is busy; read the paired speedup ratios, not absolute times")
+    if profile.device == "cpu" and timing.clock == "wall" and busy is not None:
+        warnings.append(f"the machine was busy (load average {busy:.1f} on {env.available_cores()} cores): wall-clock "
+                        "timings include waits for other processes; with several threads per run these can dominate. "
+                        "For comparisons on shared machines use --threads 1 --clock cpu")
+    speedups = {lab: _speedup(combine_speedups(ests, timing.confidence), baseline, timing.clock)
+                for lab, ests in per_artifact.items()}
+
+    artifacts_info = [ArtifactInfo(label=m.label, source=m.model.source, format=m.model.format,
+                                   role="reference" if (has_ref and i == 0) else "artifact",
+                                   load_seconds=round(m.load_seconds, 4), size_on_disk_bytes=m.model.size_on_disk(),
+                                   rss_load_delta_bytes=m.rss_delta,
+                                   towers={t: _tower_info(m, t) for t in m.backends})
+                      for i, m in enumerate(models)]
+    for m in models:
+        for b in m.backends.values():
+            b.close()
+    from .. import __version__
+
+    used_batches = sorted({r.batch for r in latency})
+    used_seqs = sorted({r.seq for r in latency if r.seq is not None}) or None
+    config = BenchConfig(target=profile.name, backend=backend, batches=list(batches or used_batches),
+                         seqs=list(seqs) if seqs else used_seqs,
+                         towers=list(towers), threads=threads, data=str(data) if data else None, data_limit=data_limit,
+                         templates=templates, processor=str(processor) if processor else None,
+                         reference=models[0].model.source if has_ref else None, timing=timing)
+    report = BenchReport(
+        mmdk_version=__version__, created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        duration_s=round(time.perf_counter() - t_begin, 3), config=config, target=profile,
+        environment=env.fingerprint(threads), reference=baseline if has_ref else None, baseline=baseline,
+        artifacts=artifacts_info, latency=latency, speedups=speedups, scenarios=scenarios(latency), accuracy=acc,
+        warnings=warnings)
+    report.gates = bench_gates(report, max_latency_regression, max_accuracy_drop)
+    report.passed = not report.failed_gates()
+    return report
+
+
+def _measure_with_progress(contenders: list[Contender], timing: TimingConfig, desc: str, quiet: bool) -> Any:
+    if quiet:
+        return measure(contenders, timing)
+    from tqdm.auto import tqdm
+
+    total = estimate_rounds(timing, len(contenders))
+    with tqdm(total=total, desc=f"bench {desc}", unit="round", leave=False, dynamic_ncols=True) as bar:
+        def on_round(k: int, _elapsed: float) -> None:
+            if k <= bar.total:
+                bar.update(1)
+        return measure(contenders, timing, on_round=on_round)
+
+
+def scenarios(latency: Sequence[LatencyResult]) -> list[Scenario]:
+    """single-stream: p90 latency at batch 1; offline: the best throughput over the measured batches."""
+    out: list[Scenario] = []
+    groups: dict[tuple[str, str, Optional[int]], list[LatencyResult]] = {}
+    for r in latency:
+        groups.setdefault((r.artifact, r.tower, r.seq), []).append(r)
+    for (art, tower, seq), rs in groups.items():
+        one = next((r for r in rs if r.batch == 1), None)
+        if one is not None:
+            out.append(Scenario(scenario="single-stream", artifact=art, tower=tower, batch=1, seq=seq,
+                                value=one.stats.p90_ms, unit="ms (p90)"))
+        best = max(rs, key=lambda r: r.stats.throughput_items_per_s)
+        out.append(Scenario(scenario="offline", artifact=art, tower=tower, batch=best.batch, seq=seq,
+                            value=best.stats.throughput_items_per_s, unit="items/s"))
+    return out
+
+
+def parse_int_list(text: Optional[str], what: str) -> Optional[list[int]]:
+    """``"1,8"`` -> [1, 8] (for the CLI)."""
+    if text is None or str(text).strip() == "":
+        return None
+    try:
+        vals = [int(v) for v in str(text).replace(" ", "").split(",") if v]
+    except ValueError:
+        raise UserInputError(f"--{what} takes comma-separated integers, got {text!r}", hint=f"e.g. --{what} 1,8") from None
+    if not vals or any(v < 1 for v in vals):
+        raise UserInputError(f"--{what} needs positive integers, got {text!r}")
+    return vals
+
+
+def parse_fraction(text: Optional[str | float], what: str) -> Optional[float]:
+    """``"10%"`` or ``"0.1"`` -> 0.1 (a relative threshold)."""
+    if text is None or str(text).strip() == "":
+        return None
+    s = str(text).strip()
+    try:
+        val = float(s[:-1]) / 100.0 if s.endswith("%") else float(s)
+    except ValueError:
+        raise UserInputError(f"--{what} takes a percentage such as 10% (or a fraction 0.1), got {text!r}") from None
+    if val < 0 or math.isnan(val):
+        raise UserInputError(f"--{what} must be >= 0, got {text!r}")
+    return val

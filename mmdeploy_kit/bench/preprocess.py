@@ -1,0 +1,146 @@
+"""Turn manifest rows into tower inputs with the checkpoint's own tokenizer and image processor.
+
+The processor files come from (first found): ``--processor DIR``, the reference's HF directory, any
+artifact's HF directory, or ``source.hf_dir`` recorded in an mmdk output directory's manifest (ONNX
+exports point back at the checkpoint they came from). Hugging Face ``transformers`` is used when
+installed (it works without torch); otherwise ``tokenizer.json`` is read with ``tokenizers`` and images
+are resized/normalised from ``preprocessor_config.json`` - so the ONNX path needs no torch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from .._lazy import available
+from ..data.manifest import load_images, tokenize
+from ..errors import DataError
+from ..model.iospec import IOSpec
+from ..model.tower import LoadedModel
+
+Tokenizer = Callable[[Sequence[str], int], dict[str, np.ndarray]]
+
+
+def processor_dir(models: Sequence[LoadedModel], explicit: Optional[str | Path] = None) -> Optional[Path]:
+    if explicit is not None:
+        p = Path(explicit)
+        if not p.is_dir():
+            raise DataError(f"processor directory {p} does not exist",
+                            hint="pass the Hugging Face checkpoint directory that holds the tokenizer files")
+        return p
+    for m in models:
+        if m.hf_dir is not None:
+            return Path(m.hf_dir)
+        manifest = m.details.get("manifest")
+        hf = getattr(manifest, "source", {}).get("hf_dir") if manifest is not None else None
+        if hf and Path(hf).is_dir():
+            return Path(hf)
+    return None
+
+
+def _quiet_transformers() -> None:
+    """Import transformers without its torch-less advisory banner, and keep its loggers quiet."""
+    import os
+
+    key = "TRANSFORMERS_NO_ADVISORY_WARNINGS"
+    before = os.environ.get(key)
+    os.environ[key] = "1"
+    try:
+        import transformers  # noqa: F401
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+
+
+def load_tokenizer(directory: Optional[Path]) -> Tokenizer:
+    if directory is None:
+        raise DataError("text towers need a tokenizer, but none was found next to the models",
+                        hint="pass --processor HF_DIR (the checkpoint directory with the tokenizer files)")
+    if available("transformers"):
+        _quiet_transformers()
+        from transformers import AutoTokenizer
+
+        try:
+            tok = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+        except (OSError, ValueError, KeyError) as exc:
+            raise DataError(f"cannot load a tokenizer from {directory}: {str(exc).splitlines()[0][:200]}",
+                            hint="pass --processor HF_DIR with tokenizer files") from None
+        run = lambda texts, max_length: tokenize(texts, tok, max_length=max_length, pad_to_max=True)  # noqa: E731
+        run.model_max_length = int(min(getattr(tok, "model_max_length", 512) or 512, 1 << 20))  # type: ignore[attr-defined]
+        return run
+    return _fast_tokenizer(directory)
+
+
+def _fast_tokenizer(directory: Path) -> Tokenizer:
+    path = directory / "tokenizer.json"
+    if not path.is_file() or not available("tokenizers"):
+        raise DataError(f"cannot tokenize text: transformers is not installed and {path} is missing "
+                        "(or the 'tokenizers' package is absent)", hint="pip install transformers")
+    from tokenizers import Tokenizer as HfTokenizer
+
+    tok = HfTokenizer.from_file(str(path))
+    cfg = {}
+    if (directory / "tokenizer_config.json").is_file():
+        cfg = json.loads((directory / "tokenizer_config.json").read_text())
+    pad_token = cfg.get("pad_token") if isinstance(cfg.get("pad_token"), str) else None
+    pad_id = tok.token_to_id(pad_token) if pad_token else 0
+
+    def run(texts: Sequence[str], max_length: int) -> dict[str, np.ndarray]:
+        tok.enable_truncation(max_length)
+        tok.enable_padding(length=max_length, pad_id=pad_id or 0, pad_token=pad_token or "[PAD]")
+        enc = tok.encode_batch([str(t) for t in texts])
+        return {"input_ids": np.asarray([e.ids for e in enc], dtype=np.int64),
+                "attention_mask": np.asarray([e.attention_mask for e in enc], dtype=np.int64)}
+
+    run.model_max_length = int(cfg.get("model_max_length") or 512)  # type: ignore[attr-defined]
+    return run
+
+
+def load_image_reader(directory: Optional[Path], spec: IOSpec, input_name: str) -> Callable[[Sequence[Path]], np.ndarray]:
+    """A function ``paths -> float32 [N, C, H, W]`` matching ``spec``'s image input."""
+    shape = spec.input(input_name).shape
+    hw = tuple(int(d) for d in shape[-2:]) if all(isinstance(d, int) for d in shape[-2:]) else None
+    processor = None
+    cfg: dict[str, Any] = {}
+    if directory is not None and (directory / "preprocessor_config.json").is_file():
+        cfg = json.loads((directory / "preprocessor_config.json").read_text())
+        if available("transformers"):
+            _quiet_transformers()
+            from transformers import AutoImageProcessor
+
+            try:
+                processor = AutoImageProcessor.from_pretrained(str(directory), local_files_only=True, use_fast=False)
+            except (OSError, ValueError, KeyError, ImportError):
+                processor = None
+    mean, std = cfg.get("image_mean"), cfg.get("image_std")
+
+    def read(paths: Sequence[Path]) -> np.ndarray:
+        if processor is not None:
+            x = load_images(paths, image_processor=processor)
+        else:
+            x = load_images(paths, size=hw, mean=mean, std=std)
+        if hw is not None and tuple(x.shape[-2:]) != hw:
+            raise DataError(f"preprocessed images are {tuple(x.shape[-2:])} but input {input_name!r} expects {hw}",
+                            hint="pass --processor with the checkpoint's preprocessor_config.json")
+        return x
+
+    return read
+
+
+def seq_length(spec: IOSpec, default: int = 77) -> Optional[int]:
+    """The padded text length for a text tower: its seq dim's max capped at ``default`` (CLIP's 77)."""
+    for i in spec.inputs:
+        if i.modality == "text" and len(i.shape) >= 2:
+            d = i.shape[1]
+            if isinstance(d, int):
+                return d
+            lo, hi = spec.dims.get(d, (1, default))
+            return max(lo, min(hi, default))
+    return None

@@ -1,0 +1,121 @@
+"""Markdown tables ready for a CI step summary (``$GITHUB_STEP_SUMMARY``)."""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+from ..accuracy import headline_metric
+from ..schema import BenchReport, Gate, Speedup
+
+
+def fmt_speedup(s: Optional[Speedup]) -> str:
+    if s is None:
+        return "baseline"
+    return f"{s.ratio:.2f}x [{s.ci_low:.2f}, {s.ci_high:.2f}]"
+
+
+def fmt_bytes(n: Optional[int]) -> str:
+    if n is None:
+        return "-"
+    return f"{n / 2**20:.1f} MB"
+
+
+def _f(v: Optional[float], digits: int = 2) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    esc = [[str(c).replace("|", "\\|") for c in r] for r in rows]
+    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in esc]
+    return "\n".join(out)
+
+
+def gate_status(g: Gate) -> str:
+    return "PASS" if g.passed else "FAIL" if g.passed is False else "info"
+
+
+SUMMARY_HEADERS = ["artifact", "role", "towers", "speedup", "accuracy", "size on disk", "load", "RSS added by load",
+                   "peak RSS (process)"]
+
+
+def summary_rows(report: BenchReport) -> list[list[Any]]:
+    rows = []
+    for a in report.artifacts:
+        head = None
+        if report.accuracy is not None:
+            head = headline_metric(report.accuracy.primary.get(a.label, {}))
+        peak = max((r.peak_rss_bytes or 0 for r in report.latency if r.artifact == a.label), default=0) or None
+        rows.append([a.label, a.role, ", ".join(f"{t.name}:{t.backend}/{t.precision}" for t in a.towers.values()),
+                     fmt_speedup(report.speedups.get(a.label)) if a.label != report.baseline else "baseline",
+                     f"{head[0]} {head[1]:.2f}" if head else "-", fmt_bytes(a.size_on_disk_bytes),
+                     f"{a.load_seconds:.2f} s", fmt_bytes(a.rss_load_delta_bytes), fmt_bytes(peak)])
+    return rows
+
+
+def render_markdown(report: BenchReport) -> str:
+    r = report
+    conf = int(round(r.config.timing.confidence * 100))
+    parts = [f"# mmdk bench: {', '.join(a.label for a in r.artifacts)}",
+             f"Target **{r.target.name}** ({r.target.description}); baseline **{r.baseline}**; "
+             f"{r.created}; {r.duration_s:.1f} s. Speedups are baseline time / artifact time from interleaved "
+             f"rounds, with {conf}% confidence intervals: read them, not absolute times, on shared machines.",
+             f"Environment: {r.environment.short()}; threads {r.environment.threads}.",
+             "## Summary",
+             table(SUMMARY_HEADERS, summary_rows(r)),
+             "## Latency",
+             table(["artifact", "tower", "batch", "seq", "backend", "p50 ms", "p90 ms", "p99 ms", "mean ± std ms",
+                    "CV", "items/s", "first run ms", f"speedup [{conf}% CI]"],
+                   [[x.artifact, x.tower, x.batch, x.seq if x.seq is not None else "-", x.backend,
+                     _f(x.stats.p50_ms, 3), _f(x.stats.p90_ms, 3), _f(x.stats.p99_ms, 3),
+                     f"{x.stats.mean_ms:.3f} ± {x.stats.std_ms:.3f}", _f(x.stats.cv, 3),
+                     _f(x.stats.throughput_items_per_s, 1), _f(x.first_run_ms, 2), fmt_speedup(x.speedup)]
+                    for x in r.latency])]
+    if r.scenarios:
+        parts += ["## Scenarios (MLPerf names)",
+                  table(["scenario", "artifact", "tower", "batch", "seq", "value"],
+                        [[s.scenario, s.artifact, s.tower, s.batch, s.seq if s.seq is not None else "-",
+                          f"{s.value:.3f} {s.unit}"] for s in r.scenarios])]
+    if r.accuracy is not None:
+        parts += _accuracy_md(r)
+    if r.gates:
+        parts += ["## Gates", table(["status", "gate", "detail"], [[gate_status(g), g.name, g.message] for g in r.gates])]
+    if r.warnings:
+        parts += ["## Warnings", "\n".join(f"- {w}" for w in r.warnings)]
+    env = r.environment
+    parts += ["<details><summary>Environment</summary>\n",
+              table(["key", "value"], [["cpu", env.cpu_model], ["flags", " ".join(env.cpu_flags) or "-"],
+                                       ["cores (available/logical)", f"{env.cpu_cores_available}/{env.cpu_cores_logical}"],
+                                       ["RAM", f"{env.ram_total_mb} MB"], ["os", env.os], ["python", env.python],
+                                       *[[k, v] for k, v in env.packages.items()],
+                                       *[["gpu", f"{g.name} (driver {g.driver}, CUDA {g.cuda})"] for g in env.gpus],
+                                       *([["jetson", env.jetson.model_dump_json()]] if env.jetson else [])]),
+              "\n</details>"]
+    status = "PASSED" if r.passed else "FAILED"
+    parts.append(f"**Result: {status}** ({sum(g.passed is False for g in r.gates)} failed gate(s)).")
+    return "\n\n".join(parts) + "\n"
+
+
+def _accuracy_md(r: BenchReport) -> list[str]:
+    a = r.accuracy
+    assert a is not None
+    out = ["## Task accuracy",
+           f"{a.n_samples} samples from `{a.data}` ({a.n_images} images, {a.n_captions} captions, {a.n_classes} "
+           f"classes); same preprocessed inputs for every artifact" +
+           (f"; templates: {', '.join(repr(t) for t in a.templates)}" if a.templates else "") + "."]
+    if a.pairs:
+        out.append(table(["image tower", "text tower", "pairing", "zero-shot top-1", "top-5", "i→t R@1", "R@5",
+                          "R@10", "t→i R@1", "R@5", "R@10"],
+                         [[p.vision, p.text, "cross" if p.cross else "native", _f(p.zero_shot_top1), _f(p.zero_shot_top5),
+                           *[_f(p.image_to_text.get(k)) for k in ("R@1", "R@5", "R@10")],
+                           *[_f(p.text_to_image.get(k)) for k in ("R@1", "R@5", "R@10")]] for p in a.pairs]))
+    if a.drift:
+        out += [f"Drift vs {r.baseline}:",
+                table(["artifact", "tower", "output", "n", "cosine mean", "cosine min", "max abs error", "top-1 agreement"],
+                      [[d.artifact, d.tower, d.output, d.n, _f(d.cosine_mean, 6), _f(d.cosine_min, 6),
+                        "non-finite" if d.max_abs_error is None else f"{d.max_abs_error:.3g}", _f(d.top1_agreement)]
+                       for d in a.drift])]
+    if a.classifiers:
+        out.append(table(["artifact", "tower", "output", "accuracy", "top-1 agreement"],
+                         [[c.artifact, c.tower, c.output, _f(c.accuracy), _f(c.top1_agreement)] for c in a.classifiers]))
+    return out

@@ -1,0 +1,280 @@
+"""The benchmark report: typed (pydantic), versioned, and the source of truth for every rendering.
+
+The JSON Schema of :class:`BenchReport` is committed as ``bench/schemas/bench_report.v{N}.schema.json``
+(regenerate with ``python -m mmdeploy_kit.bench.schema``; a test keeps it in sync). Bump
+``SCHEMA_VERSION`` on incompatible changes; readers refuse reports from a newer major version.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .env import Environment
+from .targets import TargetProfile
+
+SCHEMA_NAME = "mmdk.bench.report"
+SCHEMA_VERSION = 1
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TimingConfig(_Model):
+    """How long to measure. Timed runs continue until *both* ``min_runs`` and ``min_time_s`` are met
+    for every artifact (and at least ``min_rounds`` interleaved rounds), or ``max_time_s`` per config."""
+
+    warmup_runs: int = Field(5, ge=0)
+    min_runs: int = Field(20, ge=1)
+    min_time_s: float = Field(1.0, ge=0)
+    min_rounds: int = Field(10, ge=1)
+    clock: Literal["wall", "cpu"] = Field(
+        "wall", description="what speedup ratios are computed from: wall-clock latency, or process CPU time "
+                            "per run (immune to preemption on shared CPU machines; the ratio of compute work)")
+    round_time_s: float = Field(0.05, gt=0)
+    max_time_s: float = Field(60.0, gt=0)
+    confidence: float = Field(0.95, gt=0, lt=1)
+    bootstrap: int = Field(2000, ge=100)
+    seed: int = 0
+
+
+class BenchConfig(_Model):
+    target: str
+    backend: str
+    batches: list[int]
+    seqs: Optional[list[int]] = None
+    towers: list[str] = Field(default_factory=list)
+    threads: Optional[int] = None
+    data: Optional[str] = None
+    data_limit: Optional[int] = None
+    templates: list[str] = Field(default_factory=list)
+    processor: Optional[str] = None
+    reference: Optional[str] = None
+    timing: TimingConfig = Field(default_factory=TimingConfig)
+
+
+class LatencyStats(_Model):
+    n: int
+    p50_ms: float
+    p90_ms: float
+    p95_ms: float
+    p99_ms: float
+    mean_ms: float
+    std_ms: float
+    min_ms: float
+    max_ms: float
+    cv: float = Field(description="coefficient of variation, std / mean")
+    throughput_items_per_s: float
+    total_s: float
+
+
+class Speedup(_Model):
+    """``baseline time / artifact time`` (> 1: faster than the baseline) with a confidence interval."""
+
+    baseline: str
+    ratio: float
+    ci_low: float
+    ci_high: float
+    confidence: float
+    rounds: int
+    clock: Literal["wall", "cpu"] = "wall"
+    method: str = "median of per-round ratios of block medians; percentile bootstrap over rounds"
+
+
+class LatencyResult(_Model):
+    artifact: str
+    tower: str
+    backend: str
+    batch: int
+    seq: Optional[int] = None
+    sizes: dict[str, int]
+    stats: LatencyStats
+    cpu_stats: Optional[LatencyStats] = Field(None, description="process CPU time per run (CPU devices)")
+    first_run_ms: float = Field(description="first inference at this shape, after load (cold)")
+    warmup_runs: int
+    rounds: int
+    block_runs: int = Field(description="runs per artifact per interleaved round")
+    hit_max_time: bool = False
+    peak_rss_bytes: Optional[int] = None
+    peak_rss_delta_bytes: Optional[int] = Field(None, description="peak RSS during warm-up minus RSS before it")
+    gpu_memory: dict[str, int] = Field(default_factory=dict)
+    speedup: Optional[Speedup] = None
+
+
+class TowerInfo(_Model):
+    name: str
+    kind: str
+    precision: str
+    backend: str
+    device: str
+    providers: list[str] = Field(default_factory=list)
+    threads: Optional[int] = None
+    session_seconds: float
+    parameters: Optional[int] = None
+    size_bytes: Optional[int] = None
+    inputs: dict[str, list[Any]] = Field(default_factory=dict)
+
+
+class ArtifactInfo(_Model):
+    label: str
+    source: str
+    format: str
+    role: Literal["reference", "artifact"]
+    load_seconds: float
+    size_on_disk_bytes: int
+    rss_load_delta_bytes: Optional[int] = None
+    towers: dict[str, TowerInfo]
+
+
+class PairResult(_Model):
+    """Dual-encoder task metrics with the image tower of ``vision`` and the text tower of ``text``."""
+
+    vision: str
+    text: str
+    cross: bool
+    zero_shot_top1: Optional[float] = None
+    zero_shot_top5: Optional[float] = None
+    image_to_text: dict[str, float] = Field(default_factory=dict)
+    text_to_image: dict[str, float] = Field(default_factory=dict)
+
+
+class DriftResult(_Model):
+    artifact: str
+    tower: str
+    output: str
+    n: int
+    cosine_mean: float
+    cosine_min: float
+    max_abs_error: Optional[float] = Field(None, description="None when the artifact produced NaN/Inf")
+    top1_agreement: Optional[float] = None
+
+
+class ClassifierResult(_Model):
+    artifact: str
+    tower: str
+    output: str
+    accuracy: Optional[float] = None
+    top1_agreement: Optional[float] = None
+
+
+class AccuracyReport(_Model):
+    data: str
+    n_samples: int
+    n_images: int
+    n_captions: int
+    n_classes: int
+    templates: list[str] = Field(default_factory=list)
+    processor: Optional[str] = None
+    seconds: float = 0.0
+    pairs: list[PairResult] = Field(default_factory=list)
+    drift: list[DriftResult] = Field(default_factory=list)
+    classifiers: list[ClassifierResult] = Field(default_factory=list)
+    primary: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="per artifact: the headline task metrics used by gates and plots")
+
+
+class Scenario(_Model):
+    """MLPerf-style summary: single-stream = p90 latency at batch 1; offline = best throughput."""
+
+    scenario: Literal["single-stream", "offline"]
+    artifact: str
+    tower: str
+    batch: int
+    seq: Optional[int] = None
+    value: float
+    unit: str
+
+
+class Gate(_Model):
+    name: str
+    kind: Literal["latency", "accuracy", "memory"]
+    artifact: str
+    subject: str
+    threshold: Optional[float] = None
+    value: Optional[float] = None
+    baseline: Optional[float] = None
+    passed: Optional[bool] = Field(None, description="None: no threshold set (reported, not enforced)")
+    message: str = ""
+
+
+class BenchReport(_Model):
+    schema_name: Literal["mmdk.bench.report"] = SCHEMA_NAME
+    schema_version: int = SCHEMA_VERSION
+    mmdk_version: str
+    created: str
+    duration_s: float
+    config: BenchConfig
+    target: TargetProfile
+    environment: Environment
+    reference: Optional[str] = None
+    baseline: Optional[str] = Field(None, description="label every speedup is relative to")
+    artifacts: list[ArtifactInfo]
+    latency: list[LatencyResult]
+    speedups: dict[str, Speedup] = Field(default_factory=dict,
+                                         description="per artifact: geometric mean over its configs")
+    scenarios: list[Scenario] = Field(default_factory=list)
+    accuracy: Optional[AccuracyReport] = None
+    gates: list[Gate] = Field(default_factory=list)
+    passed: bool = True
+    warnings: list[str] = Field(default_factory=list)
+
+    def artifact(self, label: str) -> ArtifactInfo:
+        for a in self.artifacts:
+            if a.label == label:
+                return a
+        raise KeyError(label)
+
+    def failed_gates(self) -> list[Gate]:
+        return [g for g in self.gates if g.passed is False]
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2) + "\n"
+
+    @classmethod
+    def read(cls, path: str | Path) -> "BenchReport":
+        from ..errors import UserInputError
+
+        p = Path(path)
+        try:
+            data = json.loads(p.read_text())
+        except FileNotFoundError:
+            raise UserInputError(f"report {p} does not exist", hint="write one with mmdk bench --report FILE") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise UserInputError(f"report {p} is not valid JSON ({exc})") from None
+        if not isinstance(data, dict) or data.get("schema_name") != SCHEMA_NAME:
+            raise UserInputError(f"{p} is not an mmdk bench report (schema_name != {SCHEMA_NAME!r})")
+        if int(data.get("schema_version", 0)) > SCHEMA_VERSION:
+            raise UserInputError(f"{p} has schema version {data.get('schema_version')}, newer than this mmdk's "
+                                 f"{SCHEMA_VERSION}", hint="upgrade mmdeploy_kit to read it")
+        try:
+            return cls.model_validate(data)
+        except ValueError as exc:
+            first = str(exc).splitlines()
+            raise UserInputError(f"report {p} does not match the schema: {' '.join(first[:3])}") from None
+
+
+def json_schema() -> dict[str, Any]:
+    schema = BenchReport.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = f"https://mmdeploy-kit.invalid/schemas/bench_report.v{SCHEMA_VERSION}.schema.json"
+    return schema
+
+
+def schema_path() -> Path:
+    return SCHEMA_DIR / f"bench_report.v{SCHEMA_VERSION}.schema.json"
+
+
+def write_schema(path: Optional[Path] = None) -> Path:
+    path = path or schema_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(json_schema(), indent=2, sort_keys=True) + "\n")
+    return path
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(write_schema())

@@ -1,0 +1,207 @@
+"""Quantization config (data only), accuracy budgets, and the per-tower plan resolved from both.
+
+Budgets speak the benchmark harness's metrics::
+
+    cosine>=0.99            mean per-sample cosine of every quantized tower's outputs vs FP32 (held-out data)
+    text:cosine>=0.995      the same, one tower only
+    cosine_min>=0.98        worst sample
+    max_abs_error<=0.05     worst element
+    zero_shot_top1_drop<=1  dual encoders, labelled manifest: points of top-1 lost vs FP32 (also _top5_)
+    recall@1_drop<=2        dual encoders, captioned manifest: image->text and text->image R@1 (any k)
+    accuracy_drop<=1        towers with a logits output, labelled manifest
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+from pydantic import Field, field_validator
+
+from ...errors import UserInputError
+from ...model.tower import LoadedModel, Tower
+from ..base import PassConfig
+
+Precision = Literal["int8", "fp16", "fp32"]
+Method = Literal["static", "dynamic", "auto"]
+DEFAULT_AUTO_BUDGET = "cosine>=0.99"
+DEFAULT_MIN_COSINE = {"int8": 0.98, "fp16": 0.999}
+# numerically sensitive ops kept in FP32 by the FP16 conversion (ORT's own block-list is added to these)
+FP16_BLOCK_OPS = ("LayerNormalization", "SimplifiedLayerNormalization", "SkipLayerNormalization",
+                  "SkipSimplifiedLayerNormalization", "Softmax", "LogSoftmax", "ReduceMean", "ReduceSum",
+                  "ReduceSumSquare", "ReduceMax", "ReduceMin", "ReduceL2", "ReduceLogSumExp", "ReduceProd",
+                  "Pow", "Sqrt", "Reciprocal", "Exp", "Log", "CumSum", "TopK", "ArgMax", "ArgMin",
+                  "InstanceNormalization", "GroupNormalization", "BatchNormalization", "Range")
+TOWER_METRICS = {"cosine": ">=", "cosine_min": ">=", "max_abs_error": "<="}
+_TASK_RE = re.compile(r"^(zero_shot_top[15]|recall@\d+|i2t_R@\d+|t2i_R@\d+|accuracy)_drop$")
+_BUDGET_RE = re.compile(r"^\s*(?:(?P<tower>[A-Za-z_][\w.-]*):)?(?P<metric>[A-Za-z0-9_@]+)\s*"
+                        r"(?P<op>>=|<=)\s*(?P<value>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One accuracy constraint, e.g. ``cosine>=0.99`` (per tower) or ``zero_shot_top1_drop<=1`` (task)."""
+
+    metric: str
+    op: str
+    value: float
+    tower: Optional[str] = None
+
+    @property
+    def is_task(self) -> bool:
+        return self.metric not in TOWER_METRICS
+
+    @property
+    def text(self) -> str:
+        scope = f"{self.tower}:" if self.tower else ""
+        return f"{scope}{self.metric}{self.op}{self.value:g}"
+
+    def holds(self, figure: float) -> bool:
+        return figure >= self.value if self.op == ">=" else figure <= self.value
+
+    def slack(self, figure: float) -> float:
+        """Positive when met; how far from the limit (in the metric's units)."""
+        return figure - self.value if self.op == ">=" else self.value - figure
+
+
+def parse_budget(text: str) -> Budget:
+    m = _BUDGET_RE.match(text or "")
+    hint = "e.g. 'cosine>=0.99', 'text:cosine>=0.995' or 'zero_shot_top1_drop<=1'"
+    if not m:
+        raise UserInputError(f"cannot parse accuracy budget {text!r}", hint=hint)
+    metric, op, value = m["metric"], m["op"], float(m["value"])
+    if metric in TOWER_METRICS:
+        want = TOWER_METRICS[metric]
+    elif _TASK_RE.match(metric):
+        want = "<="
+    else:
+        raise UserInputError(f"unknown budget metric {metric!r}",
+                             hint="use cosine, cosine_min, max_abs_error, zero_shot_top1_drop, zero_shot_top5_drop, "
+                                  "recall@K_drop, i2t_R@K_drop, t2i_R@K_drop or accuracy_drop")
+    if op != want:
+        raise UserInputError(f"budget {text!r}: {metric} takes '{want}'", hint=hint)
+    if metric.startswith("cosine") and not -1.0 <= value <= 1.0:
+        raise UserInputError(f"budget {text!r}: a cosine lies in [-1, 1]", hint="e.g. 'cosine>=0.99'")
+    if op == "<=" and value < 0:
+        raise UserInputError(f"budget {text!r}: a drop or error bound must be >= 0")
+    if m["tower"] and metric not in TOWER_METRICS:
+        raise UserInputError(f"budget {text!r}: task metrics cover the whole model, not one tower",
+                             hint=f"write it without the '{m['tower']}:' prefix")
+    return Budget(metric=metric, op=op, value=value, tower=m["tower"])
+
+
+class QuantizeConfig(PassConfig):
+    """Everything ``mmdk quantize`` decides, as data (no data loaders, no callables)."""
+
+    precision: Precision = "int8"
+    method: Optional[Method] = None            # None: the preset decides per tower
+    towers: tuple[str, ...] = ()               # towers to quantize; the others are copied unchanged
+    tower_precision: tuple[tuple[str, Precision], ...] = ()
+    tower_method: tuple[tuple[str, Method], ...] = ()
+    preset: Literal["cpu", "tensorrt"] = "cpu"
+    calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
+    percentile: float = Field(99.999, gt=50, le=100)
+    per_channel: bool = True
+    op_types: tuple[str, ...] = ()             # empty: the preset's default
+    calib_samples: int = Field(128, ge=1)
+    holdout_samples: int = Field(64, ge=1)
+    batch_size: int = Field(8, ge=1)
+    accuracy_budget: tuple[str, ...] = ()
+    min_cosine: Optional[float] = Field(None, ge=-1, le=1)  # verification floor (default per precision)
+    max_fp32_fraction: float = Field(0.5, gt=0, le=1)       # mixed precision may keep at most this share
+    sensitivity: Literal["auto", "node", "layer"] = "auto"
+    fp16_block_ops: tuple[str, ...] = FP16_BLOCK_OPS
+    backend: Literal["ort", "inc"] = "ort"
+    templates: tuple[str, ...] = ("a photo of a {label}.",)
+    seed: int = 0
+
+    @field_validator("accuracy_budget")
+    @classmethod
+    def _budgets_parse(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for b in v:
+            parse_budget(b)
+        return v
+
+    def budgets(self) -> list[Budget]:
+        return [parse_budget(b) for b in self.accuracy_budget]
+
+
+@dataclass
+class TowerPlan:
+    """What happens to one tower: resolved precision, method and quantizer options."""
+
+    tower: str
+    precision: Precision
+    method: Optional[str] = None               # static | dynamic (None for fp16/fp32)
+    auto: bool = False                         # accuracy-aware: search FP32 fallbacks against the budget
+    alternatives: list[str] = field(default_factory=list)  # other methods 'auto' may try
+    op_types: tuple[str, ...] = ()
+    per_channel: bool = True
+    symmetric_activations: bool = False
+    matmul_const_b_only: bool = True
+    quantize_bias: bool = True
+    user_op_types: tuple[str, ...] = ()
+
+    def op_types_for(self, method: str) -> tuple[str, ...]:
+        """--op-types, else MatMul/Gemm(/Conv for static: Conv dynamic -> ConvInteger, slow on CPU)."""
+        if self.user_op_types:
+            return self.user_op_types
+        return ("MatMul", "Gemm") if method == "dynamic" else ("MatMul", "Gemm", "Conv")
+
+    def describe(self) -> dict:
+        d = {"precision": self.precision}
+        if self.precision == "int8":
+            d.update(method=self.method, accuracy_aware=self.auto, op_types=list(self.op_types),
+                     per_channel=self.per_channel, activation_type="int8" if self.symmetric_activations else "uint8",
+                     weight_type="int8", symmetric_activations=self.symmetric_activations,
+                     matmul_const_b_only=self.matmul_const_b_only)
+        return d
+
+
+def is_text_tower(tower: Tower) -> bool:
+    return any(i.dtype.startswith("int") for i in tower.spec.inputs) or "text" in tower.spec.modalities
+
+
+def resolve_plans(config: QuantizeConfig, model: LoadedModel) -> dict[str, TowerPlan]:
+    """Per tower of ``model``: what to do. Unselected towers get precision fp32 (copied unchanged)."""
+    selected = {t.name for t in model.select(config.towers)}
+    for key, what in ((config.tower_precision, "--tower-precision"), (config.tower_method, "--tower-method")):
+        for name, _ in key:
+            model.tower(name)  # unknown tower -> UserInputError naming the towers
+            if config.towers and name not in selected:
+                raise UserInputError(f"{what} names tower {name!r}, which --tower does not select",
+                                     hint="add it with --tower or drop the --tower filter")
+    precisions = dict(config.tower_precision)
+    methods = dict(config.tower_method)
+    plans: dict[str, TowerPlan] = {}
+    for name, tower in model.towers.items():
+        precision = precisions.get(name, config.precision) if name in selected else "fp32"
+        plan = TowerPlan(name, precision)
+        if precision == "int8":
+            _int8_plan(plan, config, tower, methods.get(name, config.method))
+        elif name in methods:
+            raise UserInputError(f"--tower-method {name}=... only applies to int8 towers ({name!r} is {precision})")
+        plans[name] = plan
+    return plans
+
+
+def _int8_plan(plan: TowerPlan, config: QuantizeConfig, tower: Tower, method: Optional[str]) -> None:
+    text = is_text_tower(tower)
+    preferred = "static" if config.preset == "tensorrt" else ("dynamic" if text else "static")
+    plan.auto = method == "auto" or bool(config.accuracy_budget)
+    if method in (None, "auto"):
+        method = preferred
+        if config.preset == "cpu" and plan.auto:
+            plan.alternatives = [m for m in ("static", "dynamic") if m != method]
+    if config.preset == "tensorrt" and method == "dynamic":
+        raise UserInputError("--preset tensorrt writes QDQ graphs; dynamic quantization cannot be used with it",
+                             hint="use --method static (the default for --preset tensorrt)")
+    plan.method = method
+    plan.per_channel = config.per_channel
+    plan.user_op_types = tuple(config.op_types)
+    if config.preset == "tensorrt":
+        plan.symmetric_activations, plan.matmul_const_b_only, plan.quantize_bias = True, False, False
+        if not config.per_channel:
+            raise UserInputError("--preset tensorrt needs per-channel weights", hint="drop --per-tensor")
+    plan.op_types = plan.op_types_for(method)

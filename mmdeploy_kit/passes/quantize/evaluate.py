@@ -1,0 +1,134 @@
+"""Figures of a quantized tower against its FP32 source, and accuracy budgets checked on them.
+
+Per tower: drift (cosine mean/min, max abs error) on held-out data, plus a batch-1 run so a broken
+dynamic batch axis cannot hide. Task budgets (zero-shot / recall / accuracy drops) reuse the benchmark
+harness's accuracy evaluation on the held-out manifest rows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from ...bench.metrics import drift
+from ...data.manifest import Sample
+from ...errors import BudgetError
+from ...model.tower import Tower
+from .config import Budget
+
+
+def _run(path: Path, batches: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    from ...bench.backends.ort import ort_session
+
+    sess = ort_session(path, spinning=False)
+    names = [i.name for i in sess.get_inputs()]
+    outs_names = [o.name for o in sess.get_outputs()]
+    acc: dict[str, list[np.ndarray]] = {n: [] for n in outs_names}
+    for b in batches:
+        for n, o in zip(outs_names, sess.run(None, {k: b[k] for k in names})):
+            acc[n].append(np.asarray(o, dtype=np.float32) if np.asarray(o).dtype.kind == "f" else np.asarray(o))
+    return {n: np.concatenate(v) for n, v in acc.items()}
+
+
+def _drift(ref: dict[str, np.ndarray], cand: dict[str, np.ndarray]) -> dict[str, Any]:
+    per = {n: drift(ref[n], cand[n]) for n in ref}
+    return {"cosine": min(v["cosine_mean"] for v in per.values()),
+            "cosine_min": min(v["cosine_min"] for v in per.values()),
+            "max_abs_error": max(v["max_abs_error"] for v in per.values()),
+            "finite": all(v["finite"] for v in per.values()),
+            "outputs": {n: {k: round(x, 6) if isinstance(x, float) else x for k, x in v.items()} for n, v in per.items()}}
+
+
+class TowerEval:
+    """FP32 reference outputs of one tower on its calibration and held-out batches (computed once)."""
+
+    def __init__(self, name: str, fp32_path: Path, calib: Sequence[dict[str, np.ndarray]],
+                 holdout: Sequence[dict[str, np.ndarray]], data_kind: str):
+        self.name = name
+        self.fp32_path = fp32_path
+        self.calib = list(calib)
+        self.holdout = list(holdout)
+        self.data_kind = data_kind  # "held-out calibration data" | "synthetic inputs (no --calib-data)"
+        self._ref_calib: Optional[dict[str, np.ndarray]] = None
+        self.ref_holdout = _run(fp32_path, self.holdout)
+        self.single = [{k: v[:1] for k, v in self.holdout[0].items()}]
+        self.ref_single = _run(fp32_path, self.single)
+
+    def calib_cosine(self, path: Path) -> float:
+        """Mean output cosine on the calibration batches (the sensitivity signal)."""
+        if self._ref_calib is None:
+            self._ref_calib = _run(self.fp32_path, self.calib)
+        return float(_drift(self._ref_calib, _run(path, self.calib))["cosine"])
+
+    def figures(self, path: Path) -> dict[str, Any]:
+        held = _drift(self.ref_holdout, _run(path, self.holdout))
+        one = _drift(self.ref_single, _run(path, self.single))
+        n = len(next(iter(self.ref_holdout.values())))
+        return {"data": self.data_kind, "n_samples": int(n), "cosine": round(held["cosine"], 6),
+                "cosine_min": round(min(held["cosine_min"], one["cosine_min"]), 6),
+                "max_abs_error": float(max(held["max_abs_error"], one["max_abs_error"])),
+                "finite": bool(held["finite"] and one["finite"]), "batch1_cosine": round(one["cosine"], 6),
+                "outputs": held["outputs"]}
+
+
+_TASK_KEYS = {"zero_shot_top1": "zero_shot_top1", "zero_shot_top5": "zero_shot_top5", "accuracy": "accuracy"}
+
+
+class TaskEval:
+    """Task metrics on held-out manifest rows via the benchmark harness; reference figures cached."""
+
+    def __init__(self, samples: Sequence[Sample], source: str, fp32: dict[str, Tower], processor_dir: Optional[Path],
+                 templates: Sequence[str]):
+        self.samples = list(samples)
+        self.source = source
+        self.fp32 = fp32
+        self.processor_dir = processor_dir
+        self.templates = list(templates)
+        self.reference = self._primary(fp32)
+
+    def _primary(self, towers: dict[str, Tower]) -> dict[str, float]:
+        from ...bench.accuracy import Contestant, evaluate
+        from ...bench.backends.ort import OrtBackend
+
+        backends = {n: OrtBackend(t) for n, t in towers.items()}
+        report = evaluate([Contestant("m", backends)], "m", self.samples, self.source, self.processor_dir,
+                          templates=self.templates)
+        return dict(report.primary.get("m", {}))
+
+    def drops(self, towers: dict[str, Tower]) -> dict[str, float]:
+        cand = self._primary(towers)
+        out = {}
+        for key, ref in self.reference.items():
+            if key in cand and key != "cosine_mean":
+                out[f"{key}_drop"] = round(ref - cand[key], 4)
+        ks = sorted({k.split("@")[1].removesuffix("_drop") for k in out if k.startswith(("i2t_R@", "t2i_R@"))})
+        for k in ks:  # recall@K_drop: the worse of both directions
+            out[f"recall@{k}_drop"] = max(out[f"{d}_R@{k}_drop"] for d in ("i2t", "t2i") if f"{d}_R@{k}_drop" in out)
+        out["reference"] = {k: round(v, 4) for k, v in self.reference.items() if k != "cosine_mean"}
+        out["quantized"] = {k: round(v, 4) for k, v in cand.items() if k != "cosine_mean"}
+        return out
+
+
+def check_budgets(budgets: Sequence[Budget], tower_figs: dict[str, dict[str, Any]], task_figs: Optional[dict[str, Any]],
+                  quantized: Sequence[str]) -> list[dict[str, Any]]:
+    """One row per (budget, scope): figure reached and whether it holds."""
+    rows = []
+    for b in budgets:
+        if b.is_task:
+            if task_figs is None or b.metric not in task_figs:
+                have = sorted(k for k in (task_figs or {}) if k.endswith("_drop"))
+                raise BudgetError(f"budget {b.text} cannot be evaluated on this model and data",
+                                  hint=f"available task metrics: {', '.join(have) or 'none (need a labelled / captioned manifest and a dual encoder or logits)'}")
+            fig = float(task_figs[b.metric])
+            rows.append({"budget": b.text, "scope": "task", "figure": fig, "holds": b.holds(fig)})
+            continue
+        scopes = [b.tower] if b.tower else list(quantized)
+        for t in scopes:
+            if t not in tower_figs:
+                raise BudgetError(f"budget {b.text} names tower {t!r}, which is not quantized",
+                                  hint=f"quantized towers: {', '.join(quantized) or 'none'}")
+            fig = float(tower_figs[t][b.metric])
+            rows.append({"budget": b.text, "scope": t, "figure": fig, "holds": b.holds(fig)})
+    return rows

@@ -1,0 +1,159 @@
+"""Optional torch-side backend: Intel Neural Compressor (extra ``inc``), pt2e static INT8.
+
+``--backend inc`` quantizes torch towers with INC 3.x's PT2E flow (``export`` -> ``prepare`` ->
+calibrate on ``--calib-data`` -> ``convert``) and, with an accuracy budget, INC's accuracy-aware
+``autotune`` over a few static configs (tolerable loss derived from a ``cosine>=X`` budget, measured on
+held-out data). Each tower is written as a ``torch.export`` program ``<tower>.pt2`` (load it with its I/O
+spec; fast on CPU after ``torch.compile`` with freezing - see FIELD_NOTES), verified against FP32 torch.
+Needs ``neural-compressor``, ``torchao`` (pt2e on torch >= 2.11), ``py-cpuinfo``, ``psutil``,
+``accelerate`` and ``prettytable``: a missing one is a one-line error naming the ``inc`` extra.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..._lazy import require
+from ...artifacts import Artifact, Manifest, describe_file, package_versions
+from ...bench.metrics import drift
+from ...errors import BudgetError, DataError, UserInputError, VerificationError
+from ..base import RunContext
+from ..export.onnx import source_info
+
+_INC_MODULES = ("neural_compressor", "torchao", "cpuinfo", "psutil", "accelerate", "prettytable")
+
+
+@contextlib.contextmanager
+def _quiet():
+    names = ("neural_compressor", "torch.export", "torch._dynamo", "torchao", "root")
+    levels = {n: logging.getLogger(n if n != "root" else None).level for n in names}
+    for n in names:
+        logging.getLogger(n if n != "root" else None).setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        for n, lvl in levels.items():
+            logging.getLogger(n if n != "root" else None).setLevel(lvl)
+
+
+def _dynamic_shapes(torch: Any, spec: Any) -> tuple:
+    dims = {d: torch.export.Dim(d, min=max(2, lo) if d == "batch" else lo, max=hi) for d, (lo, hi) in spec.dims.items()}
+    return tuple({k: dims[d] for k, d in enumerate(i.shape) if isinstance(d, str)} for i in spec.inputs)
+
+
+def _args(torch: Any, spec: Any, feeds: dict[str, np.ndarray]) -> tuple:
+    return tuple(torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in spec.input_names)
+
+
+def _outputs(torch: Any, module: Any, spec: Any, batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    acc: dict[str, list[np.ndarray]] = {n: [] for n in spec.output_names}
+    with torch.no_grad():
+        for b in batches:
+            out = module(*_args(torch, spec, b))
+            out = out if isinstance(out, (tuple, list)) else (out,)
+            for n, o in zip(spec.output_names, out):
+                acc[n].append(o.detach().float().numpy())
+    return {n: np.concatenate(v) for n, v in acc.items()}
+
+
+def _cosine(ref: dict[str, np.ndarray], cand: dict[str, np.ndarray]) -> dict[str, Any]:
+    per = {n: drift(ref[n], cand[n]) for n in ref}
+    return {"cosine": min(v["cosine_mean"] for v in per.values()), "cosine_min": min(v["cosine_min"] for v in per.values()),
+            "max_abs_error": max(v["max_abs_error"] for v in per.values()), "finite": all(v["finite"] for v in per.values())}
+
+
+def run_inc(model: Any, config: Any, plans: dict, ctx: RunContext, workdir: Path) -> Manifest:
+    with _quiet():  # torchao prints about optional CUDA kernels it cannot load on CPU
+        for mod in _INC_MODULES:
+            require(mod, extra="inc", purpose="the neural-compressor quantization backend")
+        torch = require("torch")
+        from neural_compressor.torch.export import export as inc_export
+        from neural_compressor.torch.quantization import StaticQuantConfig, TuningConfig, autotune, convert, prepare
+
+    from ...bench.preprocess import processor_dir
+    from ...data.calib import load_calibration
+
+    active = [n for n, p in plans.items() if p.precision != "fp32"]
+    for n in active:
+        if plans[n].precision != "int8" or model.towers[n].kind != "torch":
+            raise UserInputError(f"--backend inc quantizes torch towers to int8; tower {n!r} is "
+                                 f"{model.towers[n].kind} / {plans[n].precision}", hint="use --backend ort")
+    budgets = config.budgets()
+    if any(b.metric != "cosine" for b in budgets):
+        raise UserInputError("--backend inc supports 'cosine>=X' budgets only", hint="use --backend ort for task budgets")
+    if ctx.calibration is None:
+        raise DataError("--backend inc (static INT8) needs calibration data", hint="pass --calib-data")
+    data = load_calibration(ctx.calibration, {n: model.towers[n].spec for n in active},
+                            processor_dir([model], ctx.extras.get("processor_dir")), n_calib=config.calib_samples,
+                            n_holdout=config.holdout_samples, batch_size=config.batch_size, seed=config.seed)
+    artifacts = []
+    rows: list[dict[str, Any]] = []
+    for name, tower in model.towers.items():
+        spec, module = tower.spec, tower.module
+        td = data.towers.get(name)
+        example = _args(torch, spec, td.calib[0] if td else spec.dummy_inputs({d: 2 for d in spec.dims}))
+        shapes = _dynamic_shapes(torch, spec)
+        details: dict[str, Any] = {"backend": "neural-compressor pt2e", "plan": plans[name].describe()}
+        if name in active:
+            ctx.log(f"INC: exporting and quantizing tower {name!r}")
+            ref = _outputs(torch, module, spec, td.holdout)
+
+            def calibrate(m: Any) -> None:
+                for b in td.calib:
+                    m(*_args(torch, spec, b))
+
+            with _quiet():
+                exported = inc_export(module, example, dynamic_shapes=(shapes,))
+                if budgets:
+                    floor = min(b.value for b in budgets if b.tower in (None, name))
+
+                    def eval_fn(m: Any) -> float:
+                        return float(_cosine(ref, _outputs(torch, m, spec, td.holdout))["cosine"])
+
+                    tune = TuningConfig(config_set=[StaticQuantConfig(), StaticQuantConfig(act_granularity="per_tensor",
+                                                                                           w_granularity="per_channel")],
+                                        tolerable_loss=max(1e-6, 1.0 - floor), max_trials=4)
+                    qmodel = autotune(exported, tune_config=tune, eval_fn=eval_fn, run_fn=calibrate,
+                                      example_inputs=example)
+                    if qmodel is None:
+                        raise BudgetError(f"INC autotune found no config meeting cosine>={floor} on tower {name!r}",
+                                          hint="relax the budget or use --backend ort (per-node FP32 fallback)")
+                else:
+                    qmodel = prepare(exported, StaticQuantConfig())
+                    calibrate(qmodel)
+                    qmodel = convert(qmodel)
+            figs = _cosine(ref, _outputs(torch, qmodel, spec, td.holdout))
+            if not figs["finite"]:
+                raise VerificationError(f"tower {name!r} produces NaN/Inf after INC quantization")
+            floor = config.min_cosine if config.min_cosine is not None else (None if budgets else 0.98)
+            if floor is not None and figs["cosine"] < floor:
+                raise VerificationError(f"tower {name!r} drifted from FP32 after INC INT8: cosine {figs['cosine']:.4f} "
+                                        f"< {floor}", hint="add --accuracy-budget or use --backend ort")
+            rows += [{"budget": b.text, "scope": name, "figure": figs["cosine"], "holds": b.holds(figs["cosine"])}
+                     for b in budgets if b.tower in (None, name)]
+            verification = {**{k: (round(v, 6) if isinstance(v, float) else v) for k, v in figs.items()},
+                            "data": "held-out calibration data", "n_samples": td.n_holdout}
+            details["calibration_data"] = td.details
+            out_module, precision = qmodel, "int8"
+        else:
+            out_module, precision, verification = module, "fp32", {"copied": True, "precision": "fp32"}
+        rel = f"{name}.pt2"
+        with _quiet():
+            try:
+                program = torch.export.export(out_module, example, dynamic_shapes=shapes)
+            except Exception:  # noqa: BLE001 - fall back to the batch-static program rather than fail
+                program = torch.export.export(out_module, example)
+                details["dynamic_shapes"] = False
+            torch.export.save(program, str(workdir / rel))
+        artifacts.append(Artifact(kind="pt2", tower=name, path=rel, precision=precision, io_spec=spec.to_dict(),
+                                  verification=verification, details=details, **describe_file(workdir, rel)))
+    return Manifest(pass_name="quantize", config=config.model_dump(mode="json"), source=source_info(model),
+                    versions=package_versions("torch", "neural_compressor", "torchao"), artifacts=artifacts,
+                    metrics={"budgets": rows})
