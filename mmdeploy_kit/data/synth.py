@@ -47,8 +47,11 @@ CAPTION_TEMPLATES: tuple[str, ...] = (
     "{a} {color} {shape} drawn on {bg}",
     "a {bg} image with {a} {size} {color} {shape}",
 )
-SIZE_RANGES: dict[str, tuple[float, float]] = {"small": (0.11, 0.17), "large": (0.22, 0.33)}  # radius / image side
-ROTATION_JITTER_DEG = 180.0  # shapes are drawn upright, then rotated by +-this
+# radius / image side. Large, roughly centred shapes: a small ViT trained from scratch on 2 CPU cores learns
+# shape from them in minutes; with radii of 0.11-0.33 it only learned colour (zero-shot top-1 ~34%).
+SIZE_RANGES: dict[str, tuple[float, float]] = {"small": (0.28, 0.34), "large": (0.36, 0.44)}
+LAYOUT_TAG = "centred"  # part of the demo's data-cache key: changes whenever the layout constants change
+ROTATION_JITTER_DEG = 15.0  # shapes are drawn upright, then rotated by +-this
 NOISE_STD = (4.0, 14.0)
 DISTRACTOR_P = 0.5  # chance of a faint neutral line crossing the image
 SUPERSAMPLE = 4
@@ -76,6 +79,12 @@ def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[t
             rr = r if k % 2 == 0 else r * 0.42
             a = angle + k * math.pi / 5
             pts.append((math.cos(a) * rr, math.sin(a) * rr))
+    elif shape == "cross":
+        w = r * 0.36
+        base = [(w, -r), (w, -w), (r, -w), (r, w), (w, w), (w, r), (-w, r), (-w, w), (-r, w), (-r, -w), (-w, -w),
+                (-w, -r)]
+        ca, sa = math.cos(angle + math.pi / 2), math.sin(angle + math.pi / 2)
+        pts = [(x * ca - y * sa, x * sa + y * ca) for x, y in base]
     else:  # pragma: no cover - guarded by caller
         raise ValueError(shape)
     return [(cx + x, cy + y) for x, y in pts]

@@ -15,7 +15,7 @@ pytest.importorskip("transformers")
 
 from mmdeploy_kit.data.manifest import load_images, load_manifest, tokenize  # noqa: E402
 from mmdeploy_kit.data.synth import synthesize_dataset  # noqa: E402
-from mmdeploy_kit.demo import (DEFAULT_TEMPLATES, DEMO_FILE, DemoResult, evaluate_dual_encoder,  # noqa: E402
+from mmdeploy_kit.demo import (RECIPES, DEFAULT_TEMPLATES, DEMO_FILE, DemoResult, evaluate_dual_encoder,  # noqa: E402
                                train_demo_checkpoint)
 from mmdeploy_kit.errors import UserInputError  # noqa: E402
 
@@ -63,7 +63,8 @@ def test_smoke_train_save_reload_and_cache(small_data, cache):
         alone = model.get_text_features(**{k: torch.from_numpy(v) for k, v in short.items()})
     torch.testing.assert_close(fixed[:1], alone, atol=1e-5, rtol=1e-4)
     pix = load_images([s.image for s in load_manifest(small_data / "val.jsonl")[:2]], proc)
-    assert pix.shape == (2, 3, 64, 64)
+    size = RECIPES['tiny']['vision']['image_size']
+    assert pix.shape == (2, 3, size, size)
     # the reloaded model reproduces the recorded figures
     again = evaluate_dual_encoder(model, tok, proc, small_data, DEFAULT_TEMPLATES)
     assert again["zero_shot_top1"] == pytest.approx(res.zero_shot_top1)
