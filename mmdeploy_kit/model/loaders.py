@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 from .._lazy import require
 from ..artifacts import MANIFEST_NAME, Manifest
-from ..errors import CheckpointError, SpecError, UserInputError
+from ..errors import CheckpointError, MissingBackendError, SpecError, UserInputError
 from .iospec import IOSpec, SpecFile
 from .tower import LoadedModel, Tower
 
@@ -231,11 +231,48 @@ def _load_pickled_module(path: Path, trust_remote_code: bool) -> Any:
     return obj
 
 
+def _register_quantized_ops() -> None:
+    """Programs quantized with pt2e (INC, torchao) call ``torch.ops.torchao.*`` / ``quantized_decomposed.*``
+    ops, which exist only once their libraries are imported; ``torch.export.load`` fails without them."""
+    for name in ("torch.ao.quantization.fx._decomposed", "torchao.quantization.pt2e"):
+        if importlib.util.find_spec(name.split(".")[0]) is None:
+            continue
+        try:
+            with _quiet_imports():
+                importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - optional; a missing op then gives the clear error below
+            pass
+
+
+class _quiet_imports:
+    """torchao logs about optional CUDA kernels it cannot load on CPU; keep loading quiet."""
+
+    def __enter__(self) -> None:
+        import logging
+        import warnings
+
+        self._warn = warnings.catch_warnings()
+        self._warn.__enter__()
+        warnings.simplefilter("ignore")
+        self._level = logging.root.manager.disable
+        logging.disable(logging.WARNING)
+
+    def __exit__(self, *exc: Any) -> None:
+        import logging
+
+        logging.disable(self._level)
+        self._warn.__exit__(*exc)
+
+
 def _load_exported_program(path: Path, io: Any) -> LoadedModel:
     torch = require("torch")
+    _register_quantized_ops()
     try:
         ep = torch.export.load(str(path))
     except Exception as exc:  # noqa: BLE001 - torch.export.load raises many unrelated types
+        if "torchao" in str(exc):
+            raise MissingBackendError(f"{path} uses torchao's quantized ops but torchao is not installed",
+                                      hint="pip install 'mmdeploy-kit[inc]' (or: pip install torchao)") from None
         raise CheckpointError(f"{path} is not a readable torch.export program ({type(exc).__name__})",
                               hint="re-save it with torch.export.save") from None
     spec_file = _spec_file(io, str(path))
@@ -290,6 +327,12 @@ def load_mmdk_dir(directory: Path) -> LoadedModel:
         elif art.kind in ("hf", "torch"):
             inner = load(p)
             towers[art.tower] = inner.tower(art.tower) if art.tower in inner.towers else inner.select(None)[0]
+            files.extend(inner.files)
+        elif art.kind in ("pt2", "ts") and spec is not None:  # e.g. INC's quantized towers: <tower>.pt2
+            loader = _load_exported_program if art.kind == "pt2" else (
+                lambda f, s: _load_torch_file(f, s, trust_remote_code=False))
+            inner = loader(p, SpecFile(towers={art.tower: spec}))
+            towers[art.tower] = inner.tower(art.tower)
             files.extend(inner.files)
         elif spec is not None:
             towers[art.tower] = Tower(art.tower, spec, art.kind, path=p, precision=art.precision)

@@ -248,10 +248,29 @@ def test_demo_command_prints_the_bench_summary(mmdk, monkeypatch):
     import mmdeploy_kit.api as api
 
     summary = {"checkpoint": "/x/ckpt", "reused": True, "train_seconds": 1.0, "zero_shot_top1": 95.0,
-               "zero_shot_top5": 100.0, "recall": {}, "data_dir": "/x/data", "onnx_dir": "/x/onnx", "export": {},
+               "zero_shot_top5": 100.0,
+               "recall": {"image_to_text": {"R@1": 61.0, "R@5": 88.5, "R@10": 97.25},
+                          "text_to_image": {"R@1": 55.0, "R@5": 80.0, "R@10": 90.0}}, "data_dir": "/x/data", "onnx_dir": "/x/onnx", "export": {},
                "bench": {"speedup": 2.5, "speedup_ci": [2.4, 2.6], "confidence": 0.95, "torch_zero_shot_top1": 95.0,
                          "onnx_zero_shot_top1": 95.0, "reports": {"html": "/x/reports/bench.html"}}}
     monkeypatch.setattr(api, "demo", lambda *a, **k: summary)
     r = mmdk("demo")
     assert r.code == 0, r.err
     assert "speedup 2.50x [2.40, 2.60] (95% CI)" in r.out and "onnx 95.0%" in r.out and "/x/reports" in r.out
+    assert "[PASS: target >= 90%]" in r.out
+    assert "retrieval image to text: R@1 61.0, R@5 88.5, R@10 97.2" in r.out
+    assert "retrieval text to image: R@1 55.0, R@5 80.0, R@10 90.0" in r.out
+
+
+def test_unexpected_exception_is_one_line_with_traceback_behind_debug(mmdk, monkeypatch):
+    import mmdeploy_kit.api as api
+
+    def boom(*a, **k):
+        raise RuntimeError("kaboom")
+
+    monkeypatch.setattr(api, "demo", boom)
+    r = mmdk("demo")
+    assert r.code == 1 and r.one_line_error(), r.err
+    assert "internal error RuntimeError: kaboom" in r.err and "--debug" in r.err
+    r = mmdk("--debug", "demo")
+    assert r.code == 1 and "Traceback" in r.err

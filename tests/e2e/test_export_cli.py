@@ -120,6 +120,35 @@ def test_export_of_torchscript_and_pt2_sources(tmp_path, late_fusion_factory):
     assert man.artifacts[0].details["exporter"] == "torchscript"
 
 
+def test_mmdk_dir_with_pt2_tower_loads_back(tmp_path, late_fusion_factory):
+    """The INC backend writes ``<tower>.pt2`` + a manifest; that directory is a MODEL like any other."""
+    import torch
+
+    import mmdeploy_kit as mmdk_api
+    from mmdeploy_kit.artifacts import Artifact, Manifest
+
+    src, io = late_fusion_factory
+    model = mmdk_api.load(src, io=io)
+    spec = model.towers["model"].spec
+    feeds = spec.dummy_inputs({"batch": 2, "seq": 6})
+    args = tuple(torch.from_numpy(feeds[n]) for n in spec.input_names)
+    batch, seq = torch.export.Dim("batch", min=1, max=8), torch.export.Dim("seq", min=4, max=32)
+    dyn = ({0: batch, 1: seq}, {0: batch, 1: seq}, {0: batch})
+    d = tmp_path / "q"
+    d.mkdir()
+    torch.export.save(torch.export.export(model.root, args, dynamic_shapes=dyn), str(d / "model.pt2"))
+    Manifest(pass_name="quantize", artifacts=[Artifact(kind="pt2", tower="model", path="model.pt2",
+                                                       precision="int8", io_spec=spec.to_dict())]).write(d)
+    loaded = mmdk_api.load(d)
+    assert loaded.format == "mmdk" and loaded.towers["model"].kind == "torch"
+    with torch.no_grad():
+        ref = model.root(*args).numpy()
+    out = loaded.towers["model"].module.run_numpy(feeds)
+    assert np.allclose(next(iter(out.values())), ref, atol=1e-5)
+    man = mmdk_api.export(d, tmp_path / "o", min_cosine=0.999)  # and it exports like any torch tower
+    assert man.artifacts[0].verification["cosine_min"] >= 0.999
+
+
 def test_unsupported_operator_is_a_clean_export_error(mmdk, tmp_path):
     spec = tmp_path / "x.yaml"
     spec.write_text("inputs: [{name: x, shape: [batch, 8]}]\noutputs: [y]\n")
