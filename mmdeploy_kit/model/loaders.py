@@ -333,6 +333,8 @@ def load_mmdk_dir(directory: Path) -> LoadedModel:
                 lambda f, s: _load_torch_file(f, s, trust_remote_code=False))
             inner = loader(p, SpecFile(towers={art.tower: spec}))
             towers[art.tower] = inner.tower(art.tower)
+            towers[art.tower].precision = art.precision or "fp32"
+            towers[art.tower].path = p
             files.extend(inner.files)
         elif spec is not None:
             towers[art.tower] = Tower(art.tower, spec, art.kind, path=p, precision=art.precision)

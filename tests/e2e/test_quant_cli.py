@@ -331,6 +331,15 @@ def test_inc_backend_pt2e_static_int8(mmdk, tiny_clip_dir, calib_npz, tmp_path):
     assert vision["kind"] == "pt2" and vision["precision"] == "int8" and vision["verification"]["cosine"] >= 0.99
     assert text["precision"] == "fp32" and (out / "text.pt2").is_file()
     assert man["metrics"]["budgets"][0]["holds"]
+    # the output directory is a MODEL like any other: it loads back (torchao's ops registered) and benches
+    loaded = mmdk_api.load(out)
+    assert set(loaded.towers) == {"vision", "text"} and loaded.towers["vision"].precision == "int8"
+    r = mmdk("-q", "bench", f"inc={out}", "--reference", f"fp32={tiny_clip_dir}", "--tower", "vision",
+             "--batch", "2", "--min-runs", "3", "--min-time", "0.05", "--min-rounds", "3", "--warmup", "1",
+             "--report", tmp_path / "r.json")
+    assert r.code == 0, r.err
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["speedups"]["inc"]["ratio"] > 0
 
 
 @pytest.mark.parametrize("tower,method", [("text", "dynamic"), ("vision", "static")])
