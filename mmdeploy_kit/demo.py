@@ -266,7 +266,7 @@ def _train(model, groups, frozen, pixel_values: np.ndarray, texts: Sequence[str]
     the same class (UniCL-style), which removes the false negatives of plain CLIP on a 24-class dataset."""
     import torch
     import torch.nn.functional as F
-    from tqdm.auto import tqdm
+    from ._progress import progress_bar
 
     steps, bs = int(recipe["steps"]), int(recipe["batch_size"])
     n_views = 8 if recipe.get("augment") else 1
@@ -292,7 +292,7 @@ def _train(model, groups, frozen, pixel_values: np.ndarray, texts: Sequence[str]
     model.train()
     for m in frozen:
         m.eval()  # no dropout in frozen (pretrained) blocks
-    bar = tqdm(range(steps), desc=desc, disable=quiet, leave=False, dynamic_ncols=True)
+    bar = progress_bar(range(steps), desc=desc, disable=quiet)
     for _ in bar:
         if pos + bs > n:
             order, pos = torch.randperm(n, generator=gen), 0
@@ -326,7 +326,7 @@ def _train(model, groups, frozen, pixel_values: np.ndarray, texts: Sequence[str]
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100.0))
         losses.append(float(loss.detach()))
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
     bar.close()
     model.eval()
     return losses

@@ -145,3 +145,19 @@ def late_fusion_factory() -> tuple[str, Path]:
 def tri_modal_factory() -> tuple[str, Path]:
     """(MODEL string, I/O spec path) of the text + image + audio attention-fusion classifier."""
     return f"{FIXTURES / 'fusion_models.py'}:tri_modal", FIXTURES / "tri_modal.yaml"
+
+
+# ---- demo training ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def small_data(tmp_path_factory) -> Path:
+    """A tiny synthetic shapes dataset (48 train / 24 val, 32 px) for fast demo-training runs."""
+    from mmdeploy_kit.data.synth import synthesize_dataset
+
+    return synthesize_dataset(tmp_path_factory.mktemp("data") / "shapes", n_train=48, n_val=24, image_size=32, seed=1)
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch) -> Path:
+    """An empty mmdk cache (``$MMDK_CACHE_DIR``) for this test only."""
+    monkeypatch.setenv("MMDK_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"

@@ -389,10 +389,10 @@ def run_bench(artifacts: Sequence[Any], reference: Any = None, *, target: str = 
 def _measure_with_progress(contenders: list[Contender], timing: TimingConfig, desc: str, quiet: bool) -> Any:
     if quiet:
         return measure(contenders, timing)
-    from tqdm.auto import tqdm
+    from .._progress import progress_bar
 
     total = estimate_rounds(timing, len(contenders))
-    with tqdm(total=total, desc=f"bench {desc}", unit="round", leave=False, dynamic_ncols=True) as bar:
+    with progress_bar(total=total, desc=f"bench {desc}", unit="round") as bar:
         def on_round(k: int, _elapsed: float) -> None:
             if k <= bar.total:
                 bar.update(1)

@@ -14,18 +14,6 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("onnxruntime")
 
-from mmdeploy_kit.data.synth import synthesize_dataset  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def small_data(tmp_path_factory) -> Path:
-    return synthesize_dataset(tmp_path_factory.mktemp("data") / "shapes", n_train=48, n_val=24, image_size=32, seed=2)
-
-
-@pytest.fixture
-def cache(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("MMDK_CACHE_DIR", str(tmp_path / "cache"))
-    return tmp_path / "cache"
 
 
 def _figure(pattern: str, text: str) -> float:

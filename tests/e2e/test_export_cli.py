@@ -86,7 +86,8 @@ def test_export_selected_tower_and_existing_output(mmdk, tiny_clip_dir, tmp_path
     assert r.code == 2 and "no tower named 'audio'" in r.err and not (tmp_path / "x").exists()
 
 
-def test_export_of_torchscript_and_pt2_sources(tmp_path, late_fusion_factory):
+def _late_fusion_pt2(late_fusion_factory, path):
+    """Save the late-fusion factory model as a torch.export program with dynamic batch and seq."""
     import torch
 
     import mmdeploy_kit as mmdk_api
@@ -98,7 +99,17 @@ def test_export_of_torchscript_and_pt2_sources(tmp_path, late_fusion_factory):
     args = tuple(torch.from_numpy(feeds[n]) for n in spec.input_names)
     batch, seq = torch.export.Dim("batch", min=1, max=8), torch.export.Dim("seq", min=4, max=32)
     dyn = ({0: batch, 1: seq}, {0: batch, 1: seq}, {0: batch})
-    torch.export.save(torch.export.export(model.root, args, dynamic_shapes=dyn), str(tmp_path / "m.pt2"))
+    torch.export.save(torch.export.export(model.root, args, dynamic_shapes=dyn), str(path))
+    return model, spec, feeds, args
+
+
+def test_export_of_torchscript_and_pt2_sources(tmp_path, late_fusion_factory):
+    import torch
+
+    import mmdeploy_kit as mmdk_api
+
+    io = late_fusion_factory[1]
+    model, _, _, args = _late_fusion_pt2(late_fusion_factory, tmp_path / "m.pt2")
     man = mmdk_api.export(tmp_path / "m.pt2", tmp_path / "o", io=io, min_cosine=0.999)
     assert man.artifacts[0].verification["cosine_min"] >= 0.999
     assert len({c["sizes"]["seq"] for c in man.artifacts[0].verification["checks"]}) >= 2
@@ -127,20 +138,14 @@ def test_mmdk_dir_with_pt2_tower_loads_back(tmp_path, late_fusion_factory):
     import mmdeploy_kit as mmdk_api
     from mmdeploy_kit.artifacts import Artifact, Manifest
 
-    src, io = late_fusion_factory
-    model = mmdk_api.load(src, io=io)
-    spec = model.towers["model"].spec
-    feeds = spec.dummy_inputs({"batch": 2, "seq": 6})
-    args = tuple(torch.from_numpy(feeds[n]) for n in spec.input_names)
-    batch, seq = torch.export.Dim("batch", min=1, max=8), torch.export.Dim("seq", min=4, max=32)
-    dyn = ({0: batch, 1: seq}, {0: batch, 1: seq}, {0: batch})
     d = tmp_path / "q"
     d.mkdir()
-    torch.export.save(torch.export.export(model.root, args, dynamic_shapes=dyn), str(d / "model.pt2"))
+    model, spec, feeds, args = _late_fusion_pt2(late_fusion_factory, d / "model.pt2")
     Manifest(pass_name="quantize", artifacts=[Artifact(kind="pt2", tower="model", path="model.pt2",
                                                        precision="int8", io_spec=spec.to_dict())]).write(d)
     loaded = mmdk_api.load(d)
     assert loaded.format == "mmdk" and loaded.towers["model"].kind == "torch"
+    assert loaded.towers["model"].precision == "int8"
     with torch.no_grad():
         ref = model.root(*args).numpy()
     out = loaded.towers["model"].module.run_numpy(feeds)

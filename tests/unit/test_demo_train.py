@@ -12,21 +12,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from mmdeploy_kit.data.manifest import load_images, load_manifest, tokenize  # noqa: E402
-from mmdeploy_kit.data.synth import synthesize_dataset  # noqa: E402
 from mmdeploy_kit.demo import (RECIPES, DEFAULT_TEMPLATES, DEMO_FILE, DemoResult, evaluate_dual_encoder,  # noqa: E402
                                train_demo_checkpoint)
 from mmdeploy_kit.errors import UserInputError  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def small_data(tmp_path_factory) -> Path:
-    return synthesize_dataset(tmp_path_factory.mktemp("data") / "shapes", n_train=48, n_val=24, image_size=32, seed=1)
-
-
-@pytest.fixture
-def cache(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("MMDK_CACHE_DIR", str(tmp_path / "cache"))
-    return tmp_path / "cache"
 
 
 def test_smoke_train_save_reload_and_cache(small_data, cache):
