@@ -23,6 +23,7 @@ import json
 import math
 import os
 import re
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ import numpy as np
 from .artifacts import atomic_output_dir, default_cache_dir, package_versions
 from .bench.metrics import l2_normalize, recall_at_k, zero_shot_topk
 from .data.manifest import CLIP_MEAN, CLIP_STD, Sample, class_names, label_indices, load_images, load_manifest, tokenize
-from .errors import MissingBackendError, UserInputError
+from .errors import MissingBackendError, MmdkError, UserInputError
 
 RECIPE_VERSION = 1
 DEMO_FILE = "mmdk_demo.json"
@@ -389,6 +390,7 @@ def train_demo_checkpoint(out: str | Path | None = None, variant: Literal["tiny"
     val_samples = load_manifest(data_dir / "val.jsonl")
     config["data"] = {"fingerprint": _fingerprint(data_dir), "n_train": len(train_samples), "n_val": len(val_samples)}
     key = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
+    explicit = out is not None
     out = Path(out).expanduser() if out is not None else default_cache_dir() / "demo" / f"{variant}-{key}"
 
     if out.is_dir() and any(out.iterdir()) and not force:
@@ -400,8 +402,32 @@ def train_demo_checkpoint(out: str | Path | None = None, variant: Literal["tiny"
         if info.get("config_hash") != key:
             raise UserInputError(f"{out} holds a demo checkpoint trained with a different recipe",
                                  hint="pass --force to retrain it or choose another output")
-        return _result(out.resolve(), info, reused=True)
+        damage = _damage(out)
+        if damage is None:
+            return _result(out.resolve(), info, reused=True)
+        if explicit:
+            raise UserInputError(f"the demo checkpoint in {out} is damaged: {damage}", hint="pass --force to retrain it")
+        if not quiet:
+            print(f"mmdk: cached demo checkpoint {out} is damaged ({damage}); retraining it", file=sys.stderr)
+        force = True
     return _train_and_save(out, config, key, data_dir, train_samples, val_samples, quiet, force, threads)
+
+
+def _damage(path: Path) -> str | None:
+    """Why a (complete-looking) checkpoint directory cannot be used, or None: files deleted or truncated
+    after it was written (it is written atomically, so mmdk itself never leaves it half-done)."""
+    from .model.safetensors_check import check_safetensors_file
+
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "preprocessor_config.json"):
+        if not (path / name).is_file():
+            return f"{name} is missing"
+    try:
+        check_safetensors_file(path / "model.safetensors")
+        for name in ("config.json", "tokenizer.json", "preprocessor_config.json"):
+            json.loads((path / name).read_text())
+    except (MmdkError, ValueError, UnicodeDecodeError) as exc:
+        return str(exc).split(" (hint:")[0].replace(str(path) + "/", "")
+    return None
 
 
 def _train_and_save(out: Path, config: dict, key: str, data_dir: Path, train_samples: list[Sample],

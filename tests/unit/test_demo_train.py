@@ -148,3 +148,24 @@ def test_dihedral_views_move_caption_positions():
         where = f"{'top' if r == 0 else 'bottom'} {'left' if c == 0 else 'right'}"
         assert _move_positions("a red circle in the top left", t) == f"a red circle in the {where}"
     assert _move_positions("a red circle in the center", 3) == "a red circle in the center"
+
+
+def test_damaged_checkpoint_is_retrained_in_the_cache_and_refused_elsewhere(small_data, cache, tmp_path, capsys):
+    first = train_demo_checkpoint(data_dir=small_data, steps=1)
+    weights = first.path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:5000])  # truncated after the fact (e.g. a full disk, a bad copy)
+    capsys.readouterr()
+    again = train_demo_checkpoint(data_dir=small_data, steps=1)
+    assert not again.reused and again.path == first.path and "damaged" in capsys.readouterr().err
+    from mmdeploy_kit.model.safetensors_check import check_safetensors_file
+
+    check_safetensors_file(weights)  # whole again
+    assert train_demo_checkpoint(data_dir=small_data, steps=1, quiet=True).reused
+
+    out = tmp_path / "mine"
+    train_demo_checkpoint(out=out, data_dir=small_data, steps=1, quiet=True)
+    (out / "tokenizer.json").unlink()
+    with pytest.raises(UserInputError, match="damaged: tokenizer.json is missing") as exc:
+        train_demo_checkpoint(out=out, data_dir=small_data, steps=1, quiet=True)
+    assert exc.value.hint == "pass --force to retrain it"
+    assert not train_demo_checkpoint(out=out, data_dir=small_data, steps=1, quiet=True, force=True).reused
