@@ -29,8 +29,10 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quant_common import RESULTS, demo_checkpoint  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
 MMDK = [sys.executable, "-m", "mmdeploy_kit.cli"]
 
 
@@ -39,7 +41,7 @@ def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
 
 
 def bench_once(k: int, ckpt: Path, onnx: Path, val: Path, work: Path, args: argparse.Namespace) -> dict:
-    from mmdeploy_kit.demo import DEFAULT_TEMPLATES
+    from mmdeploy_kit.demo_checkpoint import DEFAULT_TEMPLATES
 
     tmpl = [x for t in DEFAULT_TEMPLATES for x in ("--template", t)]
     out = work / f"run{k}"
@@ -78,14 +80,9 @@ def main() -> None:
     args = ap.parse_args()
 
     from mmdeploy_kit.bench.stats import relative_difference
-    from mmdeploy_kit.demo import train_demo_checkpoint
 
-    if args.checkpoint is not None:
-        info = json.loads((args.checkpoint / "mmdk_demo.json").read_text())
-        ckpt, data_dir, variant = args.checkpoint.resolve(), Path(info["data_dir"]), info["variant"]
-    else:
-        demo = train_demo_checkpoint(quiet=True)
-        ckpt, data_dir, variant = demo.path, Path(demo.data_dir), demo.variant
+    demo = demo_checkpoint(args.checkpoint, quiet=True)
+    ckpt, data_dir, variant = demo.path, Path(demo.data_dir), demo.variant
     val = data_dir / "val.jsonl"
     work = Path(tempfile.mkdtemp(prefix="mmdk-bench-stability-"))
     onnx = work / "onnx"

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quant_common import (cosine_rows, environment, optimum_quantize, ort_outputs, timed,  # noqa: E402
-                          timing_table, write_results)
+from quant_common import (bench_artifacts, embedding_accuracy, finish, optimum_json, optimum_line,  # noqa: E402
+                          optimum_variants, timed_threads, timing_table)
 
 IO = {"inputs": [{"name": "pixel_values", "modality": "image", "dtype": "float32", "shape": ["batch", 3, 224, 224]}],
       "outputs": ["image_embeds"], "dims": {"batch": [1, 32]}}
@@ -69,25 +69,18 @@ def main() -> None:
     art = man.artifacts[0]
     print(f"mmdk quantize: {q_seconds:.0f}s, {art.details['quantizer']['method']} INT8, held-out cosine "
           f"{art.verification['cosine']:.5f}")
-    opt = {pc: optimum_quantize(tmp / "fp32" / "model.onnx", tmp / "optimum", per_channel=pc) for pc in (False, True)}
+    opt, opt_paths = optimum_variants(tmp / "fp32" / "model.onnx", tmp / "optimum")
 
     reader = load_image_reader(proc, IOSpec.model_validate(IO), "pixel_values")
     pixels = reader([s.image for s in load_manifest(data / "val.jsonl")])
     batches = [{"pixel_values": pixels[i:i + 8]} for i in range(0, len(pixels), 8)]
     model = mmdk.load(factory, io=IO).towers["model"].module
     ref = np.concatenate([model.run_numpy(b)["image_embeds"] for b in batches])
-    paths = {"mmdk_int8": tmp / "int8" / "model.onnx", "ort_fp32": tmp / "fp32" / "model.onnx"}
-    for pc, o in opt.items():
-        if "dir" in o:
-            paths[f"optimum_vnni_{'per_channel' if pc else 'per_tensor'}"] = o["dir"] / "model.onnx"
-    accuracy = {}
-    for label, p in paths.items():
-        cos = cosine_rows(ref, ort_outputs(p, batches))
-        accuracy[label] = {"cosine_mean": round(float(cos.mean()), 6), "cosine_min": round(float(cos.min()), 6)}
-    arts = [f"{k}={v.parent if k.startswith(('mmdk', 'ort')) else v}" for k, v in paths.items()]
+    paths = {"mmdk_int8": tmp / "int8" / "model.onnx", "ort_fp32": tmp / "fp32" / "model.onnx", **opt_paths}
+    accuracy = embedding_accuracy(ref, paths, batches, digits=6)
     timing = {"warmup_runs": 1, "min_runs": 6, "min_time_s": 0.5, "min_rounds": 6, "round_time_s": 0.05,
               "max_time_s": 150.0}
-    timings = {th: timed(arts, f"torch={factory}", th, 8, None, io=IO, timing=timing) for th in (1, 2)}
+    timings = timed_threads(bench_artifacts(paths), f"torch={factory}", 8, None, io=IO, timing=timing)
 
     lines = ["# CLIP ViT-B/32 image tower (random init): mmdk INT8 vs torch eager FP32 and Optimum", "",
              f"{len(pixels)} held-out synthetic images (CLIP preprocessing, 224 px); batch 8.", "",
@@ -98,15 +91,11 @@ def main() -> None:
     lines += ["", *timing_table(timings, "torch eager FP32"), "",
               f"mmdk: {q['method']} {q['format']}, ops {q['op_types']}, {q['calibration']} ranges from "
               f"{art.details['calibration_data']['n_calib']} images; quantize took {q_seconds:.0f}s.",
-              "Optimum: " + "; ".join(o.get("config", o.get("error", "")) for o in opt.values()), "",
-              f"Environment: {environment()}"]
-    text = "\n".join(lines)
-    print("\n" + text)
-    write_results("quant_clip_vit", {"accuracy": accuracy, "timing_batch8": timings,
-                                     "mmdk": {"quantize_seconds": round(q_seconds, 1), "quantizer": q,
-                                              "verification": art.verification},
-                                     "optimum": {str(k): {kk: str(vv) for kk, vv in v.items()} for k, v in opt.items()},
-                                     "environment": environment()}, text)
+              optimum_line(opt)]
+    finish("quant_clip_vit", {"accuracy": accuracy, "timing_batch8": timings,
+                              "mmdk": {"quantize_seconds": round(q_seconds, 1), "quantizer": q,
+                                       "verification": art.verification},
+                              "optimum": optimum_json(opt)}, lines)
 
 
 if __name__ == "__main__":

@@ -1,25 +1,33 @@
-"""Shared helpers of the quantization benchmarks (quant_*.py): Optimum comparison, timing, result files.
+"""Shared helpers of the benchmark scripts (quant_*.py, bench_stability.py): the demo checkpoint, Optimum
+comparison, embedding accuracy, timing, result files.
 
 Timing goes through mmdk's own bench harness (interleaved rounds, paired speedup ratios with 95% CIs),
-so every path is measured in the same run on the same inputs.
+so every path is measured in the same run on the same inputs. Cosines, L2 normalisation, ONNX Runtime
+sessions and the machine fingerprint come from the package (``mmdeploy_kit.bench``), not from copies here.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import platform
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
-NOTE_THREADS = ("Read the 1-thread rows: on this shared 2-core VM (load average 5-9 from other jobs) torch's "
+NOTE_THREADS = ("Read the 1-thread rows: on a shared 2-core VM (load average in the Environment line) torch's "
                 "OpenMP pool at 2 threads spin-waits on descheduled peers, so its 2-thread latency - and the "
                 "2-thread ratios - are inflated; ONNX Runtime runs with spinning disabled.")
+
+
+def demo_checkpoint(checkpoint: Optional[str | Path] = None, quiet: bool = False) -> Any:
+    """``DemoResult`` of ``train_demo_checkpoint()`` (trains when the recipe changed, else reuses the cache),
+    or of an already trained demo checkpoint directory (one with ``mmdk_demo.json``)."""
+    from mmdeploy_kit.demo_checkpoint import load_demo_checkpoint, train_demo_checkpoint
+
+    return train_demo_checkpoint(quiet=quiet) if checkpoint is None else load_demo_checkpoint(checkpoint)
 
 
 def optimum_quantize(fp32_onnx: Path, out_dir: Path, per_channel: bool) -> dict[str, Any]:
@@ -48,6 +56,22 @@ def optimum_quantize(fp32_onnx: Path, out_dir: Path, per_channel: bool) -> dict[
             "config": f"AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel={per_channel})"}
 
 
+def optimum_variants(fp32_onnx: Path, out_dir: Path) -> tuple[dict[bool, dict[str, Any]], dict[str, Path]]:
+    """Optimum per-tensor and per-channel on ``fp32_onnx``: ({per_channel: result}, {label: model.onnx})."""
+    opt = {pc: optimum_quantize(fp32_onnx, out_dir, per_channel=pc) for pc in (False, True)}
+    paths = {f"optimum_vnni_{'per_channel' if pc else 'per_tensor'}": o["dir"] / "model.onnx"
+             for pc, o in opt.items() if "dir" in o}
+    return opt, paths
+
+
+def optimum_line(opt: dict[bool, dict[str, Any]]) -> str:
+    return "Optimum: " + "; ".join(o.get("config", o.get("error", "")) for o in opt.values())
+
+
+def optimum_json(opt: dict[bool, dict[str, Any]]) -> dict[str, dict[str, str]]:
+    return {str(k): {kk: str(vv) for kk, vv in v.items()} for k, v in opt.items()}
+
+
 def ort_outputs(path: Path, batches: list[dict[str, np.ndarray]], threads: int = 2) -> np.ndarray:
     from mmdeploy_kit.bench.backends.ort import ort_session
 
@@ -56,10 +80,24 @@ def ort_outputs(path: Path, batches: list[dict[str, np.ndarray]], threads: int =
     return np.concatenate([sess.run(None, {k: b[k] for k in names})[0] for b in batches])
 
 
-def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = np.asarray(a, np.float64).reshape(len(a), -1)
-    b = np.asarray(b, np.float64).reshape(len(b), -1)
-    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+def embedding_accuracy(ref: np.ndarray, paths: dict[str, Path], batches: list[dict[str, np.ndarray]], digits: int,
+                       extra: Optional[Callable[[np.ndarray, np.ndarray], dict[str, float]]] = None
+                       ) -> dict[str, dict[str, float]]:
+    """Per path: mean / min per-sample cosine of its ONNX Runtime output vs ``ref`` (+ ``extra(ref, out)``)."""
+    from mmdeploy_kit.bench.metrics import drift
+
+    out = {}
+    for label, p in paths.items():
+        emb = ort_outputs(p, batches)
+        d = drift(ref, emb)
+        out[label] = {"cosine_mean": round(d["cosine_mean"], digits), "cosine_min": round(d["cosine_min"], digits),
+                      **(extra(ref, emb) if extra else {})}
+    return out
+
+
+def bench_artifacts(paths: dict[str, Path]) -> list[str]:
+    """``label=path`` arguments for mmdk.bench: mmdk output dirs (mmdk_*, ort_*) as dirs, other files as files."""
+    return [f"{k}={v.parent if k.startswith(('mmdk', 'ort')) else v}" for k, v in paths.items()]
 
 
 def timed(artifacts: list[str], reference: str, threads: int, batch: int, seq: Optional[int],
@@ -80,19 +118,22 @@ def timed(artifacts: list[str], reference: str, threads: int, batch: int, seq: O
     return out
 
 
+def timed_threads(artifacts: list[str], reference: str, batch: int, seq: Optional[int], io: Optional[dict],
+                  timing: dict, threads: Iterable[int] = (1, 2)) -> dict[int, dict[str, Any]]:
+    """:func:`timed` once per thread count: {threads: {label: row}}."""
+    return {th: timed(artifacts, reference, th, batch, seq, io=io, timing=timing) for th in threads}
+
+
 def environment() -> dict[str, Any]:
-    from importlib import metadata
+    """A short fingerprint for the result files, from mmdk's own probes (mmdeploy_kit.bench.env, .artifacts)."""
+    from mmdeploy_kit.artifacts import package_versions
+    from mmdeploy_kit.bench.env import available_cores, cpu_info, load_average
 
-    def v(n: str) -> str:
-        try:
-            return metadata.version(n)
-        except metadata.PackageNotFoundError:
-            return "-"
-
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "loadavg_1m": load,
-            "torch": v("torch"), "onnxruntime": v("onnxruntime"), "optimum-onnx": v("optimum-onnx"),
-            "transformers": v("transformers"), "date": time.strftime("%Y-%m-%d %H:%M")}
+    names = ("torch", "onnxruntime", "optimum-onnx", "transformers")
+    versions = package_versions(*names)
+    load = load_average()
+    return {"cpu": cpu_info()[0], "cores": available_cores(), "loadavg_1m": load[0] if load else None,
+            **{n: versions.get(n, "-") for n in names}, "date": time.strftime("%Y-%m-%d %H:%M")}
 
 
 def write_results(name: str, data: dict[str, Any], markdown: str) -> None:
@@ -100,6 +141,15 @@ def write_results(name: str, data: dict[str, Any], markdown: str) -> None:
     (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
     (RESULTS / f"{name}.md").write_text(markdown.rstrip() + "\n")
     print(f"\nresults: {RESULTS / (name + '.json')} and .md")
+
+
+def finish(name: str, data: dict[str, Any], lines: list[str]) -> None:
+    """Append the environment line, print the Markdown and write results/<name>.json / .md (the JSON gets
+    the same fingerprint under "environment")."""
+    env = environment()
+    text = "\n".join([*lines, "", f"Environment: {env}"])
+    print("\n" + text)
+    write_results(name, {**data, "environment": env}, text)
 
 
 def timing_table(timings: dict[int, dict[str, Any]], reference: str) -> list[str]:

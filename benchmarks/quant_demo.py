@@ -20,32 +20,21 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quant_common import environment, write_results  # noqa: E402
+from quant_common import demo_checkpoint, finish  # noqa: E402
 
 BUDGET = "zero_shot_top1_drop<=1"
 
 
-def _demo(checkpoint: str | None):
-    """train_demo_checkpoint() (trains when the recipe changed), or an already trained demo directory."""
-    import importlib
-    import json
-
-    dm = importlib.import_module("mmdeploy_kit.demo")
-    if checkpoint is None:
-        return dm.train_demo_checkpoint()
-    path = Path(checkpoint).expanduser().resolve()
-    return dm._result(path, json.loads((path / dm.DEMO_FILE).read_text()), reused=True)
-
-
 def main() -> None:
     import argparse
+    import importlib.util
 
     import mmdeploy_kit as mmdk
-    from mmdeploy_kit.demo import DEFAULT_TEMPLATES
+    from mmdeploy_kit.demo_checkpoint import DEFAULT_TEMPLATES
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", help="an already trained demo checkpoint directory (default: train/reuse)")
-    demo = _demo(ap.parse_args().checkpoint)
+    demo = demo_checkpoint(ap.parse_args().checkpoint)
     print(f"demo checkpoint {demo.path} (zero-shot top-1 {demo.zero_shot_top1:.1f}% at training time)")
     tmp = Path(tempfile.mkdtemp(prefix="mmdk-bench-demo-"))
     t0 = time.perf_counter()
@@ -54,8 +43,6 @@ def main() -> None:
                         progress=lambda m: print("  ·", m))
     q_seconds = time.perf_counter() - t0
     artifacts = [f"int8={tmp / 'int8'}"]
-    import importlib.util
-
     if importlib.util.find_spec("neural_compressor") is not None:
         mmdk.quantize(demo.path, tmp / "inc", backend="inc", calib_data=Path(demo.data_dir) / "train.jsonl",
                       progress=lambda m: print("  ·", m))
@@ -86,22 +73,19 @@ def main() -> None:
               f"Budget on held-out train rows: {man.metrics.get('budgets')}",
               f"Speed at batch 8, 1 thread (geomean over towers, vs torch eager): "
               f"{sp.ratio:.2f}x [{sp.ci_low:.2f}, {sp.ci_high:.2f}]" if sp else "",
-              f"quantize took {q_seconds:.0f}s", "", f"Environment: {environment()}"]
+              f"quantize took {q_seconds:.0f}s"]
     inc = prim.get("inc")
+    isp = r.speedups.get("inc")
     if inc is not None:
-        isp = r.speedups.get("inc")
-        lines[-2:-2] = [f"INC pt2e static INT8 (eager torch): zero-shot top-1 {inc['zero_shot_top1']:.2f} "
-                        f"(drop {ref['zero_shot_top1'] - inc['zero_shot_top1']:+.2f} pt), speed vs torch eager "
-                        f"{isp.ratio:.2f}x [{isp.ci_low:.2f}, {isp.ci_high:.2f}]" if isp else ""]
-    text = "\n".join(lines)
-    print("\n" + text)
-    write_results("quant_demo", {"budget": BUDGET, "checkpoint": str(demo.path), "torch": ref, "int8": q,
-                                 "zero_shot_top1_drop": round(drop, 3), "towers": towers,
-                                 "budget_rows": man.metrics.get("budgets"), "task_holdout": man.metrics.get("task"),
-                                 "speedup_batch8": sp.model_dump() if sp else None, "inc": inc,
-                                 "inc_speedup_batch8": (r.speedups["inc"].model_dump() if "inc" in r.speedups
-                                                        else None),
-                                 "quantize_seconds": round(q_seconds, 1), "environment": environment()}, text)
+        lines.append(f"INC pt2e static INT8 (eager torch): zero-shot top-1 {inc['zero_shot_top1']:.2f} "
+                     f"(drop {ref['zero_shot_top1'] - inc['zero_shot_top1']:+.2f} pt), speed vs torch eager "
+                     f"{isp.ratio:.2f}x [{isp.ci_low:.2f}, {isp.ci_high:.2f}]" if isp else "")
+    finish("quant_demo", {"budget": BUDGET, "checkpoint": str(demo.path), "torch": ref, "int8": q,
+                          "zero_shot_top1_drop": round(drop, 3), "towers": towers,
+                          "budget_rows": man.metrics.get("budgets"), "task_holdout": man.metrics.get("task"),
+                          "speedup_batch8": sp.model_dump() if sp else None, "inc": inc,
+                          "inc_speedup_batch8": isp.model_dump() if isp else None,
+                          "quantize_seconds": round(q_seconds, 1)}, lines)
 
 
 if __name__ == "__main__":

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quant_common import (cosine_rows, environment, optimum_quantize, ort_outputs, timed,  # noqa: E402
-                          timing_table, write_results)
+from quant_common import (bench_artifacts, embedding_accuracy, finish, optimum_json, optimum_line,  # noqa: E402
+                          optimum_variants, timed_threads, timing_table)
 
 BUDGET = "cosine>=0.997"
 LOOSE_BUDGET = "cosine>=0.992"  # about Optimum's accuracy: shows the speed at equal accuracy
@@ -90,7 +90,7 @@ def sentence_encoder():
     import torch
     from transformers import AutoModel
 
-    from mmdeploy_kit.demo import minilm_dir
+    from mmdeploy_kit.demo_checkpoint import minilm_dir
 
     class SentenceEncoder(torch.nn.Module):
         def __init__(self) -> None:
@@ -107,8 +107,11 @@ def sentence_encoder():
 
 
 def nn_agreement(ref: np.ndarray, cand: np.ndarray) -> float:
+    """Share of sentences whose nearest other sentence (cosine) is the same under ``cand`` as under ``ref``."""
+    from mmdeploy_kit.bench.metrics import l2_normalize
+
     def nn(e: np.ndarray) -> np.ndarray:
-        e = e / np.linalg.norm(e, axis=1, keepdims=True)
+        e = l2_normalize(e)
         s = e @ e.T
         np.fill_diagonal(s, -9)
         return s.argmax(1)
@@ -123,7 +126,7 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     import mmdeploy_kit as mmdk
-    from mmdeploy_kit.demo import minilm_dir
+    from mmdeploy_kit.demo_checkpoint import minilm_dir
 
     torch.set_num_threads(2)
     factory = f"{Path(__file__).resolve()}:sentence_encoder"
@@ -142,7 +145,7 @@ def main() -> None:
           f"{art.verification['cosine']:.5f}")
     loose = mmdk.quantize(tmp / "fp32", tmp / "int8_loose", method="auto", accuracy_budget=LOOSE_BUDGET,
                           calib_data=tmp / "calib.jsonl", processor=minilm_dir())
-    opt = {pc: optimum_quantize(tmp / "fp32" / "model.onnx", tmp / "optimum", per_channel=pc) for pc in (False, True)}
+    opt, opt_paths = optimum_variants(tmp / "fp32" / "model.onnx", tmp / "optimum")
 
     tok = AutoTokenizer.from_pretrained(str(minilm_dir()))
     batches = []
@@ -152,20 +155,12 @@ def main() -> None:
     model = mmdk.load(factory, io=IO).towers["model"].module
     ref = np.concatenate([model.run_numpy(b)["sentence_embedding"] for b in batches])
     paths = {"mmdk_int8": tmp / "int8" / "model.onnx", "mmdk_int8_loose": tmp / "int8_loose" / "model.onnx",
-             "ort_fp32": tmp / "fp32" / "model.onnx"}
-    for pc, o in opt.items():
-        if "dir" in o:
-            paths[f"optimum_vnni_{'per_channel' if pc else 'per_tensor'}"] = o["dir"] / "model.onnx"
-    accuracy = {}
-    for label, p in paths.items():
-        emb = ort_outputs(p, batches)
-        cos = cosine_rows(ref, emb)
-        accuracy[label] = {"cosine_mean": round(float(cos.mean()), 5), "cosine_min": round(float(cos.min()), 5),
-                           "same_nearest_neighbour": round(nn_agreement(ref, emb), 4)}
+             "ort_fp32": tmp / "fp32" / "model.onnx", **opt_paths}
+    accuracy = embedding_accuracy(ref, paths, batches, digits=5,
+                                  extra=lambda r, e: {"same_nearest_neighbour": round(nn_agreement(r, e), 4)})
     seq = max(b["input_ids"].shape[1] for b in batches)
-    arts = [f"{k}={v.parent if k.startswith('mmdk') or k.startswith('ort') else v}" for k, v in paths.items()]
     timing = {"warmup_runs": 3, "min_runs": 15, "min_time_s": 1.0, "min_rounds": 8, "max_time_s": 60.0}
-    timings = {th: timed(arts, f"torch={factory}", th, 8, seq, io=IO, timing=timing) for th in (1, 2)}
+    timings = timed_threads(bench_artifacts(paths), f"torch={factory}", 8, seq, io=IO, timing=timing)
 
     lines = [f"# all-MiniLM-L6-v2: mmdk INT8 (budget `{BUDGET}`) vs torch eager FP32 and Optimum", "",
              f"{len(EVAL)} evaluation sentences (not used for calibration); batch 8; seq {seq} for timing.", "",
@@ -178,15 +173,11 @@ def main() -> None:
               f"({', '.join(n['name'] for n in kept)}); quantize took {q_seconds:.0f}s.",
               f"mmdk_int8_loose: budget `{LOOSE_BUDGET}` (about Optimum's accuracy): "
               f"{len(loose.artifacts[0].details['nodes']['fp32_nodes'])} MatMuls kept FP32.",
-              "Optimum: " + "; ".join(o.get("config", o.get("error", "")) for o in opt.values()), "",
-              f"Environment: {environment()}"]
-    text = "\n".join(lines)
-    print("\n" + text)
-    write_results("quant_minilm", {"budget": BUDGET, "accuracy": accuracy, "timing_batch8": timings,
-                                   "mmdk": {"quantize_seconds": round(q_seconds, 1), "fp32_nodes": kept,
-                                            "verification": art.verification, "search": art.details.get("mixed_precision")},
-                                   "optimum": {str(k): {kk: str(vv) for kk, vv in v.items()} for k, v in opt.items()},
-                                   "environment": environment()}, text)
+              optimum_line(opt)]
+    finish("quant_minilm", {"budget": BUDGET, "accuracy": accuracy, "timing_batch8": timings,
+                            "mmdk": {"quantize_seconds": round(q_seconds, 1), "fp32_nodes": kept,
+                                     "verification": art.verification, "search": art.details.get("mixed_precision")},
+                            "optimum": optimum_json(opt)}, lines)
 
 
 if __name__ == "__main__":

@@ -70,15 +70,10 @@ def quantize(source: ModelLike, out: str | Path, precision: str = "int8", *, met
     from .passes.quantize.quantize_pass import QuantizePass
 
     budgets = (accuracy_budget,) if isinstance(accuracy_budget, str) else tuple(accuracy_budget)
-    try:
-        config = QuantizeConfig(precision=precision, method=method, towers=tuple(towers),
-                                tower_precision=tuple((tower_precision or {}).items()),
-                                tower_method=tuple((tower_method or {}).items()), accuracy_budget=budgets,
-                                **{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
-    except ValueError as exc:  # pydantic ValidationError; MmdkErrors from budget parsing pass through
-        err = exc.errors()[0] if hasattr(exc, "errors") else {"loc": (), "msg": str(exc)}
-        loc = ".".join(str(x) for x in err["loc"])
-        raise UserInputError(f"invalid quantize option {loc}: {err['msg']}".replace(" : ", ": ")) from None
+    config = _options(QuantizeConfig, "quantize", precision=precision, method=method, towers=tuple(towers),
+                      tower_precision=tuple((tower_precision or {}).items()),
+                      tower_method=tuple((tower_method or {}).items()), accuracy_budget=budgets,
+                      **{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
     model = load(source, **(load_options or {}))
     model.select(config.towers)  # validate tower names before any work
     ctx = RunContext(seed=config.seed, progress=progress, calibration=calib_data,
@@ -87,6 +82,19 @@ def quantize(source: ModelLike, out: str | Path, precision: str = "int8", *, met
         manifest = QuantizePass().run(model, config, ctx, tmp)
         manifest.write(tmp)
     return manifest
+
+
+def _options(config_cls: Any, what: str, **fields: Any) -> Any:
+    """``config_cls(**fields)``, with a validation failure as a one-line UserInputError (MmdkErrors raised by
+    the config's own validators, e.g. budget parsing, pass through)."""
+    from .errors import MmdkError, validation_message
+
+    try:
+        return config_cls(**fields)
+    except MmdkError:
+        raise
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        raise UserInputError(f"invalid {what} option {validation_message(exc)}") from None
 
 
 def synth_data(out: str | Path, n_train: int = 4000, n_val: int = 400, image_size: int = 32, seed: int = 0,
@@ -107,9 +115,9 @@ def demo(out: str | Path = "mmdk_demo", variant: str = "tiny", force: bool = Fal
     """Train (or reuse) the demo checkpoint, export it to ONNX, bench it against torch, and return a summary.
 
     ``data_dir`` (train.jsonl / val.jsonl), ``steps`` and ``threads`` go to
-    :func:`mmdeploy_kit.demo.train_demo_checkpoint`; ``threads`` also caps the bench.
+    :func:`mmdeploy_kit.demo_checkpoint.train_demo_checkpoint`; ``threads`` also caps the bench.
     """
-    from .demo import train_demo_checkpoint
+    from .demo_checkpoint import train_demo_checkpoint
 
     if progress:
         progress(f"demo checkpoint ({variant}): training or reusing the cached one")
@@ -138,7 +146,7 @@ def demo(out: str | Path = "mmdk_demo", variant: str = "tiny", force: bool = Fal
 def _demo_bench(result: Any, out: Path, quiet: bool = False, progress: Optional[Callable[[str], None]] = None,
                 threads: Optional[int] = None) -> dict[str, Any]:
     """Quick bench of the demo's ONNX export vs its torch checkpoint on the held-out split (batch 1 and 8)."""
-    from .demo import DEFAULT_TEMPLATES
+    from .demo_checkpoint import DEFAULT_TEMPLATES
 
     reports = {"json": out / "reports" / "bench.json", "markdown": out / "reports" / "bench.md",
                "html": out / "reports" / "bench.html", "junit": out / "reports" / "bench.xml"}
@@ -174,7 +182,7 @@ def bench(artifacts: ModelLike | Sequence[ModelLike], reference: Optional[ModelL
     from .bench.schema import TimingConfig
 
     items = list(artifacts) if isinstance(artifacts, (list, tuple)) else [artifacts]
-    tcfg = timing if isinstance(timing, TimingConfig) else TimingConfig(**(timing or {}))
+    tcfg = timing if isinstance(timing, TimingConfig) else _options(TimingConfig, "timing", **(timing or {}))
     result = run_bench(items, reference, target=target, backend=backend, batches=batch, seqs=seq, towers=towers,
                        data=data, data_limit=data_limit, templates=templates, processor=processor, threads=threads,
                        timing=tcfg, max_latency_regression=parse_fraction(max_latency_regression, "max-latency-regression"),
@@ -204,10 +212,8 @@ def compare(base: str | Path | Any, new: str | Path | Any, max_latency_regressio
         raise UserInputError("the two reports share no artifact/tower/batch configuration to compare",
                              hint="compare reports of the same artifacts (labels are matched by name)")
     if junit is not None:
-        from .artifacts import atomic_output_file
+        from .bench.report import write_report_file
         from .bench.report.junit import render_junit
 
-        text = render_junit(result.gates(), suite="mmdk.compare")
-        with atomic_output_file(junit) as tmp:
-            tmp.write_text(text, encoding="utf-8")
+        write_report_file(junit, render_junit(result.gates(), suite="mmdk.compare"))
     return result

@@ -73,3 +73,17 @@ class RegressionError(MmdkError):
     """A benchmark gate failed (latency or accuracy regression)."""
 
     exit_code = 1
+
+
+def validation_message(exc: Exception) -> str:
+    """First problem of a pydantic ``ValidationError`` as ``field.path: message (got X)`` (duck-typed, so
+    this module needs no pydantic import); any other exception's text as is."""
+    errors = getattr(exc, "errors", None)
+    if not callable(errors) or not errors():
+        return str(exc)
+    err = errors()[0]
+    loc = ".".join(str(x) for x in err.get("loc", ()))
+    msg = err.get("msg", "")
+    if err.get("type") == "literal_error":
+        msg = f"{msg} (got {err.get('input')!r})"
+    return f"{loc}: {msg}" if loc else msg

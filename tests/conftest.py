@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -139,6 +140,22 @@ def tiny_vit_dir(tmp_path_factory) -> Path:
 def late_fusion_factory() -> tuple[str, Path]:
     """(MODEL string, I/O spec path) of the BERT-like text + CNN image late-fusion classifier."""
     return f"{FIXTURES / 'fusion_models.py'}:late_fusion", FIXTURES / "late_fusion.yaml"
+
+
+@pytest.fixture
+def late_fusion_example(late_fusion_factory) -> SimpleNamespace:
+    """The late-fusion model loaded, with example inputs at batch 2, seq 6: ``.model``, ``.io`` (spec path),
+    ``.spec``, ``.feeds`` (numpy, by name) and ``.args`` (the same as torch tensors, in spec order)."""
+    import torch
+
+    import mmdeploy_kit as mmdk
+
+    src, io = late_fusion_factory
+    model = mmdk.load(src, io=io)
+    spec = model.towers["model"].spec
+    feeds = spec.dummy_inputs({"batch": 2, "seq": 6})
+    return SimpleNamespace(model=model, io=io, spec=spec, feeds=feeds,
+                           args=tuple(torch.from_numpy(feeds[n]) for n in spec.input_names))
 
 
 @pytest.fixture

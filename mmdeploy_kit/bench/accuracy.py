@@ -207,7 +207,7 @@ def _pairs(report: AccuracyReport, contestants: Sequence[Contestant], vision: st
             if (ct.label, text) not in outputs:
                 continue
             pair = PairResult(vision=cv.label, text=ct.label, cross=cv.label != ct.label)
-            if inp.labels is not None and ct.label in prompts and inp.classes:
+            if inp.labels is not None and ct.label in prompts:  # prompts exist only when classes do
                 pe = l2_normalize(prompts[ct.label]).reshape(len(inp.classes), len(inp.templates), -1).mean(axis=1)
                 zs = zero_shot_topk(img, pe, inp.labels[inp.image_rows], ks=(1, 5))
                 pair.zero_shot_top1, pair.zero_shot_top5 = zs["top1"], zs["top5"]

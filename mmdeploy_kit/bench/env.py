@@ -126,18 +126,6 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def package_versions() -> dict[str, str]:
-    from importlib import metadata
-
-    out = {}
-    for name in PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
-
-
 @lru_cache(maxsize=1)
 def nvidia_gpus() -> tuple[GpuInfo, ...]:
     """GPUs listed by ``nvidia-smi`` (empty without a driver)."""
@@ -218,11 +206,18 @@ def fingerprint(threads: Optional[int] = None) -> Environment:
         ram_total_mb=ram_total_mb(),
         threads=threads,
         load_average=load_average(),
-        packages=package_versions(),
+        packages=_installed_packages(),
         gpus=list(nvidia_gpus()),
         jetson=jetson_info(),
         env_vars=env_vars,
     )
+
+
+def _installed_packages() -> dict[str, str]:
+    """Versions of the installed :data:`PACKAGES` (python and platform have their own fields)."""
+    from ..artifacts import package_versions
+
+    return {k: v for k, v in package_versions(*PACKAGES).items() if k in PACKAGES}
 
 
 def _os_release() -> str:

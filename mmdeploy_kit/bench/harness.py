@@ -10,10 +10,11 @@ import datetime as _dt
 import math
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+from ..artifacts import MANIFEST_NAME, size_on_disk
 from ..errors import SpecError, UserInputError
 from ..model.tower import LoadedModel
 from . import env
@@ -40,8 +41,10 @@ class _Model:
     model: LoadedModel
     load_seconds: float
     rss_delta: Optional[int]
-    backends: dict[str, Backend]
-    session_seconds: dict[str, float]
+    towers: list[str] = field(default_factory=list)          # the towers benchmarked for this model
+    declared: dict[str, Any] = field(default_factory=dict)   # tower -> I/O spec as loaded (before widening)
+    backends: dict[str, Backend] = field(default_factory=dict)
+    session_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def split_label(spec: Any) -> tuple[Optional[str], Any]:
@@ -81,7 +84,7 @@ def _warm_imports(spec: Any) -> None:
     kinds: set[str] = set()
     if p.suffix.lower() == ".onnx":
         kinds.add("onnx")
-    elif p.is_dir() and (p / "mmdk_manifest.json").is_file():
+    elif p.is_dir() and (p / MANIFEST_NAME).is_file():
         from ..artifacts import Manifest
 
         try:
@@ -182,10 +185,8 @@ def _tower_info(m: _Model, name: str) -> TowerInfo:
     b = m.backends[name]
     d = b.describe()
     size = None
-    if t.path is not None and Path(t.path).exists():
-        size = Path(t.path).stat().st_size
-        ext = Path(str(t.path) + ".data")
-        size += ext.stat().st_size if ext.exists() else 0
+    if t.path is not None and Path(t.path).exists():  # plus an ONNX file's external-data sibling
+        size = size_on_disk(t.path) + size_on_disk(str(t.path) + ".data")
     params = int(t.details["parameters"]) if "parameters" in t.details else None
     return TowerInfo(name=name, kind=t.kind, precision=t.precision, backend=d["backend"], device=d["device"],
                      providers=list(d.get("providers") or []), threads=d.get("threads"),
@@ -236,69 +237,63 @@ def run_bench(artifacts: Sequence[Any], reference: Any = None, *, target: str = 
 
     # ---- load ---------------------------------------------------------------------------------------
     taken: set[str] = set()
-    specs: list[tuple[str, Any, str]] = []
-    if reference is not None:
-        lab, src = split_label(reference)
-        specs.append((_unique(lab or _default_label(src), taken), src, "reference"))
-    for a in artifacts:
-        lab, src = split_label(a)
-        specs.append((_unique(lab or _default_label(src), taken), src, "artifact"))
-    loaded: list[tuple[str, str, LoadedModel, float, Optional[int]]] = []
-    for label, src, role in specs:
+    has_ref = reference is not None
+    models: list[_Model] = []
+    sources = ([(reference, "reference")] if has_ref else []) + [(a, "artifact") for a in artifacts]
+    for spec, role in sources:
+        lab, src = split_label(spec)
+        label = _unique(lab or _default_label(src), taken)
         log(f"loading {label} ({src if not isinstance(src, LoadedModel) else src.source})")
         model, secs, rss = _load(src, load_kwargs or {})
-        loaded.append((label, role, model, secs, rss))
-    declared = {m.source: _widen_guessed_dims(m) for _, _, m, _, _ in loaded}
-    base_label, _, base_model, _, _ = loaded[0]
-    tower_sets: dict[str, list[str]] = {}
-    if reference is not None:
-        base_model.select(towers)  # every requested tower must exist in the reference
-        for label, role, model, _, _ in loaded:
-            tower_sets[label] = _match_towers(base_model, base_label, model, label, towers) if label != base_label \
-                else [t for t in model.towers if not towers or t in towers]
+        models.append(_Model(label, role, model, secs, rss, declared=_widen_guessed_dims(model)))
+
+    def requested(m: _Model) -> list[str]:
+        return [t for t in m.model.towers if not towers or t in towers]
+
+    base = models[0]
+    if has_ref:
+        base.model.select(towers)  # every requested tower must exist in the reference
+        base.towers = requested(base)
+        for m in models[1:]:
+            m.towers = _match_towers(base.model, base.label, m.model, m.label, towers)
+        if not any(m.towers for m in models[1:]):
+            raise UserInputError("the artifacts share no tower with the reference", hint="check --tower")
     else:  # no reference: artifacts may hold different towers (e.g. vision.onnx + text.onnx)
-        for label, role, model, _, _ in loaded:
-            tower_sets[label] = [t for t in model.towers if not towers or t in towers]
-        known = {t for ts in tower_sets.values() for t in ts}
+        for m in models:
+            m.towers = requested(m)
+        known = {t for m in models for t in m.towers}
         missing = [t for t in towers if t not in known]
         if missing:
             raise UserInputError(f"no artifact has a tower named {missing[0]!r}",
                                  hint=f"towers are: {', '.join(sorted(known))}")
-    if len(loaded) > 1 and reference is not None and not any(tower_sets[label] for label, *_ in loaded[1:]):
-        raise UserInputError("the artifacts share no tower with the reference", hint="check --tower")
 
     # ---- sizes (validated against every contender's spec before any run) ---------------------------------
     # time the towers some artifact has (a reference tower nobody is compared on is only used for accuracy)
-    timed = loaded[1:] if reference is not None and len(loaded) > 1 else loaded
-    all_towers = list(dict.fromkeys(t for label, *_ in timed for t in tower_sets[label]))
+    timed = models[1:] if has_ref else models
+    all_towers = list(dict.fromkeys(t for m in timed for t in m.towers))
     grid: dict[str, list[dict[str, int]]] = {}
     for t in all_towers:
-        owner = next(m for label, _, m, _, _ in loaded if t in tower_sets[label])
-        grid[t] = size_grid(declared[owner.source][t], batches, seqs)
-        for label, _, m, _, _ in loaded:
-            if t in tower_sets[label]:
-                for sizes in grid[t]:
-                    _check_sizes(m.towers[t].spec, sizes, label, t)
+        owners = [m for m in models if t in m.towers]
+        grid[t] = size_grid(owners[0].declared[t], batches, seqs)
+        for m in owners:
+            for sizes in grid[t]:
+                _check_sizes(m.model.towers[t].spec, sizes, m.label, t)
 
     # ---- backends ---------------------------------------------------------------------------------------
-    models: list[_Model] = []
-    for label, role, model, secs, rss in loaded:
+    for m in models:
         rss0 = env.rss_bytes()
-        backends, sess = {}, {}
-        for t in tower_sets[label]:
-            tower = model.towers[t]
+        for t in m.towers:
+            tower = m.model.towers[t]
             # --backend picks the artifacts' runtime; a reference it cannot run (torch vs onnxruntime) uses auto
-            req = backend if role == "artifact" or backend == "auto" or \
+            req = backend if m.role == "artifact" or backend == "auto" or \
                 tower.kind in backend_class(backend).kinds else "auto"
             t0 = time.perf_counter()
-            backends[t] = create_backend(tower, req, profile, threads=threads)
-            sess[t] = time.perf_counter() - t0
+            m.backends[t] = create_backend(tower, req, profile, threads=threads)
+            m.session_seconds[t] = time.perf_counter() - t0
         rss1 = env.rss_bytes()
-        extra = (rss1 - rss0) if rss0 is not None and rss1 is not None else None
-        models.append(_Model(label, role, model, secs, (rss or 0) + (extra or 0) if rss is not None else None,
-                             backends, sess))
-    baseline = models[0].label
-    has_ref = reference is not None
+        if m.rss_delta is not None and rss0 is not None and rss1 is not None:
+            m.rss_delta += rss1 - rss0  # sessions / modules moved to the device are part of loading
+    baseline = base.label
 
     # ---- accuracy ---------------------------------------------------------------------------------------
     acc = None
@@ -357,12 +352,11 @@ def run_bench(artifacts: Sequence[Any], reference: Any = None, *, target: str = 
     speedups = {lab: _speedup(combine_speedups(ests, timing.confidence), baseline, timing.clock)
                 for lab, ests in per_artifact.items()}
 
-    artifacts_info = [ArtifactInfo(label=m.label, source=m.model.source, format=m.model.format,
-                                   role="reference" if (has_ref and i == 0) else "artifact",
+    artifacts_info = [ArtifactInfo(label=m.label, source=m.model.source, format=m.model.format, role=m.role,
                                    load_seconds=round(m.load_seconds, 4), size_on_disk_bytes=m.model.size_on_disk(),
                                    rss_load_delta_bytes=m.rss_delta,
                                    towers={t: _tower_info(m, t) for t in m.backends})
-                      for i, m in enumerate(models)]
+                      for m in models]
     for m in models:
         for b in m.backends.values():
             b.close()
@@ -374,7 +368,7 @@ def run_bench(artifacts: Sequence[Any], reference: Any = None, *, target: str = 
                          seqs=list(seqs) if seqs else used_seqs,
                          towers=list(towers), threads=threads, data=str(data) if data else None, data_limit=data_limit,
                          templates=templates, processor=str(processor) if processor else None,
-                         reference=models[0].model.source if has_ref else None, timing=timing)
+                         reference=base.model.source if has_ref else None, timing=timing)
     report = BenchReport(
         mmdk_version=__version__, created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         duration_s=round(time.perf_counter() - t_begin, 3), config=config, target=profile,
@@ -391,7 +385,7 @@ def _measure_with_progress(contenders: list[Contender], timing: TimingConfig, de
         return measure(contenders, timing)
     from .._progress import progress_bar
 
-    total = estimate_rounds(timing, len(contenders))
+    total = estimate_rounds(timing)
     with progress_bar(total=total, desc=f"bench {desc}", unit="round") as bar:
         def on_round(k: int, _elapsed: float) -> None:
             if k <= bar.total:

@@ -73,11 +73,6 @@ class Measurement:
 MAX_BLOCK_RUNS = 10_000
 
 
-def _timed_runs(c: Contender, n: int) -> list[float]:
-    backend, prepared = c.backend, c.prepared
-    return [backend.time_once(prepared) for _ in range(n)]
-
-
 def _timed_block(c: Contender, budget_s: float) -> tuple[list[float], list[float]]:
     """Back-to-back runs until their summed wall time reaches ``budget_s`` (at least one run).
 
@@ -114,7 +109,7 @@ def warm_up(c: Contender, cfg: TimingConfig) -> None:
         msg = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)[:240]
         raise BenchRunError(f"{c.label}: tower {c.backend.tower.name!r} failed on inputs {shapes}: {msg}",
                             hint="pick --batch/--seq the model supports (see mmdk inspect)") from None
-    c.warmup_times = _timed_runs(c, cfg.warmup_runs)
+    c.warmup_times = [c.backend.time_once(c.prepared) for _ in range(cfg.warmup_runs)]
     peak = env.peak_rss_bytes()
     c.peak_rss = peak
     c.peak_rss_delta = (peak - rss0) if (resettable and peak is not None and rss0 is not None) else None
@@ -157,6 +152,6 @@ def measure(contenders: Sequence[Contender], cfg: TimingConfig,
     return Measurement(contenders, rounds, time.perf_counter() - t_start, hit_max)
 
 
-def estimate_rounds(cfg: TimingConfig, n_contenders: int) -> int:
+def estimate_rounds(cfg: TimingConfig) -> int:
     """A rough round count for progress bars: each contender times about ``round_time_s`` per round."""
     return max(cfg.min_rounds, int(np.ceil(cfg.min_time_s / cfg.round_time_s)))

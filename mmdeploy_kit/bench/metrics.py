@@ -18,21 +18,18 @@ def zero_shot_topk(image_embeds: np.ndarray, class_text_embeds: np.ndarray, labe
 
     ``class_text_embeds[c]`` is the (already prompt-averaged) embedding of class ``c``; ``labels[i]``
     is the class index of image ``i``. Returns ``{"top1": .., "top5": ..}`` (k capped at #classes).
+    This is retrieval over the class embeddings with each image's class as its positive.
     """
-    sims = l2_normalize(image_embeds) @ l2_normalize(class_text_embeds).T
-    labels = np.asarray(labels)
-    order = np.argsort(-sims, axis=1, kind="stable")
-    out = {}
-    for k in ks:
-        kk = min(k, sims.shape[1])
-        hit = (order[:, :kk] == labels[:, None]).any(axis=1)
-        out[f"top{k}"] = float(hit.mean() * 100.0)
-    return out
+    hits = recall_at_k(image_embeds, class_text_embeds, ks, positives=labels)
+    return {f"top{k}": hits[f"R@{k}"] for k in ks}
 
 
 def recall_at_k(query_embeds: np.ndarray, gallery_embeds: np.ndarray, ks: Sequence[int] = (1, 5, 10),
                 positives: Sequence[int] | None = None) -> dict[str, float]:
-    """Retrieval recall@k (in %): query ``i``'s positive is gallery item ``positives[i]`` (default ``i``)."""
+    """Retrieval recall@k (in %): query ``i``'s positive is gallery item ``positives[i]`` (default ``i``).
+
+    k is capped at the gallery size.
+    """
     sims = l2_normalize(query_embeds) @ l2_normalize(gallery_embeds).T
     pos = np.arange(len(sims)) if positives is None else np.asarray(positives)
     order = np.argsort(-sims, axis=1, kind="stable")

@@ -237,7 +237,7 @@ class BenchReport(_Model):
 
     @classmethod
     def read(cls, path: str | Path) -> "BenchReport":
-        from ..errors import UserInputError
+        from ..errors import UserInputError, validation_message
 
         p = Path(path)
         try:
@@ -254,8 +254,7 @@ class BenchReport(_Model):
         try:
             return cls.model_validate(data)
         except ValueError as exc:
-            first = str(exc).splitlines()
-            raise UserInputError(f"report {p} does not match the schema: {' '.join(first[:3])}") from None
+            raise UserInputError(f"report {p} does not match the schema: {validation_message(exc)}") from None
 
 
 def json_schema() -> dict[str, Any]:

@@ -107,10 +107,7 @@ def paired_speedup(baseline_rounds: Sequence[Sequence[float]], candidate_rounds:
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, logs.size, size=(n_boot, logs.size))
     reps = np.median(logs[idx], axis=1)
-    alpha = (1.0 - confidence) / 2.0
-    lo, hi = np.quantile(reps, [alpha, 1.0 - alpha])
-    return RatioEstimate(math.exp(point), float(math.exp(min(lo, point))), float(math.exp(max(hi, point))),
-                         int(ratios.size), confidence, tuple(float(r) for r in reps))
+    return _from_log_replicates(point, reps, int(ratios.size), confidence, tuple(float(r) for r in reps))
 
 
 def combine_speedups(estimates: Sequence[RatioEstimate], confidence: float = 0.95) -> RatioEstimate:
@@ -127,10 +124,17 @@ def combine_speedups(estimates: Sequence[RatioEstimate], confidence: float = 0.9
     if n == 0:
         return RatioEstimate(math.exp(point), math.exp(point), math.exp(point), rounds, confidence)
     reps = np.mean([np.asarray(e.replicates[:n]) for e in estimates], axis=0)
+    return _from_log_replicates(point, reps, rounds, confidence)
+
+
+def _from_log_replicates(point: float, reps: np.ndarray, rounds: int, confidence: float,
+                         keep: tuple[float, ...] = ()) -> RatioEstimate:
+    """The ratio ``exp(point)`` with the percentile interval of bootstrap replicates of its log (widened
+    to contain the point estimate)."""
     alpha = (1.0 - confidence) / 2.0
     lo, hi = np.quantile(reps, [alpha, 1.0 - alpha])
     return RatioEstimate(math.exp(point), float(math.exp(min(lo, point))), float(math.exp(max(hi, point))),
-                         rounds, confidence)
+                         rounds, confidence, keep)
 
 
 def relative_difference(a: float, b: float) -> float:

@@ -32,7 +32,13 @@ class TargetProfile(BaseModel):
     jetson_model: Optional[str] = None       # substring of /proc/device-tree/model that identifies the board
 
 
-_JETSON_BACKENDS: tuple[BackendName, ...] = ("tensorrt", "onnxruntime-trt", "onnxruntime", "torch")
+def _jetson(name: str, description: str, memory_budget_mb: int, dla_cores: int, jetson_model: str) -> TargetProfile:
+    """A Jetson board: CUDA iGPU with shared memory, TensorRT first, fp32/fp16/int8."""
+    return TargetProfile(name=name, description=description, device="cuda",
+                         backends=("tensorrt", "onnxruntime-trt", "onnxruntime", "torch"),
+                         precisions=("fp32", "fp16", "int8"), memory_budget_mb=memory_budget_mb, dla_cores=dla_cores,
+                         jetson_model=jetson_model)
+
 
 TARGETS: dict[str, TargetProfile] = {t.name: t for t in (
     TargetProfile(name="cpu", description="x86-64 / aarch64 CPU", device="cpu",
@@ -40,18 +46,10 @@ TARGETS: dict[str, TargetProfile] = {t.name: t for t in (
     TargetProfile(name="gpu", description="NVIDIA discrete GPU (CUDA)", device="cuda",
                   backends=("tensorrt", "torch-tensorrt", "onnxruntime", "torch"),
                   precisions=("fp32", "tf32", "fp16", "bf16", "int8", "fp8")),
-    TargetProfile(name="jetson-orin-nano", description="Jetson Orin Nano 8GB (Ampere iGPU, no DLA)", device="cuda",
-                  backends=_JETSON_BACKENDS, precisions=("fp32", "fp16", "int8"), memory_budget_mb=6144,
-                  dla_cores=0, jetson_model="Orin Nano"),
-    TargetProfile(name="jetson-orin-nx", description="Jetson Orin NX 16GB (Ampere iGPU + 2 DLA)", device="cuda",
-                  backends=_JETSON_BACKENDS, precisions=("fp32", "fp16", "int8"), memory_budget_mb=12288,
-                  dla_cores=2, jetson_model="Orin NX"),
-    TargetProfile(name="jetson-agx-orin", description="Jetson AGX Orin 64GB (Ampere iGPU + 2 DLA)", device="cuda",
-                  backends=_JETSON_BACKENDS, precisions=("fp32", "fp16", "int8"), memory_budget_mb=49152,
-                  dla_cores=2, jetson_model="AGX Orin"),
-    TargetProfile(name="jetson-xavier-nx", description="Jetson Xavier NX 8GB (Volta iGPU + 2 DLA)", device="cuda",
-                  backends=_JETSON_BACKENDS, precisions=("fp32", "fp16", "int8"), memory_budget_mb=6144,
-                  dla_cores=2, jetson_model="Xavier NX"),
+    _jetson("jetson-orin-nano", "Jetson Orin Nano 8GB (Ampere iGPU, no DLA)", 6144, 0, "Orin Nano"),
+    _jetson("jetson-orin-nx", "Jetson Orin NX 16GB (Ampere iGPU + 2 DLA)", 12288, 2, "Orin NX"),
+    _jetson("jetson-agx-orin", "Jetson AGX Orin 64GB (Ampere iGPU + 2 DLA)", 49152, 2, "AGX Orin"),
+    _jetson("jetson-xavier-nx", "Jetson Xavier NX 8GB (Volta iGPU + 2 DLA)", 6144, 2, "Xavier NX"),
 )}
 
 

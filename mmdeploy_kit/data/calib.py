@@ -79,7 +79,7 @@ def load_calibration(data: str | Path, specs: dict[str, IOSpec], processor_dir: 
     for name, spec in specs.items():
         matched = _match_arrays(arrays, name, spec, path, len(specs) > 1)
         total = len(next(iter(matched.values())))
-        n_c, n_h = _counts(name, total, n_calib, n_holdout)
+        n_c, n_h = _counts(f"for tower {name!r}", total, n_calib, n_holdout)
         order = np.random.default_rng(seed).permutation(total)
         hold = {k: v[order[:n_h]] for k, v in matched.items()}
         calib = {k: v[order[n_h:n_h + n_c]] for k, v in matched.items()}
@@ -89,9 +89,9 @@ def load_calibration(data: str | Path, specs: dict[str, IOSpec], processor_dir: 
     return CalibrationSet(towers, str(path))
 
 
-def _counts(tower: str, total: int, n_calib: int, n_holdout: int) -> tuple[int, int]:
+def _counts(what: str, total: int, n_calib: int, n_holdout: int) -> tuple[int, int]:
+    """(calibration, held-out) row counts out of ``total``; ``what`` names the data in the error."""
     if total < MIN_ROWS:
-        what = tower if tower.startswith("in ") else f"for tower {tower!r}"
         raise DataError(f"calibration data {what} has {total} sample(s); need at least {MIN_ROWS}",
                         hint="one part calibrates, the other verifies; give more samples")
     if total >= n_calib + n_holdout:

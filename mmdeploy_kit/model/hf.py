@@ -39,7 +39,7 @@ def weight_files(directory: Path) -> list[Path]:
 
 def load_hf_directory(directory: Path, trust_remote_code: bool = False):
     """Load an HF directory into a ``LoadedModel`` with one or two towers."""
-    from .tower import LoadedModel, Tower
+    from .tower import LoadedModel
 
     cfg = read_hf_config(directory)
     if cfg.get("auto_map") and not trust_remote_code:

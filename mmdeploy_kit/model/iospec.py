@@ -28,7 +28,7 @@ from typing import Any, Literal, Optional, Union
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..errors import SpecError
+from ..errors import SpecError, validation_message
 
 Modality = Literal["text", "image", "audio", "video", "tabular", "generic"]
 DType = Literal["float32", "float16", "bfloat16", "int64", "int32", "int8", "uint8", "bool"]
@@ -243,7 +243,7 @@ class SpecFile(_Frozen):
                 return cls(towers=towers)
             return cls(towers={"model": IOSpec.model_validate(data)})
         except ValidationError as exc:
-            raise SpecError(f"{source}: {_first_error(exc)}",
+            raise SpecError(f"{source}: {validation_message(exc)}",
                             hint="see the I/O spec format in README.md ('The I/O spec')") from None
 
     @classmethod
@@ -259,11 +259,3 @@ class SpecFile(_Frozen):
             raise SpecError(f"I/O spec {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
         return cls.parse(data, source=str(p))
 
-
-def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    loc = ".".join(str(x) for x in err["loc"])
-    msg = err["msg"]
-    if err.get("type") == "literal_error":
-        msg = f"{msg} (got {err.get('input')!r})"
-    return f"{loc}: {msg}" if loc else msg

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .._lazy import require
+from .._quiet import quiet
 from ..artifacts import MANIFEST_NAME, Manifest
 from ..errors import CheckpointError, MissingBackendError, SpecError, UserInputError
 from .iospec import IOSpec, SpecFile
@@ -238,30 +239,11 @@ def _register_quantized_ops() -> None:
         if importlib.util.find_spec(name.split(".")[0]) is None:
             continue
         try:
-            with _quiet_imports():
+            with quiet("torchao", ""):  # torchao logs about CUDA kernels it cannot load on CPU
                 importlib.import_module(name)
         except Exception:  # noqa: BLE001 - optional; a missing op then gives the clear error below
             pass
 
-
-class _quiet_imports:
-    """torchao logs about optional CUDA kernels it cannot load on CPU; keep loading quiet."""
-
-    def __enter__(self) -> None:
-        import logging
-        import warnings
-
-        self._warn = warnings.catch_warnings()
-        self._warn.__enter__()
-        warnings.simplefilter("ignore")
-        self._level = logging.root.manager.disable
-        logging.disable(logging.WARNING)
-
-    def __exit__(self, *exc: Any) -> None:
-        import logging
-
-        logging.disable(self._level)
-        self._warn.__exit__(*exc)
 
 
 def _load_exported_program(path: Path, io: Any) -> LoadedModel:

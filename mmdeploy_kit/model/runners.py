@@ -1,12 +1,10 @@
 """Run a tower on named numpy inputs (torch or ONNX Runtime) and compare two towers' outputs.
 
-Used by every pass's verification step; the benchmark's backends build on the same calls.
+Used by every pass's verification step; it runs towers on the benchmark's CPU backends.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any, Iterable, Optional
 
 import numpy as np
@@ -14,18 +12,6 @@ import numpy as np
 from ..bench.metrics import drift
 from ..errors import VerificationError
 from .tower import Tower
-
-
-def ort_session(path: str | Path, providers: Optional[list[str]] = None, threads: Optional[int] = None,
-                optimization: str = "all") -> Any:
-    """An ONNX Runtime session (see ``bench.backends.ort.ort_session``, which this delegates to)."""
-    from ..bench.backends.ort import ort_session as _ort_session
-
-    return _ort_session(path, providers=providers, threads=threads, optimization=optimization)
-
-
-def default_threads() -> int:
-    return int(os.environ.get("MMDK_THREADS", 0)) or (os.cpu_count() or 1)
 
 
 class TowerRunner:

@@ -86,30 +86,22 @@ def test_export_selected_tower_and_existing_output(mmdk, tiny_clip_dir, tmp_path
     assert r.code == 2 and "no tower named 'audio'" in r.err and not (tmp_path / "x").exists()
 
 
-def _late_fusion_pt2(late_fusion_factory, path):
-    """Save the late-fusion factory model as a torch.export program with dynamic batch and seq."""
+def _save_pt2(example, path):
+    """Save the late-fusion example model as a torch.export program with dynamic batch and seq."""
     import torch
 
-    import mmdeploy_kit as mmdk_api
-
-    src, io = late_fusion_factory
-    model = mmdk_api.load(src, io=io)
-    spec = model.towers["model"].spec
-    feeds = spec.dummy_inputs({"batch": 2, "seq": 6})
-    args = tuple(torch.from_numpy(feeds[n]) for n in spec.input_names)
     batch, seq = torch.export.Dim("batch", min=1, max=8), torch.export.Dim("seq", min=4, max=32)
     dyn = ({0: batch, 1: seq}, {0: batch, 1: seq}, {0: batch})
-    torch.export.save(torch.export.export(model.root, args, dynamic_shapes=dyn), str(path))
-    return model, spec, feeds, args
+    torch.export.save(torch.export.export(example.model.root, example.args, dynamic_shapes=dyn), str(path))
 
 
-def test_export_of_torchscript_and_pt2_sources(tmp_path, late_fusion_factory):
+def test_export_of_torchscript_and_pt2_sources(tmp_path, late_fusion_example):
     import torch
 
     import mmdeploy_kit as mmdk_api
 
-    io = late_fusion_factory[1]
-    model, _, _, args = _late_fusion_pt2(late_fusion_factory, tmp_path / "m.pt2")
+    io, model, args = late_fusion_example.io, late_fusion_example.model, late_fusion_example.args
+    _save_pt2(late_fusion_example, tmp_path / "m.pt2")
     man = mmdk_api.export(tmp_path / "m.pt2", tmp_path / "o", io=io, min_cosine=0.999)
     assert man.artifacts[0].verification["cosine_min"] >= 0.999
     assert len({c["sizes"]["seq"] for c in man.artifacts[0].verification["checks"]}) >= 2
@@ -131,7 +123,7 @@ def test_export_of_torchscript_and_pt2_sources(tmp_path, late_fusion_factory):
     assert man.artifacts[0].details["exporter"] == "torchscript"
 
 
-def test_mmdk_dir_with_pt2_tower_loads_back(tmp_path, late_fusion_factory):
+def test_mmdk_dir_with_pt2_tower_loads_back(tmp_path, late_fusion_example):
     """The INC backend writes ``<tower>.pt2`` + a manifest; that directory is a MODEL like any other."""
     import torch
 
@@ -140,7 +132,9 @@ def test_mmdk_dir_with_pt2_tower_loads_back(tmp_path, late_fusion_factory):
 
     d = tmp_path / "q"
     d.mkdir()
-    model, spec, feeds, args = _late_fusion_pt2(late_fusion_factory, d / "model.pt2")
+    model, spec, feeds, args = (late_fusion_example.model, late_fusion_example.spec, late_fusion_example.feeds,
+                                late_fusion_example.args)
+    _save_pt2(late_fusion_example, d / "model.pt2")
     Manifest(pass_name="quantize", artifacts=[Artifact(kind="pt2", tower="model", path="model.pt2",
                                                        precision="int8", io_spec=spec.to_dict())]).write(d)
     loaded = mmdk_api.load(d)

@@ -120,6 +120,29 @@ def test_dynamic_without_data_verifies_on_labelled_synthetic_inputs(mmdk, clip_o
     assert "int8 dynamic" in r.out
 
 
+def test_per_token_outputs_verify_on_synthetic_inputs_of_several_lengths(mmdk, tmp_path):
+    """Without --calib-data the checks run at several sequence lengths: [batch, seq, hidden] outputs must work."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
+             for n, s in (("emb", (50, 16)), ("w", (16, 16)), ("w2", (16, 8)))]
+    nodes = [helper.make_node("Gather", ["emb", "input_ids"], ["e"], name="gather"),
+             helper.make_node("MatMul", ["e", "w"], ["h"], name="/layers.0/mm"),
+             helper.make_node("Relu", ["h"], ["r"], name="relu"),
+             helper.make_node("MatMul", ["r", "w2"], ["last_hidden_state"], name="/layers.1/mm")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"])],
+                          [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, ["batch", "seq", 8])],
+                          inits)
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "tok.onnx"))
+    for args in (["--method", "dynamic"], ["--precision", "fp16"]):
+        out = tmp_path / args[-1]
+        r = mmdk("-q", "quantize", tmp_path / "tok.onnx", *args, "-o", out)
+        assert r.code == 0, r.err
+        v = _art(_man(out), "tok")["verification"]
+        assert v["data"].startswith("synthetic") and v["n_samples"] > 1 and v["finite"] and v["cosine"] >= 0.98
+
+
 def test_fp16_keeps_io_fp32_blocks_sensitive_ops_and_masks(mmdk, clip_onnx, tmp_path):
     out = tmp_path / "q"
     r = mmdk("-q", "quantize", clip_onnx, "--precision", "fp16", "-o", out)
@@ -346,7 +369,7 @@ def test_inc_backend_pt2e_static_int8(mmdk, tiny_clip_dir, calib_npz, tmp_path):
 def test_sensitivity_surgery_matches_real_exclusion(clip_onnx, calib_npz, tmp_path, tower, method):
     """restore_fp32 (the sensitivity shortcut) gives the outputs of re-quantizing with nodes excluded."""
     from mmdeploy_kit.data.calib import load_calibration
-    from mmdeploy_kit.model.runners import ort_session
+    from mmdeploy_kit.bench.backends.ort import ort_session
     from mmdeploy_kit.passes.quantize.config import QuantizeConfig, TowerPlan
     from mmdeploy_kit.passes.quantize.graph import restore_fp32
     from mmdeploy_kit.passes.quantize.ort_int8 import Int8Quantizer, prepare_fp32

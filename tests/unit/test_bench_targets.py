@@ -54,7 +54,7 @@ def test_fingerprint_reads_this_machine():
     fp = env.fingerprint(threads=2)
     assert fp.cpu_cores_logical >= 1 and fp.cpu_cores_available >= 1
     assert fp.python and fp.os and fp.threads == 2
-    assert "numpy" in fp.packages
+    assert "numpy" in fp.packages and "python" not in fp.packages  # python/platform have their own fields
     assert set(fp.cpu_flags) <= set(env.ISA_FLAGS)
     assert fp.short()
 
@@ -68,9 +68,14 @@ def test_cpu_flags_from_cpuinfo(monkeypatch):
 
 
 def test_peak_rss_is_readable():
-    assert env.rss_bytes() is None or env.rss_bytes() > 0
+    import sys
+
+    rss = env.rss_bytes()
     peak = env.peak_rss_bytes()
-    assert peak is None or peak >= (env.rss_bytes() or 0) * 0.5
+    if sys.platform.startswith("linux"):  # /proc/self/status: both counters exist, and the peak is a maximum
+        assert rss is not None and rss > 0 and peak is not None and peak >= rss
+    else:
+        assert rss is None or rss > 0
 
 
 def _tower(kind):
@@ -113,11 +118,15 @@ def test_bench_modules_and_help_do_not_import_heavy_runtimes():
     assert out.strip().splitlines()[-1] == "HEAVY="
 
 
-def test_bench_package_is_callable_like_the_api_function():
+def test_bench_package_is_callable_like_the_api_function(monkeypatch):
     import mmdeploy_kit
+    import mmdeploy_kit.api as api
     import mmdeploy_kit.bench  # the subpackage shadows the lazy attribute once imported
 
-    assert callable(mmdeploy_kit.bench)
+    calls = []
+    monkeypatch.setattr(api, "bench", lambda *a, **k: calls.append((a, k)) or "report")
+    assert mmdeploy_kit.bench("a.onnx", reference="ref", batch=[1]) == "report"
+    assert calls == [(("a.onnx",), {"reference": "ref", "batch": [1]})]
 
 
 def test_reference_must_have_the_same_towers_and_inputs():

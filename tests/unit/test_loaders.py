@@ -84,12 +84,9 @@ def test_multi_tower_spec_picks_submodules():
     assert type(model.towers["vision"].module.inner).__name__ == "TinyImageEncoder"
 
 
-def test_torchscript_and_pt2(tmp_path, late_fusion_factory):
-    src, io = late_fusion_factory
-    model = mmdk.load(src, io=io)
-    spec = model.towers["model"].spec
-    feeds = spec.dummy_inputs({"batch": 2, "seq": 6})
-    args = tuple(torch.from_numpy(feeds[n]) for n in spec.input_names)
+def test_torchscript_and_pt2(tmp_path, late_fusion_example):
+    model, io, feeds, args = (late_fusion_example.model, late_fusion_example.io, late_fusion_example.feeds,
+                              late_fusion_example.args)
     ref = model.towers["model"].module.run_numpy(feeds)["logits"]
 
     torch.jit.save(torch.jit.trace(model.root, args, check_trace=False), str(tmp_path / "m.ts"))

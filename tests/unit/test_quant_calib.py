@@ -92,7 +92,7 @@ def test_npy_folder(tmp_path):
 @pytest.mark.parametrize("arrays,match", [
     ({"pixel": np.zeros((4, 3, 16, 16), np.float32)}, "no array for input"),
     ({"pixel_values": np.zeros((4, 3, 8, 8), np.float32)}, "size 8 on axis 2"),
-    ({"pixel_values": np.zeros((4, 16, 16), np.float32)}, "first axis = samples|shape"),
+    ({"pixel_values": np.zeros((4, 16, 16), np.float32)}, r"has shape \[4, 16, 16\].*first axis = samples"),
     ({"pixel_values": np.full((4, 3, 16, 16), np.nan, np.float32)}, "NaN"),
     ({"pixel_values": np.zeros((1, 3, 16, 16), np.float32)}, "at least 2"),
 ])

@@ -1,4 +1,5 @@
-"""Quantization config: budget grammar, per-tower plans (presets, methods), graph helpers."""
+"""Quantization config: budget grammar, per-tower plans (presets, methods), graph helpers, drift figures and
+the mixed-precision search's refusal of budgets it cannot act on."""
 
 from __future__ import annotations
 
@@ -98,7 +99,7 @@ def test_layer_groups(name, group):
 
 
 def test_tensorrt_invariants_flag_asymmetric_and_per_tensor_weights():
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
     from mmdeploy_kit.passes.quantize.graph import tensorrt_qdq_violations
@@ -139,3 +140,42 @@ def test_first_nonfinite_nodes_finds_where_inf_starts(tmp_path):
     feeds = [{"x": np.ones((1, 4), np.float32)}]
     assert first_nonfinite_nodes(path, feeds, {"m1", "m2", "add", "sm"}) == ["m2"]
     assert out_of_range_nodes(onnx.load(str(path))) == ["add", "m1", "m2", "sm"]
+
+
+def test_output_drift_spans_batches_of_different_lengths():
+    """Synthetic verification batches vary the sequence length; per-token outputs are compared batch by batch."""
+    from mmdeploy_kit.passes.quantize.evaluate import output_drift
+
+    rng = np.random.default_rng(0)
+    ref = {"h": [rng.standard_normal((2, 3, 4)), rng.standard_normal((1, 7, 4))]}
+    cand = {"h": [ref["h"][0], -ref["h"][1]]}
+    d = output_drift(ref, cand)
+    assert d["cosine"] == pytest.approx((2 * 1.0 + 1 * -1.0) / 3) and d["cosine_min"] == pytest.approx(-1.0)
+    assert d["max_abs_error"] == pytest.approx(2 * np.abs(ref["h"][1]).max()) and d["finite"]
+    assert d["outputs"]["h"]["cosine_min"] == pytest.approx(-1.0)
+
+
+def _rows(text_holds: bool):
+    return [{"budget": "cosine>=0.99", "scope": "vision", "figure": 0.999, "holds": True},
+            {"budget": "cosine>=0.99", "scope": "text", "figure": 0.999 if text_holds else 0.95, "holds": text_holds}]
+
+
+def test_search_stops_when_budgets_hold_and_refuses_towers_it_does_not_search(tmp_path):
+    """Only 'vision' is searched; a failing 'text' (FP16, or INT8 without auto) is a BudgetError at once."""
+    from mmdeploy_kit.errors import BudgetError
+    from mmdeploy_kit.passes.quantize.mixed_precision import search
+
+    calls = []
+
+    def evaluate(text_holds):
+        def run(excludes):
+            calls.append(excludes)
+            return {"rows": _rows(text_holds), "task": None}
+        return run
+
+    units = {"vision": object()}  # never touched: no sensitivity scan may start in either case
+    found = search(units, evaluate(True), 0.5, tmp_path, print, "cosine>=0.99")
+    assert found["excludes"] == {"vision": []} and found["sensitivity"] == {} and len(calls) == 1
+    with pytest.raises(BudgetError, match="fails on tower.s. text") as exc:
+        search(units, evaluate(False), 0.5, tmp_path, print, "cosine>=0.99")
+    assert exc.value.towers == ["text"] and len(calls) == 2

@@ -35,14 +35,16 @@ def write_reports(report: BenchReport, json: Optional[str | Path] = None, markdo
     """Render the requested formats, then write them; returns {format: path}."""
     wanted = {"json": json, "markdown": markdown, "html": html, "junit": junit}
     texts = {fmt: render(report, fmt) for fmt, path in wanted.items() if path is not None}
-    written = {}
-    for fmt, text in texts.items():
-        path = Path(wanted[fmt])  # type: ignore[arg-type]
-        with atomic_output_file(path) as tmp:
-            tmp.write_text(text, encoding="utf-8")
-            _readable(tmp)
-        written[fmt] = path
-    return written
+    return {fmt: write_report_file(wanted[fmt], text) for fmt, text in texts.items()}  # type: ignore[arg-type]
+
+
+def write_report_file(path: str | Path, text: str) -> Path:
+    """Write one report atomically (temp file, then rename), readable as the umask allows."""
+    path = Path(path)
+    with atomic_output_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+        _readable(tmp)
+    return path
 
 
 def _readable(path: Path) -> None:

@@ -8,7 +8,9 @@ from typing import Any, Optional, Sequence
 
 from ..accuracy import headline_metric
 from ..schema import BenchReport, LatencyResult
-from .markdown import SUMMARY_HEADERS, _f, fmt_bytes, fmt_speedup, gate_status, summary_rows
+from .markdown import (CLASSIFIER_HEADERS, DRIFT_HEADERS, GATE_HEADERS, PAIR_HEADERS, SUMMARY_HEADERS, _f,
+                       classifier_rows, confidence_pct, drift_rows, environment_rows, fmt_bytes, fmt_speedup,
+                       gate_rows, gate_status, pair_rows, run_note, summary_rows)
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f")
 CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;
@@ -158,11 +160,10 @@ def render_html(report: BenchReport) -> str:
     for key in dict.fromkeys((x.tower, x.seq) for x in r.latency):
         rows = [x for x in r.latency if (x.tower, x.seq) == key]
         charts.append(batch_chart_svg(key[0], key[1], rows, labels))
-    conf = int(round(r.config.timing.confidence * 100))
+    conf = confidence_pct(r)
+    note = run_note(r, strong=lambda s: f"<b>{esc(s)}</b>", text=esc)
     body = [f"<h1>mmdk bench: {esc(', '.join(labels))}</h1>",
-            f'<p class="note">Target <b>{esc(r.target.name)}</b> ({esc(r.target.description)}); baseline '
-            f"<b>{esc(r.baseline)}</b>; {esc(r.created)}; {r.duration_s:.1f} s. Speedups = baseline time / artifact "
-            f"time from interleaved rounds, {conf}% confidence intervals.<br>{esc(r.environment.short())}</p>",
+            f'<p class="note">{note}<br>{esc(r.environment.short())}</p>',
             f'<p class="{"PASS" if r.passed else "FAIL"}">Result: {"PASSED" if r.passed else "FAILED"}</p>',
             "<h2>Summary</h2>",
             html_table(SUMMARY_HEADERS, summary_rows(r)),
@@ -181,29 +182,15 @@ def render_html(report: BenchReport) -> str:
                  f'<p class="note">{a.n_samples} samples from {esc(a.data)}; {a.n_classes} classes; templates '
                  f"{esc(', '.join(a.templates) or '-')}</p>"]
         if a.pairs:
-            body.append(html_table(["image tower", "text tower", "pairing", "zero-shot top-1", "top-5", "i→t R@1",
-                                    "i→t R@5", "i→t R@10", "t→i R@1", "t→i R@5", "t→i R@10"],
-                                   [[p.vision, p.text, "cross" if p.cross else "native", _f(p.zero_shot_top1),
-                                     _f(p.zero_shot_top5), *[_f(p.image_to_text.get(k)) for k in ("R@1", "R@5", "R@10")],
-                                     *[_f(p.text_to_image.get(k)) for k in ("R@1", "R@5", "R@10")]] for p in a.pairs]))
+            body.append(html_table(PAIR_HEADERS, pair_rows(a)))
         if a.drift:
-            body.append(html_table(["artifact", "tower", "output", "cosine mean", "cosine min", "max abs error",
-                                    "top-1 agreement"],
-                                   [[d.artifact, d.tower, d.output, _f(d.cosine_mean, 6), _f(d.cosine_min, 6),
-                                     "non-finite" if d.max_abs_error is None else f"{d.max_abs_error:.3g}",
-                                     _f(d.top1_agreement)] for d in a.drift]))
+            body.append(html_table(DRIFT_HEADERS, drift_rows(a)))
+        if a.classifiers:
+            body.append(html_table(CLASSIFIER_HEADERS, classifier_rows(a)))
     if r.gates:
-        body += ["<h2>Gates</h2>", html_table(["status", "gate", "detail"],
-                                              [[gate_status(g), g.name, g.message] for g in r.gates],
-                                              classes=[gate_status(g) for g in r.gates])]
+        body += ["<h2>Gates</h2>", html_table(GATE_HEADERS, gate_rows(r.gates), classes=[gate_status(g) for g in r.gates])]
     if r.warnings:
         body += ["<h2>Warnings</h2><ul>" + "".join(f"<li>{esc(w)}</li>" for w in r.warnings) + "</ul>"]
-    env = r.environment
-    body += ["<h2>Environment</h2>",
-             html_table(["key", "value"], [["cpu", env.cpu_model], ["flags", " ".join(env.cpu_flags)],
-                                           ["cores", f"{env.cpu_cores_available}/{env.cpu_cores_logical}"],
-                                           ["RAM", f"{env.ram_total_mb} MB"], ["os", env.os], ["python", env.python],
-                                           *[[k, v] for k, v in env.packages.items()],
-                                           *[["gpu", f"{g.name} {g.driver or ''} CUDA {g.cuda or '?'}"] for g in env.gpus]])]
+    body += ["<h2>Environment</h2>", html_table(["key", "value"], environment_rows(r.environment))]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>mmdk bench report</title><style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")

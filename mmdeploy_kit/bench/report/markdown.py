@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from ..accuracy import headline_metric
-from ..schema import BenchReport, Gate, Speedup
+from ..env import Environment
+from ..schema import AccuracyReport, BenchReport, Gate, Speedup
 
 
 def fmt_speedup(s: Optional[Speedup]) -> str:
@@ -53,13 +54,64 @@ def summary_rows(report: BenchReport) -> list[list[Any]]:
     return rows
 
 
+# ---- pieces shared with the HTML page (cells are plain values; each renderer escapes them) -------------
+def confidence_pct(report: BenchReport) -> int:
+    return int(round(report.config.timing.confidence * 100))
+
+
+def run_note(report: BenchReport, strong: Callable[[str], str] = lambda s: f"**{s}**",
+             text: Callable[[Any], str] = str) -> str:
+    """What ran where and how to read the speedups; ``strong``/``text`` apply the renderer's markup/escaping."""
+    r = report
+    return (f"Target {strong(r.target.name)} ({text(r.target.description)}); baseline {strong(str(r.baseline))}; "
+            f"{text(r.created)}; {r.duration_s:.1f} s. Speedups are baseline time / artifact time from interleaved "
+            f"rounds, with {confidence_pct(r)}% confidence intervals: read them, not absolute times, on shared "
+            "machines.")
+
+
+PAIR_HEADERS = ["image tower", "text tower", "pairing", "zero-shot top-1", "top-5", "i→t R@1", "i→t R@5", "i→t R@10",
+                "t→i R@1", "t→i R@5", "t→i R@10"]
+DRIFT_HEADERS = ["artifact", "tower", "output", "n", "cosine mean", "cosine min", "max abs error", "top-1 agreement"]
+CLASSIFIER_HEADERS = ["artifact", "tower", "output", "accuracy", "top-1 agreement"]
+GATE_HEADERS = ["status", "gate", "detail"]
+_RECALL_KS = ("R@1", "R@5", "R@10")
+
+
+def pair_rows(a: AccuracyReport) -> list[list[Any]]:
+    return [[p.vision, p.text, "cross" if p.cross else "native", _f(p.zero_shot_top1), _f(p.zero_shot_top5),
+             *[_f(p.image_to_text.get(k)) for k in _RECALL_KS], *[_f(p.text_to_image.get(k)) for k in _RECALL_KS]]
+            for p in a.pairs]
+
+
+def drift_rows(a: AccuracyReport) -> list[list[Any]]:
+    return [[d.artifact, d.tower, d.output, d.n, _f(d.cosine_mean, 6), _f(d.cosine_min, 6),
+             "non-finite" if d.max_abs_error is None else f"{d.max_abs_error:.3g}", _f(d.top1_agreement)]
+            for d in a.drift]
+
+
+def classifier_rows(a: AccuracyReport) -> list[list[Any]]:
+    return [[c.artifact, c.tower, c.output, _f(c.accuracy), _f(c.top1_agreement)] for c in a.classifiers]
+
+
+def gate_rows(gates: Sequence[Gate]) -> list[list[Any]]:
+    return [[gate_status(g), g.name, g.message] for g in gates]
+
+
+def environment_rows(env: Environment) -> list[list[Any]]:
+    return [["cpu", env.cpu_model], ["flags", " ".join(env.cpu_flags) or "-"],
+            ["cores (available/logical)", f"{env.cpu_cores_available}/{env.cpu_cores_logical}"],
+            ["RAM", f"{env.ram_total_mb} MB"], ["os", env.os], ["python", env.python],
+            *[[k, v] for k, v in env.packages.items()],
+            *[["gpu", f"{g.name} (driver {g.driver}, CUDA {g.cuda})"] for g in env.gpus],
+            *([["jetson", env.jetson.model_dump_json()]] if env.jetson else [])]
+
+
+# ---- Markdown --------------------------------------------------------------------------------------------
 def render_markdown(report: BenchReport) -> str:
     r = report
-    conf = int(round(r.config.timing.confidence * 100))
+    conf = confidence_pct(r)
     parts = [f"# mmdk bench: {', '.join(a.label for a in r.artifacts)}",
-             f"Target **{r.target.name}** ({r.target.description}); baseline **{r.baseline}**; "
-             f"{r.created}; {r.duration_s:.1f} s. Speedups are baseline time / artifact time from interleaved "
-             f"rounds, with {conf}% confidence intervals: read them, not absolute times, on shared machines.",
+             run_note(r),
              f"Environment: {r.environment.short()}; threads {r.environment.threads}.",
              "## Summary",
              table(SUMMARY_HEADERS, summary_rows(r)),
@@ -79,17 +131,10 @@ def render_markdown(report: BenchReport) -> str:
     if r.accuracy is not None:
         parts += _accuracy_md(r)
     if r.gates:
-        parts += ["## Gates", table(["status", "gate", "detail"], [[gate_status(g), g.name, g.message] for g in r.gates])]
+        parts += ["## Gates", table(GATE_HEADERS, gate_rows(r.gates))]
     if r.warnings:
         parts += ["## Warnings", "\n".join(f"- {w}" for w in r.warnings)]
-    env = r.environment
-    parts += ["<details><summary>Environment</summary>\n",
-              table(["key", "value"], [["cpu", env.cpu_model], ["flags", " ".join(env.cpu_flags) or "-"],
-                                       ["cores (available/logical)", f"{env.cpu_cores_available}/{env.cpu_cores_logical}"],
-                                       ["RAM", f"{env.ram_total_mb} MB"], ["os", env.os], ["python", env.python],
-                                       *[[k, v] for k, v in env.packages.items()],
-                                       *[["gpu", f"{g.name} (driver {g.driver}, CUDA {g.cuda})"] for g in env.gpus],
-                                       *([["jetson", env.jetson.model_dump_json()]] if env.jetson else [])]),
+    parts += ["<details><summary>Environment</summary>\n", table(["key", "value"], environment_rows(r.environment)),
               "\n</details>"]
     status = "PASSED" if r.passed else "FAILED"
     parts.append(f"**Result: {status}** ({sum(g.passed is False for g in r.gates)} failed gate(s)).")
@@ -104,18 +149,9 @@ def _accuracy_md(r: BenchReport) -> list[str]:
            f"classes); same preprocessed inputs for every artifact" +
            (f"; templates: {', '.join(repr(t) for t in a.templates)}" if a.templates else "") + "."]
     if a.pairs:
-        out.append(table(["image tower", "text tower", "pairing", "zero-shot top-1", "top-5", "i→t R@1", "R@5",
-                          "R@10", "t→i R@1", "R@5", "R@10"],
-                         [[p.vision, p.text, "cross" if p.cross else "native", _f(p.zero_shot_top1), _f(p.zero_shot_top5),
-                           *[_f(p.image_to_text.get(k)) for k in ("R@1", "R@5", "R@10")],
-                           *[_f(p.text_to_image.get(k)) for k in ("R@1", "R@5", "R@10")]] for p in a.pairs]))
+        out.append(table(PAIR_HEADERS, pair_rows(a)))
     if a.drift:
-        out += [f"Drift vs {r.baseline}:",
-                table(["artifact", "tower", "output", "n", "cosine mean", "cosine min", "max abs error", "top-1 agreement"],
-                      [[d.artifact, d.tower, d.output, d.n, _f(d.cosine_mean, 6), _f(d.cosine_min, 6),
-                        "non-finite" if d.max_abs_error is None else f"{d.max_abs_error:.3g}", _f(d.top1_agreement)]
-                       for d in a.drift])]
+        out += [f"Drift vs {r.baseline}:", table(DRIFT_HEADERS, drift_rows(a))]
     if a.classifiers:
-        out.append(table(["artifact", "tower", "output", "accuracy", "top-1 agreement"],
-                         [[c.artifact, c.tower, c.output, _f(c.accuracy), _f(c.top1_agreement)] for c in a.classifiers]))
+        out.append(table(CLASSIFIER_HEADERS, classifier_rows(a)))
     return out

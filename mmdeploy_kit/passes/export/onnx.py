@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import io
-import logging
 import re
-import warnings
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from ..._lazy import require
 from ...artifacts import Artifact, Manifest, describe_file, package_versions
+from ..._quiet import quiet
 from ...errors import ExportError, MmdkError, UserInputError, VerificationError
 from ...model.runners import verify_tower
 from ...model.tower import LoadedModel, Tower
@@ -57,11 +55,10 @@ def export_tower_onnx(tower: Tower, path: Path, config: OnnxExportConfig, seed: 
                                "(a .pt2 exported with static shapes only takes those shapes)") from None
     module, args, input_names = _script_target(torch, module, args, spec)
     try:
-        with torch.no_grad(), warnings.catch_warnings(), _silenced_fds(), _quiet_loggers(), _no_mha_fastpath(torch):
-            warnings.simplefilter("ignore")
+        with torch.no_grad(), quiet(*_EXPORT_LOGGERS, fds=True), _no_mha_fastpath(torch):
             if exporter == "dynamo":
                 require("onnxscript")
-                dyn = _dynamo_shapes(torch, spec)
+                dyn = (torch_export_dims(torch, spec),)  # TowerModule.forward(*args): one varargs tuple
                 prog = torch.onnx.export(module, args, None, dynamo=True, dynamic_shapes=dyn,
                                          input_names=spec.input_names, output_names=spec.output_names,
                                          opset_version=max(config.opset, DYNAMO_MIN_OPSET), optimize=True,
@@ -113,10 +110,12 @@ def _output_dynamic_axes(module: Any, args: tuple, spec: Any) -> dict[str, dict[
     return axes
 
 
-def _dynamo_shapes(torch: Any, spec: Any) -> tuple:
-    """``TowerModule.forward(*args)``: one dict per input inside a single varargs tuple."""
-    dims = {d: torch.export.Dim(d, min=max(1, lo), max=hi) for d, (lo, hi) in spec.dims.items()}
-    return (tuple({k: dims[d] for k, d in enumerate(i.shape) if isinstance(d, str)} for i in spec.inputs),)
+def torch_export_dims(torch: Any, spec: Any, min_batch: int = 1) -> tuple:
+    """``torch.export`` dynamic shapes from the spec's symbolic dims: one ``{axis: Dim}`` per input, in spec
+    order. ``min_batch=2`` keeps ``batch`` symbolic where a traced batch of 1 would be specialised."""
+    dims = {d: torch.export.Dim(d, min=max(min_batch if d == "batch" else 1, lo), max=hi)
+            for d, (lo, hi) in spec.dims.items()}
+    return tuple({k: dims[d] for k, d in enumerate(i.shape) if isinstance(d, str)} for i in spec.inputs)
 
 
 @contextlib.contextmanager
@@ -134,42 +133,7 @@ def _no_mha_fastpath(torch: Any):
         mha.set_fastpath_enabled(before)
 
 
-@contextlib.contextmanager
-def _silenced_fds():
-    """Exporters print whole IR graphs to stdout/stderr (from C++ too); keep our one-line errors clean."""
-    import os
-    import sys
-    import tempfile
-
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 1)
-        os.dup2(sink.fileno(), 2)
-        try:
-            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-                yield
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
-
-
-@contextlib.contextmanager
-def _quiet_loggers():
-    names = ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "torch.fx.experimental.symbolic_shapes")
-    levels = {n: logging.getLogger(n).level for n in names}
-    for n in names:
-        logging.getLogger(n).setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for n, lvl in levels.items():
-            logging.getLogger(n).setLevel(lvl)
+_EXPORT_LOGGERS = ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "torch.fx.experimental.symbolic_shapes")
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")

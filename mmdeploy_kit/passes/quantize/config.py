@@ -136,12 +136,15 @@ class TowerPlan:
     method: Optional[str] = None               # static | dynamic (None for fp16/fp32)
     auto: bool = False                         # accuracy-aware: search FP32 fallbacks against the budget
     alternatives: list[str] = field(default_factory=list)  # other methods 'auto' may try
-    op_types: tuple[str, ...] = ()
     per_channel: bool = True
     symmetric_activations: bool = False
     matmul_const_b_only: bool = True
     quantize_bias: bool = True
     user_op_types: tuple[str, ...] = ()
+
+    @property
+    def op_types(self) -> tuple[str, ...]:
+        return self.op_types_for(self.method) if self.method else ()
 
     def op_types_for(self, method: str) -> tuple[str, ...]:
         """--op-types, else MatMul/Gemm(/Conv for static: Conv dynamic -> ConvInteger, slow on CPU)."""
@@ -204,4 +207,3 @@ def _int8_plan(plan: TowerPlan, config: QuantizeConfig, tower: Tower, method: Op
         plan.symmetric_activations, plan.matmul_const_b_only, plan.quantize_bias = True, False, False
         if not config.per_channel:
             raise UserInputError("--preset tensorrt needs per-channel weights", hint="drop --per-tensor")
-    plan.op_types = plan.op_types_for(method)

@@ -19,21 +19,44 @@ from ...model.tower import Tower
 from .config import Budget
 
 
-def _run(path: Path, batches: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+Outputs = dict[str, list[np.ndarray]]  # output name -> one array per batch
+
+
+def run_outputs(path: Path, batches: Sequence[dict[str, np.ndarray]]) -> Outputs:
+    """Outputs of the ONNX graph at ``path`` on each batch (float outputs as float32).
+
+    Kept per batch: batches may differ in a sequence length that the outputs carry.
+    """
     from ...bench.backends.ort import ort_session
 
     sess = ort_session(path, spinning=False)
     names = [i.name for i in sess.get_inputs()]
-    outs_names = [o.name for o in sess.get_outputs()]
-    acc: dict[str, list[np.ndarray]] = {n: [] for n in outs_names}
+    out_names = [o.name for o in sess.get_outputs()]
+    acc: Outputs = {n: [] for n in out_names}
     for b in batches:
-        for n, o in zip(outs_names, sess.run(None, {k: b[k] for k in names})):
-            acc[n].append(np.asarray(o, dtype=np.float32) if np.asarray(o).dtype.kind == "f" else np.asarray(o))
-    return {n: np.concatenate(v) for n, v in acc.items()}
+        for n, o in zip(out_names, sess.run(None, {k: b[k] for k in names})):
+            a = np.asarray(o)
+            acc[n].append(a.astype(np.float32, copy=False) if a.dtype.kind == "f" else a)
+    return acc
 
 
-def _drift(ref: dict[str, np.ndarray], cand: dict[str, np.ndarray]) -> dict[str, Any]:
-    per = {n: drift(ref[n], cand[n]) for n in ref}
+def _rows(a: np.ndarray) -> int:
+    return int(a.shape[0]) if a.ndim else 1
+
+
+def _batched_drift(ref: Sequence[np.ndarray], cand: Sequence[np.ndarray]) -> dict[str, Any]:
+    """``bench.metrics.drift`` over batches: per-sample cosine mean / min and max abs error of all of them."""
+    per = [drift(r, c) for r, c in zip(ref, cand)]
+    rows = [_rows(r) for r in ref]
+    return {"cosine_mean": sum(d["cosine_mean"] * n for d, n in zip(per, rows)) / max(sum(rows), 1),
+            "cosine_min": min(d["cosine_min"] for d in per),
+            "max_abs_error": max(d["max_abs_error"] for d in per),
+            "finite": all(d["finite"] for d in per)}
+
+
+def output_drift(ref: Outputs, cand: Outputs) -> dict[str, Any]:
+    """A tower's drift: the worst output's cosine (mean / min) and max abs error, plus per-output figures."""
+    per = {n: _batched_drift(ref[n], cand[n]) for n in ref}
     return {"cosine": min(v["cosine_mean"] for v in per.values()),
             "cosine_min": min(v["cosine_min"] for v in per.values()),
             "max_abs_error": max(v["max_abs_error"] for v in per.values()),
@@ -51,29 +74,26 @@ class TowerEval:
         self.calib = list(calib)
         self.holdout = list(holdout)
         self.data_kind = data_kind  # "held-out calibration data" | "synthetic inputs (no --calib-data)"
-        self._ref_calib: Optional[dict[str, np.ndarray]] = None
-        self.ref_holdout = _run(fp32_path, self.holdout)
+        self._ref_calib: Optional[Outputs] = None
+        self.ref_holdout = run_outputs(fp32_path, self.holdout)
         self.single = [{k: v[:1] for k, v in self.holdout[0].items()}]
-        self.ref_single = _run(fp32_path, self.single)
+        self.ref_single = run_outputs(fp32_path, self.single)
 
     def calib_cosine(self, path: Path) -> float:
         """Mean output cosine on the calibration batches (the sensitivity signal)."""
         if self._ref_calib is None:
-            self._ref_calib = _run(self.fp32_path, self.calib)
-        return float(_drift(self._ref_calib, _run(path, self.calib))["cosine"])
+            self._ref_calib = run_outputs(self.fp32_path, self.calib)
+        return float(output_drift(self._ref_calib, run_outputs(path, self.calib))["cosine"])
 
     def figures(self, path: Path) -> dict[str, Any]:
-        held = _drift(self.ref_holdout, _run(path, self.holdout))
-        one = _drift(self.ref_single, _run(path, self.single))
-        n = len(next(iter(self.ref_holdout.values())))
-        return {"data": self.data_kind, "n_samples": int(n), "cosine": round(held["cosine"], 6),
+        held = output_drift(self.ref_holdout, run_outputs(path, self.holdout))
+        one = output_drift(self.ref_single, run_outputs(path, self.single))
+        n = sum(_rows(a) for a in next(iter(self.ref_holdout.values())))
+        return {"data": self.data_kind, "n_samples": n, "cosine": round(held["cosine"], 6),
                 "cosine_min": round(min(held["cosine_min"], one["cosine_min"]), 6),
                 "max_abs_error": float(max(held["max_abs_error"], one["max_abs_error"])),
                 "finite": bool(held["finite"] and one["finite"]), "batch1_cosine": round(one["cosine"], 6),
                 "outputs": held["outputs"]}
-
-
-_TASK_KEYS = {"zero_shot_top1": "zero_shot_top1", "zero_shot_top5": "zero_shot_top5", "accuracy": "accuracy"}
 
 
 class TaskEval:
@@ -83,7 +103,6 @@ class TaskEval:
                  templates: Sequence[str]):
         self.samples = list(samples)
         self.source = source
-        self.fp32 = fp32
         self.processor_dir = processor_dir
         self.templates = list(templates)
         self.reference = self._primary(fp32)

@@ -10,6 +10,7 @@ otherwise a VerificationError names them.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -17,6 +18,8 @@ import numpy as np
 
 from ..._lazy import require
 from ...errors import VerificationError
+from .evaluate import run_outputs
+from .graph import consumers
 from .ort_int8 import quiet_ort
 
 FP16_MAX = 65504.0
@@ -34,24 +37,16 @@ def out_of_range_nodes(model: Any) -> list[str]:
     for init in graph.initializer:
         if init.data_type == 1 and _out_of_range(numpy_helper.to_array(init)):
             bad_consts.add(init.name)
-    seeds = []
+    seeds = []  # Constant / ConstantOfShape nodes producing such values
     for n in graph.node:
-        if n.op_type == "Constant":
+        if n.op_type in ("Constant", "ConstantOfShape"):
             for a in n.attribute:
                 if a.name == "value" and a.t.data_type == 1 and _out_of_range(numpy_helper.to_array(a.t)):
                     bad_consts.add(n.output[0])
                     seeds.append(n.name)
-        elif n.op_type == "ConstantOfShape":
-            for a in n.attribute:
-                if a.name == "value" and a.t.data_type == 1 and _out_of_range(numpy_helper.to_array(a.t)):
-                    seeds.append(n.name)
-                    bad_consts.add(n.output[0])
-    consumers: dict[str, list[Any]] = {}
-    for n in graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    blocked = {s for s in seeds}
-    frontier = [n for c in bad_consts for n in consumers.get(c, [])]
+    readers = consumers(graph)
+    blocked = set(seeds)
+    frontier = [n for c in bad_consts for n in readers.get(c, [])]
     depth = 0
     while frontier and depth < 10:
         nxt = []
@@ -60,7 +55,7 @@ def out_of_range_nodes(model: Any) -> list[str]:
                 continue
             blocked.add(n.name)
             if n.op_type in _MASK_PATH_OPS:
-                nxt.extend(c for o in n.output for c in consumers.get(o, []))
+                nxt.extend(c for o in n.output for c in readers.get(o, []))
         frontier, depth = nxt, depth + 1
     return sorted(b for b in blocked if b)
 
@@ -86,8 +81,9 @@ def convert(src: Path, dst: Path, block_ops: Iterable[str], block_nodes: Iterabl
 
 def tensor_stats(path: Path, batches: Sequence[dict[str, np.ndarray]]) -> tuple[Any, dict[str, tuple[float, bool]]]:
     """Run ``path`` with every float intermediate exposed: {tensor: (max |x| over finite values, all finite)}."""
+    from ...bench.backends.ort import ort_session
+
     onnx = require("onnx")
-    ort = require("onnxruntime")
     model = onnx.load(str(path))
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
@@ -100,10 +96,10 @@ def tensor_stats(path: Path, batches: Sequence[dict[str, np.ndarray]]) -> tuple[
             vi = types.get(o)
             if vi is not None and vi.type.tensor_type.elem_type in (1, 10) and o not in graph_outputs:
                 inferred.graph.output.append(vi)
-    so = ort.SessionOptions()
-    so.log_severity_level = 4
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(inferred.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    with tempfile.TemporaryDirectory(prefix="mmdk-fp16-") as tmp:
+        exposed = Path(tmp) / "exposed.onnx"
+        onnx.save(inferred, str(exposed))
+        sess = ort_session(exposed, optimization="disable")  # the session keeps its own copy of the graph
     names = [o.name for o in sess.get_outputs()]
     stats: dict[str, tuple[float, bool]] = {}
     for b in batches:
@@ -136,31 +132,20 @@ def first_nonfinite_nodes(path: Path, batches: Sequence[dict[str, np.ndarray]], 
     """
     model, stats = tensor_stats(path, batches)
     bad = {t for t, (_peak, finite) in stats.items() if not finite}
-    consumers: dict[str, list[Any]] = {}
-    for n in model.graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+    readers = consumers(model.graph)
     origins: list[str] = []
     for n in model.graph.node:
         if any(o in bad for o in n.output) and not any(i in bad for i in n.input):
             if n.name in original:
                 origins.append(n.name)
             else:  # an inserted Cast overflowed: keep its consumers in FP32
-                origins.extend(c.name for o in n.output for c in consumers.get(o, []) if c.name in original)
+                origins.extend(c.name for o in n.output for c in readers.get(o, []) if c.name in original)
     return list(dict.fromkeys(origins))
 
 
 def _finite(path: Path, batches: Sequence[dict[str, np.ndarray]]) -> bool:
-    from ...model.runners import ort_session
-
-    sess = ort_session(path)
-    wanted = [i.name for i in sess.get_inputs()]
-    for b in batches:
-        for out in sess.run(None, {k: b[k] for k in wanted}):
-            a = np.asarray(out)
-            if a.dtype.kind == "f" and not np.isfinite(a).all():
-                return False
-    return True
+    outs = run_outputs(path, batches)
+    return all(np.isfinite(a).all() for arrays in outs.values() for a in arrays if a.dtype.kind == "f")
 
 
 def convert_fp16(src: Path, dst: Path, block_ops: Sequence[str], check_batches: Sequence[dict[str, np.ndarray]],

@@ -29,6 +29,20 @@ def _producers(graph: Any) -> dict[str, Any]:
     return {o: n for n in graph.node for o in n.output}
 
 
+def consumers(graph: Any) -> dict[str, list[Any]]:
+    """Tensor name -> the nodes reading it."""
+    out: dict[str, list[Any]] = {}
+    for n in graph.node:
+        for i in n.input:
+            out.setdefault(i, []).append(n)
+    return out
+
+
+def opset_version(model: Any) -> int:
+    """The model's default-domain (ai.onnx) opset, 0 when it declares none."""
+    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+
+
 def _const_names(graph: Any) -> dict[str, Any]:
     """Initializers and Constant-node outputs (name -> TensorProto)."""
     consts = {i.name: i for i in graph.initializer}
@@ -125,7 +139,7 @@ def restore_fp32(qmodel: Any, fp32_model: Any, names: Iterable[str]) -> Any:
         prod = g.node[idx]
         new = copy.deepcopy(orig)
         if prod.name == name:  # QDQ: float weights; an activation stays QDQ only if a quantized node shares it
-            producers = {o: n for n in g.node for o in n.output}
+            producers = _producers(g)
             excluded = set(names)
             for k, i in enumerate(prod.input[:len(new.input)]):
                 src = producers.get(i)
@@ -156,7 +170,7 @@ def restore_fp32(qmodel: Any, fp32_model: Any, names: Iterable[str]) -> Any:
 
 
 # ---- TensorRT explicit-quantization invariants ---------------------------------------------------------
-def _weight_axis(node: Any, input_index: int, graph_consts: dict) -> Optional[int]:
+def _weight_axis(node: Any, input_index: int) -> Optional[int]:
     """Output-channel axis of a weight input: Conv 0, MatMul last dim of B, Gemm 0 if transB else 1."""
     if input_index != 1:
         return None
@@ -181,7 +195,7 @@ def tensorrt_qdq_violations(model: Any) -> list[str]:
 
     problems: list[str] = []
     graph = model.graph
-    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    opset = opset_version(model)
     if opset < 13:
         problems.append(f"opset {opset} < 13")
     consts = _const_names(graph)
@@ -189,10 +203,10 @@ def tensorrt_qdq_violations(model: Any) -> list[str]:
                or n.op_type == "DynamicQuantizeLinear"}
     if bad_ops:
         problems.append(f"non-QDQ quantized ops {sorted(bad_ops)}")
-    consumers: dict[str, list[tuple[Any, int]]] = {}
+    readers: dict[str, list[tuple[Any, int]]] = {}  # tensor -> (node, input index)
     for n in graph.node:
         for k, i in enumerate(n.input):
-            consumers.setdefault(i, []).append((n, k))
+            readers.setdefault(i, []).append((n, k))
     qdq = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
     if not qdq:
         problems.append("no QuantizeLinear/DequantizeLinear nodes")
@@ -211,8 +225,8 @@ def tensorrt_qdq_violations(model: Any) -> list[str]:
         axis = next((a.i for a in n.attribute if a.name == "axis"), 1)
         scale = consts.get(n.input[1])
         per_channel = scale is not None and len(scale.dims) == 1 and scale.dims[0] > 1
-        for cons, k in consumers.get(n.output[0], []):
-            want = _weight_axis(cons, k, consts)
+        for cons, k in readers.get(n.output[0], []):
+            want = _weight_axis(cons, k)
             if want is None:
                 continue
             want = want % len(w.dims)

@@ -11,62 +11,40 @@ Needs ``neural-compressor``, ``torchao`` (pt2e on torch >= 2.11), ``py-cpuinfo``
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..._lazy import require
+from ..._quiet import quiet
 from ...artifacts import Artifact, Manifest, describe_file, package_versions
-from ...bench.metrics import drift
 from ...errors import BudgetError, DataError, UserInputError, VerificationError
 from ..base import RunContext
-from ..export.onnx import source_info
+from ..export.onnx import source_info, torch_export_dims
+from .config import DEFAULT_MIN_COSINE
+from .evaluate import Outputs, check_budgets, output_drift
 
 _INC_MODULES = ("neural_compressor", "torchao", "cpuinfo", "psutil", "accelerate", "prettytable")
 
 
-@contextlib.contextmanager
-def _quiet():
-    names = ("neural_compressor", "torch.export", "torch._dynamo", "torchao", "root")
-    levels = {n: logging.getLogger(n if n != "root" else None).level for n in names}
-    for n in names:
-        logging.getLogger(n if n != "root" else None).setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            yield
-    finally:
-        for n, lvl in levels.items():
-            logging.getLogger(n if n != "root" else None).setLevel(lvl)
-
-
-def _dynamic_shapes(torch: Any, spec: Any) -> tuple:
-    dims = {d: torch.export.Dim(d, min=max(2, lo) if d == "batch" else lo, max=hi) for d, (lo, hi) in spec.dims.items()}
-    return tuple({k: dims[d] for k, d in enumerate(i.shape) if isinstance(d, str)} for i in spec.inputs)
+def _quiet() -> Any:
+    return quiet("neural_compressor", "torch.export", "torch._dynamo", "torchao", "", streams=True)
 
 
 def _args(torch: Any, spec: Any, feeds: dict[str, np.ndarray]) -> tuple:
     return tuple(torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in spec.input_names)
 
 
-def _outputs(torch: Any, module: Any, spec: Any, batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    acc: dict[str, list[np.ndarray]] = {n: [] for n in spec.output_names}
+def _outputs(torch: Any, module: Any, spec: Any, batches: list[dict[str, np.ndarray]]) -> Outputs:
+    acc: Outputs = {n: [] for n in spec.output_names}
     with torch.no_grad():
         for b in batches:
             out = module(*_args(torch, spec, b))
             out = out if isinstance(out, (tuple, list)) else (out,)
             for n, o in zip(spec.output_names, out):
                 acc[n].append(o.detach().float().numpy())
-    return {n: np.concatenate(v) for n, v in acc.items()}
-
-
-def _cosine(ref: dict[str, np.ndarray], cand: dict[str, np.ndarray]) -> dict[str, Any]:
-    per = {n: drift(ref[n], cand[n]) for n in ref}
-    return {"cosine": min(v["cosine_mean"] for v in per.values()), "cosine_min": min(v["cosine_min"] for v in per.values()),
-            "max_abs_error": max(v["max_abs_error"] for v in per.values()), "finite": all(v["finite"] for v in per.values())}
+    return acc
 
 
 def run_inc(model: Any, config: Any, plans: dict, ctx: RunContext, workdir: Path) -> Manifest:
@@ -77,8 +55,7 @@ def run_inc(model: Any, config: Any, plans: dict, ctx: RunContext, workdir: Path
         from neural_compressor.torch.export import export as inc_export
         from neural_compressor.torch.quantization import StaticQuantConfig, TuningConfig, autotune, convert, prepare
 
-    from ...bench.preprocess import processor_dir
-    from ...data.calib import load_calibration
+    from .quantize_pass import load_tower_data
 
     active = [n for n, p in plans.items() if p.precision != "fp32"]
     for n in active:
@@ -90,16 +67,14 @@ def run_inc(model: Any, config: Any, plans: dict, ctx: RunContext, workdir: Path
         raise UserInputError("--backend inc supports 'cosine>=X' budgets only", hint="use --backend ort for task budgets")
     if ctx.calibration is None:
         raise DataError("--backend inc (static INT8) needs calibration data", hint="pass --calib-data")
-    data = load_calibration(ctx.calibration, {n: model.towers[n].spec for n in active},
-                            processor_dir([model], ctx.extras.get("processor_dir")), n_calib=config.calib_samples,
-                            n_holdout=config.holdout_samples, batch_size=config.batch_size, seed=config.seed)
+    data, _ = load_tower_data(model, config, ctx, active)
     artifacts = []
     rows: list[dict[str, Any]] = []
     for name, tower in model.towers.items():
         spec, module = tower.spec, tower.module
         td = data.towers.get(name)
         example = _args(torch, spec, td.calib[0] if td else spec.dummy_inputs({d: 2 for d in spec.dims}))
-        shapes = _dynamic_shapes(torch, spec)
+        shapes = torch_export_dims(torch, spec, min_batch=2)
         details: dict[str, Any] = {"backend": "neural-compressor pt2e", "plan": plans[name].describe()}
         if name in active:
             ctx.log(f"INC: exporting and quantizing tower {name!r}")
@@ -109,13 +84,14 @@ def run_inc(model: Any, config: Any, plans: dict, ctx: RunContext, workdir: Path
                 for b in td.calib:
                     m(*_args(torch, spec, b))
 
+            tower_budgets = [b for b in budgets if b.tower in (None, name)]
             with _quiet():
                 exported = inc_export(module, example, dynamic_shapes=(shapes,))
-                if budgets:
-                    floor = min(b.value for b in budgets if b.tower in (None, name))
+                if tower_budgets:
+                    floor = min(b.value for b in tower_budgets)
 
                     def eval_fn(m: Any) -> float:
-                        return float(_cosine(ref, _outputs(torch, m, spec, td.holdout))["cosine"])
+                        return float(output_drift(ref, _outputs(torch, m, spec, td.holdout))["cosine"])
 
                     tune = TuningConfig(config_set=[StaticQuantConfig(), StaticQuantConfig(act_granularity="per_tensor",
                                                                                            w_granularity="per_channel")],
@@ -129,15 +105,16 @@ def run_inc(model: Any, config: Any, plans: dict, ctx: RunContext, workdir: Path
                     qmodel = prepare(exported, StaticQuantConfig())
                     calibrate(qmodel)
                     qmodel = convert(qmodel)
-            figs = _cosine(ref, _outputs(torch, qmodel, spec, td.holdout))
+            figs = output_drift(ref, _outputs(torch, qmodel, spec, td.holdout))
+            figs.pop("outputs")
             if not figs["finite"]:
                 raise VerificationError(f"tower {name!r} produces NaN/Inf after INC quantization")
-            floor = config.min_cosine if config.min_cosine is not None else (None if budgets else 0.98)
+            floor = config.min_cosine if config.min_cosine is not None else \
+                (None if budgets else DEFAULT_MIN_COSINE["int8"])
             if floor is not None and figs["cosine"] < floor:
                 raise VerificationError(f"tower {name!r} drifted from FP32 after INC INT8: cosine {figs['cosine']:.4f} "
                                         f"< {floor}", hint="add --accuracy-budget or use --backend ort")
-            rows += [{"budget": b.text, "scope": name, "figure": figs["cosine"], "holds": b.holds(figs["cosine"])}
-                     for b in budgets if b.tower in (None, name)]
+            rows += check_budgets(tower_budgets, {name: figs}, None, [name])
             verification = {**{k: (round(v, 6) if isinstance(v, float) else v) for k, v in figs.items()},
                             "data": "held-out calibration data", "n_samples": td.n_holdout}
             details["calibration_data"] = td.details

@@ -1,6 +1,7 @@
 """Accuracy-aware mixed precision: keep the most sensitive INT8 candidates in FP32 until budgets hold.
 
-1. Quantize everything; check the budgets on held-out data. Done if they hold.
+1. Quantize everything; check the budgets on held-out data. Done if they hold; BudgetError at once if one
+   fails on a tower outside the search (FP16, or INT8 without ``auto``), whose figures nothing here changes.
 2. Sensitivity, on calibration data: for each node (or transformer layer, when a tower has many nodes)
    quantize all *but* that unit and record how much the tower's output cosine recovers.
 3. Rank units by recovery (most sensitive first), then move them to FP32 one at a time (later a few at
@@ -17,9 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from ..._lazy import require
 from ...errors import BudgetError
+from .config import parse_budget
 from .evaluate import TowerEval
-from .graph import groups
+from .graph import groups, restore_fp32
 from .ort_int8 import Int8Quantizer
 
 Evaluator = Callable[[dict[str, list[str]]], dict[str, Any]]  # excludes per tower -> {"rows", ...}
@@ -33,8 +36,8 @@ class SearchUnit:
     quantizer: Int8Quantizer
     teval: TowerEval
     granularity: str = "auto"
-    groups: dict[str, list[str]] = field(default_factory=dict)
-    costs: dict[str, int] = field(default_factory=dict)
+    groups: dict[str, list[str]] = field(init=False)   # sensitivity unit -> node names
+    costs: dict[str, int] = field(init=False)          # sensitivity unit -> weight elements
 
     def __post_init__(self) -> None:
         cost = {c.name: c.cost for c in self.quantizer.candidates}
@@ -52,10 +55,7 @@ def sensitivity(unit: SearchUnit, workdir: Path, log: Callable[[str], None]) -> 
     Variants are made by graph surgery on the fully quantized model (``restore_fp32``), which gives
     the same numerics as re-quantizing with that group excluded, at a fraction of the cost.
     """
-    import onnx
-
-    from .graph import restore_fp32
-
+    onnx = require("onnx")
     tmp = workdir / f"{unit.name}.sensitivity.onnx"
     base_path = unit.quantizer.quantize([], workdir / f"{unit.name}.sensitivity-base.onnx")
     base = unit.teval.calib_cosine(base_path)
@@ -87,11 +87,7 @@ def _failing(rows: list[dict[str, Any]], units: dict[str, SearchUnit]) -> set[st
 
 def _score(rows: list[dict[str, Any]]) -> float:
     """Sum of budget shortfalls (0 when all hold); used to report the best attempt."""
-    return sum(0.0 if r["holds"] else abs(r["figure"] - _limit(r["budget"])) for r in rows)
-
-
-def _limit(text: str) -> float:
-    return float(text.replace("<=", ">=").split(">=")[-1])
+    return sum(-parse_budget(r["budget"]).slack(r["figure"]) for r in rows if not r["holds"])
 
 
 def search(units: dict[str, SearchUnit], evaluate: Evaluator, max_fp32_fraction: float, workdir: Path,
@@ -100,11 +96,19 @@ def search(units: dict[str, SearchUnit], evaluate: Evaluator, max_fp32_fraction:
     excludes: dict[str, list[str]] = {n: [] for n in units}
     result = evaluate(excludes)
     trace = [_trace_row(excludes, result, units)]
-    if not _failing(result["rows"], units):
+    if all(r["holds"] for r in result["rows"]):
         return {"excludes": excludes, "result": result, "trace": trace, "sensitivity": {}}
+    # a tower outside the search (FP16, or INT8 without 'auto') has fixed figures: nothing here can fix it
+    stuck = sorted({r["scope"] for r in result["rows"] if not r["holds"] and r["scope"] not in units
+                    and r["scope"] != "task"})
+    if stuck:
+        err = BudgetError(f"accuracy budget {budget_text} fails on tower(s) {', '.join(stuck)}, which the "
+                          "mixed-precision search does not cover",
+                          hint="keep them in FP32 (--tower-precision NAME=fp32), quantize them with --method auto, "
+                               "or relax the budget")
+        err.towers = stuck  # type: ignore[attr-defined]
+        raise err
     needy = _failing(result["rows"], units)
-    if not needy:
-        raise BudgetError(f"budget {budget_text} fails on towers that are not being quantized to INT8")
     ranking: list[dict[str, Any]] = []
     sens_report: dict[str, list] = {}
     for name in sorted(needy):

@@ -7,34 +7,27 @@ the first call and read back from a calibration cache afterwards.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 import shutil
+import tempfile
+import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from ..._lazy import require
+from ..._quiet import quiet
+from ...data.calib import calibration_reader
 from ...errors import DataError, ExportError, UserInputError
 from .config import QuantizeConfig, TowerPlan
-from .graph import Candidate, candidates
+from .graph import Candidate, candidates, opset_version
 
 _CALIB = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 
 
-@contextlib.contextmanager
-def quiet_ort():
+def quiet_ort() -> Any:
     """ORT's quantizer prints progress to stdout and warns through logging; keep the CLI clean."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        root.setLevel(level)
+    return quiet("", streams=True)
 
 
 def prepare_fp32(src: Path, dst: Path, min_opset: int = 0) -> dict[str, Any]:
@@ -49,7 +42,7 @@ def prepare_fp32(src: Path, dst: Path, min_opset: int = 0) -> dict[str, Any]:
 
     info: dict[str, Any] = {"preprocessed": True}
     model = onnx.load(str(src))
-    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    opset = opset_version(model)
     if opset < min_opset:
         from onnx import version_converter
 
@@ -90,6 +83,7 @@ class Int8Quantizer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.op_types = plan.op_types_for(method)
         self.model = onnx.load(str(self.fp32_path))
+        self.input_names = [i.name for i in self.model.graph.input]
         self.candidates: list[Candidate] = candidates(self.model, self.op_types, method, plan.matmul_const_b_only)
         self.calib_batches = list(calib_batches or [])
         self.cache_path = self.workdir / f"{plan.tower}.{method}.calib.json"
@@ -143,19 +137,14 @@ class Int8Quantizer:
         return opts
 
     def _static(self, exclude: list[str], dst: Path) -> None:
-        import time
-
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
-        from ...data.calib import calibration_reader
 
         act = QuantType.QInt8 if self.plan.symmetric_activations else QuantType.QUInt8
         first = not self.cache_path.exists()
         t0 = time.perf_counter()
         if first and self.config.calibration == "entropy":
             self._calibrate_entropy()
-        names = [i.name for i in self.model.graph.input]
-        quantize_static(str(self.fp32_path), str(dst), calibration_reader(self.calib_batches, names),
+        quantize_static(str(self.fp32_path), str(dst), calibration_reader(self.calib_batches, self.input_names),
                         quant_format=QuantFormat.QDQ, op_types_to_quantize=list(self.op_types),
                         per_channel=self.plan.per_channel, activation_type=act, weight_type=QuantType.QInt8,
                         nodes_to_exclude=exclude, calibrate_method=getattr(CalibrationMethod, _CALIB[self.config.calibration]),
@@ -168,13 +157,8 @@ class Int8Quantizer:
         ORT's defaults (128 bins = 128 quantized bins) leave a single candidate threshold - the MinMax
         range (FIELD_NOTES: "Entropy gave results identical to MinMax"). 2048 bins, as TensorRT uses.
         """
-        import tempfile
-
         from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator, save_tensors_data
 
-        from ...data.calib import calibration_reader
-
-        names = [i.name for i in self.model.graph.input]
         with tempfile.TemporaryDirectory(prefix="mmdk-entropy-") as tmp:
             cal = create_calibrator(self.fp32_path, list(self.op_types), str(Path(tmp) / "augmented.onnx"),
                                     calibrate_method=CalibrationMethod.Entropy,
@@ -182,7 +166,7 @@ class Int8Quantizer:
                                                    "symmetric": self.plan.symmetric_activations})
             stride = self.static_options().get("CalibStridedMinMax", len(self.calib_batches))
             for start in range(0, len(self.calib_batches), stride):
-                cal.collect_data(calibration_reader(self.calib_batches[start:start + stride], names))
+                cal.collect_data(calibration_reader(self.calib_batches[start:start + stride], self.input_names))
             save_tensors_data(cal.compute_data(), self.cache_path)
             del cal
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Optional
 
 from ..._lazy import require
-from ...artifacts import Artifact, Manifest, describe_file, package_versions
+from ...artifacts import Artifact, Manifest, describe_file, package_versions, size_on_disk
 from ...errors import BudgetError, DataError, UserInputError, VerificationError
 from ...model.tower import LoadedModel, Tower
 from ..base import Pass, PassConfig, RunContext, register_pass
@@ -58,6 +58,19 @@ class QuantizePass(Pass):
             return _Run(model, config, plans, budgets, ctx, workdir, Path(scratch_name)).execute()
 
 
+def load_tower_data(model: LoadedModel, config: QuantizeConfig, ctx: RunContext,
+                    towers: list[str]) -> tuple[Any, Optional[Path]]:
+    """``--calib-data`` for ``towers`` (preprocessed with the checkpoint's own processor), and that processor's dir."""
+    from ...bench.preprocess import processor_dir
+    from ...data.calib import load_calibration
+
+    proc = processor_dir([model], ctx.extras.get("processor_dir"))
+    data = load_calibration(ctx.calibration, {n: model.towers[n].spec for n in towers}, proc,
+                            n_calib=config.calib_samples, n_holdout=config.holdout_samples,
+                            batch_size=config.batch_size, seed=config.seed)
+    return data, proc
+
+
 class _Run:
     """State of one quantize run (kept out of the pass so the pass object stays stateless)."""
 
@@ -69,6 +82,9 @@ class _Run:
         self.history: list[dict[str, Any]] = []
         self.details: dict[str, dict[str, Any]] = {n: {} for n in plans}
         self.figures: dict[str, dict[str, Any]] = {}
+        self.processor_dir: Optional[Path] = None
+        self.budget_rows: list[dict[str, Any]] = []
+        self.task_figs: Optional[dict[str, Any]] = None
 
     def log(self, msg: str) -> None:
         self.ctx.log(msg)
@@ -94,8 +110,7 @@ class _Run:
         return {n: out[n] for n in self.model.towers}
 
     def load_data(self) -> Any:
-        data = self.ctx.calibration
-        if data is None:
+        if self.ctx.calibration is None:
             needs = [n for n in self.active if self.plans[n].precision == "int8" and self.plans[n].method == "static"]
             if needs:
                 raise DataError(f"static INT8 needs calibration data for tower(s) {', '.join(needs)}; none was given",
@@ -105,29 +120,21 @@ class _Run:
                 raise DataError("an accuracy budget needs data to measure it on; none was given",
                                 hint="pass --calib-data (part of it is held out to check the budget)")
             return None
-        from ...bench.preprocess import processor_dir
-        from ...data.calib import load_calibration
-
-        proc = processor_dir([self.model], self.ctx.extras.get("processor_dir"))
-        self.processor_dir = proc
-        specs = {n: self.model.towers[n].spec for n in self.active}
-        c = self.config
-        return load_calibration(data, specs, proc, n_calib=c.calib_samples, n_holdout=c.holdout_samples,
-                                batch_size=c.batch_size, seed=c.seed)
+        data, self.processor_dir = load_tower_data(self.model, self.config, self.ctx, self.active)
+        return data
 
     # ---- main -------------------------------------------------------------------------------------------
     def execute(self) -> Manifest:
-        self.processor_dir: Optional[Path] = None
         data = self.load_data()
         fp32 = self.fp32_sources()
         evals: dict[str, TowerEval] = {}
         for name in self.active:
-            spec = self.model.towers[name].spec
             if data is not None:
                 td = data.towers[name]
                 evals[name] = TowerEval(name, fp32[name].path, td.calib, td.holdout, "held-out calibration data")
                 self.details[name]["calibration_data"] = td.details
             else:
+                spec = self.model.towers[name].spec
                 sizes = spec.verification_sizes(4)
                 synth = [spec.dummy_inputs(s, seed=self.ctx.seed + k) for k, s in enumerate(sizes)]
                 evals[name] = TowerEval(name, fp32[name].path, synth, synth, "synthetic inputs (no --calib-data)")
@@ -286,12 +293,13 @@ class _Run:
         for name, tower in self.model.towers.items():
             rel = f"{name}.onnx"
             plan = self.plans[name]
-            src_size = describe_file(fp32[name].path.parent, fp32[name].path.name)["size_bytes"]
+            src = fp32[name].path
+            src_data = src.with_name(src.name + ".data")  # ONNX external data, if any
+            src_size = size_on_disk(src) + size_on_disk(src_data)
             if name not in outputs:
-                shutil.copyfile(fp32[name].path, self.workdir / rel)
-                ext = fp32[name].path.with_name(fp32[name].path.name + ".data")
-                if ext.exists():
-                    shutil.copyfile(ext, self.workdir / (rel + ".data"))
+                shutil.copyfile(src, self.workdir / rel)
+                if src_data.exists():
+                    shutil.copyfile(src_data, self.workdir / (rel + ".data"))
                 verification: dict[str, Any] = {"copied": True, "precision": "fp32"}
             else:
                 verification = dict(self.figures[name])
@@ -300,13 +308,12 @@ class _Run:
                        "fp32_size_bytes": src_size, "size_ratio": round(info["size_bytes"] / max(src_size, 1), 4)}
             artifacts.append(Artifact(kind="onnx", tower=name, path=rel, precision=plan.precision,
                                       io_spec=tower.spec.to_dict(), verification=verification, details=details, **info))
-        metrics: dict[str, Any] = {"budgets": getattr(self, "budget_rows", [])}
-        if getattr(self, "task_figs", None):
+        metrics: dict[str, Any] = {"budgets": self.budget_rows}
+        if self.task_figs:
             metrics["task"] = self.task_figs
-        history = list(self.model.details["manifest"].history) if "manifest" in self.model.details else []
         prev = self.model.details.get("manifest")
-        if prev is not None:
-            history.append({"pass_name": prev.pass_name, "config": prev.config, "created": prev.created})
+        history = [] if prev is None else [*prev.history, {"pass_name": prev.pass_name, "config": prev.config,
+                                                             "created": prev.created}]
         return Manifest(pass_name="quantize", config=self.config.model_dump(mode="json"), source=source_info(self.model),
                         versions=package_versions(), artifacts=artifacts, metrics=metrics,
                         history=history + self.history)

