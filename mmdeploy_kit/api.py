@@ -84,6 +84,20 @@ def quantize(source: ModelLike, out: str | Path, precision: str = "int8", *, met
     return manifest
 
 
+def _run_one(step: str, config: Any, source: ModelLike, out: str | Path, *, overwrite: bool = False,
+             progress: Optional[Callable[[str], None]] = None, load_options: Optional[dict[str, Any]] = None,
+             reference: Any = None, extras: Optional[dict[str, Any]] = None, quiet: bool = False) -> Manifest:
+    """Run one registered pass (``step`` is its registry name) as a one-step recipe: load ``source``, check the
+    config's towers, run the pass into a temp dir, publish ``out`` atomically, return the manifest.
+
+    Every verb (``export``, ``quantize``, ``prune``, ``distill``, ...) goes through here, and so through the
+    pipeline runner's cache and provenance."""
+    from .pipeline.runner import run_single_step
+
+    return run_single_step(step, config, source, out, overwrite=overwrite, progress=progress,
+                           load_options=load_options or {}, reference=reference, extras=extras or {}, quiet=quiet)
+
+
 def _options(config_cls: Any, what: str, **fields: Any) -> Any:
     """``config_cls(**fields)``, with a validation failure as a one-line UserInputError (MmdkErrors raised by
     the config's own validators, e.g. budget parsing, pass through)."""

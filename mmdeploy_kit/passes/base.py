@@ -1,7 +1,12 @@
 """The one shape every pass has: a frozen, typed config + input model -> output artifacts in a work dir.
 
-A pass never mutates its input. Runtime objects (data loaders, teacher models, devices, progress
-callbacks) live in ``RunContext``, never in the config, so a config hashes and serializes cleanly.
+A pass never mutates its input. Runtime objects (loaded teacher models, devices, progress callbacks) live in
+``RunContext``, never in the config, so a config hashes and serializes cleanly. Data a pass reads is named
+in its config (a path); the pipeline runner resolves recipe data names and adds each file's content hash to
+the step's cache key (``Pass.data_fields`` lists those fields).
+
+Adding a pass = one module with ``XxxConfig(PassConfig)`` + ``XxxPass(Pass)``, and one line in
+``passes/registry.py``.
 """
 
 from __future__ import annotations
@@ -15,6 +20,11 @@ from typing import Any, Callable, ClassVar, Optional
 from pydantic import BaseModel, ConfigDict
 
 from ..artifacts import Manifest
+
+# What a step consumes / produces. "torch": a model whose towers run in torch (HF dir, factory, pruned or
+# distilled mmdk dir); "onnx": ONNX towers; "trt": TensorRT engines or an engine bundle; "report": a bench
+# report (the step after a report step gets the report step's *input* model).
+MODEL_FORMATS = ("torch", "onnx", "trt", "report")
 
 
 class PassConfig(BaseModel):
@@ -35,8 +45,8 @@ class RunContext:
 
     quiet: bool = False
     seed: int = 0
-    calibration: Any = None          # calibration data source (manifest rows / arrays)
-    reference: Any = None            # a reference model (teacher, FP32 source)
+    calibration: Any = None          # calibration data source (manifest rows / arrays); prefer a config path
+    reference: Any = None            # the recipe's source model (bench reference, distillation teacher)
     progress: Optional[Callable[[str], None]] = None
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -46,21 +56,26 @@ class RunContext:
 
 
 class Pass:
-    """Subclass with ``name``, ``config_cls`` and ``run``. Registered passes are listed by ``PASSES``."""
+    """Subclass with ``name``, ``config_cls`` and ``run``; list it in ``passes/registry.py``.
+
+    - ``version``: bump when the pass's output changes for the same config (it is part of the cache key).
+    - ``accepts``: the model formats (``MODEL_FORMATS``) the pass takes as input; ``produces``: what it writes.
+    - ``forbidden_after``: pass names that may not come *after* this one in a recipe (``quantize`` forbids
+      ``prune`` and ``distill``): the runner checks the order before any work.
+    - ``data_fields``: config fields holding data paths (a recipe may give a ``data:`` name instead); their
+      content hashes go into the cache key.
+    - ``tower_field``: the config field listing the towers the step applies to (validated against the model).
+    """
 
     name: ClassVar[str]
+    version: ClassVar[str] = "1"
     config_cls: ClassVar[type[PassConfig]]
+    accepts: ClassVar[tuple[str, ...]] = ("torch",)
+    produces: ClassVar[str] = "onnx"
+    forbidden_after: ClassVar[tuple[str, ...]] = ()
+    data_fields: ClassVar[tuple[str, ...]] = ()
+    tower_field: ClassVar[Optional[str]] = "towers"
 
     def run(self, model: Any, config: PassConfig, ctx: RunContext, workdir: Path) -> Manifest:
         """Write this pass's artifacts into ``workdir`` and return their manifest (not yet written)."""
         raise NotImplementedError
-
-
-PASSES: dict[str, type[Pass]] = {}
-
-
-def register_pass(cls: type[Pass]) -> type[Pass]:
-    if cls.name in PASSES:
-        raise RuntimeError(f"pass {cls.name!r} registered twice")
-    PASSES[cls.name] = cls
-    return cls

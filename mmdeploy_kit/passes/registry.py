@@ -1,0 +1,72 @@
+"""Every pass the pipeline knows, by recipe name. Lazy: a pass module is imported only when a recipe uses it
+(its heavy dependencies import inside its functions), and each entry names the pip extra it needs.
+
+A recipe step ``export: {target: tensorrt}`` resolves through ``DISPATCH`` to the pass ``export_tensorrt``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from ..errors import UserInputError
+
+
+@dataclass(frozen=True)
+class PassEntry:
+    target: str            # "module:Class"
+    extra: str             # pip extra of mmdeploy_kit the pass needs
+    summary: str
+
+
+PASS_REGISTRY: dict[str, PassEntry] = {
+    "export_onnx": PassEntry("mmdeploy_kit.passes.export.onnx:OnnxExportPass", "all",
+                             "export towers to verified ONNX"),
+    "quantize": PassEntry("mmdeploy_kit.passes.quantize.quantize_pass:QuantizePass", "all",
+                          "INT8 static/dynamic, FP16, accuracy-aware mixed precision (ONNX Runtime / INC)"),
+    "bench": PassEntry("mmdeploy_kit.passes.bench_step:BenchPass", "all",
+                       "latency and task accuracy vs the recipe's source model, with gates"),
+}
+
+# A step name that picks its pass from one of its options: {step: (option, default, {value: pass})}.
+DISPATCH: dict[str, tuple[str, str, dict[str, str]]] = {
+    "export": ("target", "onnx", {"onnx": "export_onnx"}),
+}
+
+
+def step_names() -> list[str]:
+    """Names a recipe step may use."""
+    hidden = {p for _, _, m in DISPATCH.values() for p in m.values()}
+    return sorted(set(DISPATCH) | (set(PASS_REGISTRY) - hidden))
+
+
+def resolve_pass_name(step: str, options: dict[str, Any]) -> str:
+    """The registered pass a step name + options run (``export`` + ``target: tensorrt`` -> ``export_tensorrt``)."""
+    if step in DISPATCH:
+        option, default, table = DISPATCH[step]
+        value = options.get(option, default)
+        if value not in table:
+            raise UserInputError(f"unknown {option} {value!r} for step {step!r}",
+                                 hint=f"choose one of: {', '.join(sorted(table))}")
+        return table[value]
+    if step not in PASS_REGISTRY:
+        close = difflib.get_close_matches(step, step_names(), n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"passes are: {', '.join(step_names())}"
+        raise UserInputError(f"unknown pass {step!r}", hint=hint)
+    return step
+
+
+def dispatch_option(step: str) -> Optional[str]:
+    """The option a dispatching step consumes itself (not passed on to the pass config)."""
+    return DISPATCH[step][0] if step in DISPATCH else None
+
+
+def get_pass(name: str) -> Any:
+    """The pass class registered as ``name`` (imported on first use)."""
+    entry = PASS_REGISTRY.get(name)
+    if entry is None:
+        raise UserInputError(f"unknown pass {name!r}", hint=f"passes are: {', '.join(step_names())}")
+    module, _, cls = entry.target.partition(":")
+    return getattr(importlib.import_module(module), cls)
