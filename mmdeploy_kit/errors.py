@@ -75,6 +75,14 @@ class RegressionError(MmdkError):
     exit_code = 1
 
 
+class RemoteError(MmdkError):
+    """A run on a remote device (``--host``) failed on the way: SSH connection or host key, remote mmdk
+    missing or of another version, disk full on the device, connection lost / device rebooted mid-run.
+    Exit code 7. An error the remote mmdk itself reports keeps the remote exit code (see mmdeploy_kit/remote)."""
+
+    exit_code = 7
+
+
 def validation_message(exc: Exception) -> str:
     """First problem of a pydantic ``ValidationError`` as ``field.path: message (got X)`` (duck-typed, so
     this module needs no pydantic import); any other exception's text as is."""
