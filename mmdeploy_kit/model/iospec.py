@@ -93,6 +93,29 @@ class IOSpec(_Frozen):
     outputs: tuple[OutputSpec, ...] = Field(min_length=1)
     dims: dict[str, tuple[int, int]] = Field(default_factory=dict)
     module: Optional[str] = None  # dotted path of the tower's submodule inside the root module
+    # TensorRT optimization-profile "opt" size of symbolic dims (YAML: ``dims: {batch: {min: 1, opt: 4, max: 8}}``)
+    opt: Optional[dict[str, int]] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dims_with_opt(cls, data: Any) -> Any:
+        """``dims: {d: {min, max, opt}}`` -> ``dims: {d: [min, max]}`` + ``opt: {d: opt}``."""
+        if not isinstance(data, dict) or not isinstance(data.get("dims"), dict):
+            return data
+        if not any(isinstance(v, dict) for v in data["dims"].values()):
+            return data
+        dims, opt = {}, dict(data.get("opt") or {})
+        for name, v in data["dims"].items():
+            if isinstance(v, dict):
+                unknown = set(v) - {"min", "max", "opt"}
+                if unknown or not {"min", "max"} <= set(v):
+                    raise ValueError(f"dim {name!r}: a mapping needs min and max (and optional opt), got {sorted(v)}")
+                dims[name] = (v["min"], v["max"])
+                if v.get("opt") is not None:
+                    opt[name] = v["opt"]
+            else:
+                dims[name] = v
+        return {**data, "dims": dims, "opt": opt or None}
 
     @field_validator("outputs", mode="before")
     @classmethod
@@ -117,6 +140,12 @@ class IOSpec(_Frozen):
             for d in sorted(missing):
                 dims[d] = DEFAULT_DIM_RANGE
             object.__setattr__(self, "dims", dims)
+        for name, val in (self.opt or {}).items():
+            if name not in self.dims:
+                raise ValueError(f"opt names dim {name!r}, which is not in dims {sorted(self.dims)}")
+            lo, hi = self.dims[name]
+            if not lo <= val <= hi:
+                raise ValueError(f"opt {name}={val} lies outside dims.{name} [{lo}, {hi}]")
         return self
 
     # ---- queries -------------------------------------------------------------------------------
