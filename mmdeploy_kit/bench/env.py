@@ -34,6 +34,18 @@ class GpuInfo(BaseModel):
     cuda: Optional[str] = None
 
 
+class RemoteHost(BaseModel):
+    """Where a ``--host`` run went: the host as the user gave it (an ~/.ssh/config alias, user@host[:port])
+    and the address the SSH connection reached."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str
+    address: str
+    user: Optional[str] = None
+    mmdk: Optional[str] = Field(None, description="the remote mmdk command and its version")
+
+
 class JetsonInfo(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -64,6 +76,7 @@ class Environment(BaseModel):
     gpus: list[GpuInfo] = Field(default_factory=list)
     jetson: Optional[JetsonInfo] = None
     env_vars: dict[str, str] = Field(default_factory=dict)
+    remote: Optional[RemoteHost] = Field(None, description="set when the benchmark ran on a device over SSH")
 
     def short(self) -> str:
         """One line for reports: CPU, cores, flags, GPU, python, runtimes."""

@@ -48,7 +48,9 @@ class _Model:
 
 
 def split_label(spec: Any) -> tuple[Optional[str], Any]:
-    """``"int8=out/q"`` -> ("int8", "out/q"); a plain path or a LoadedModel -> (None, it)."""
+    """``"int8=out/q"`` -> ("int8", "out/q"); ``(label, model)`` -> as is; a path or a LoadedModel -> (None, it)."""
+    if isinstance(spec, tuple) and len(spec) == 2:
+        return spec
     if isinstance(spec, (str, Path)):
         m = _LABEL_RE.match(str(spec))
         if m and not Path(str(spec)).exists():
@@ -103,7 +105,7 @@ def _warm_imports(spec: Any) -> None:
 
 
 def _load(spec: Any, load_kwargs: dict[str, Any]) -> tuple[LoadedModel, float, Optional[int]]:
-    from ..api import load
+    from ..model.loaders import load
 
     _warm_imports(spec)
     rss0 = env.rss_bytes()
@@ -306,6 +308,9 @@ def run_bench(artifacts: Sequence[Any], reference: Any = None, *, target: str = 
                        templates, log=log)
 
     # ---- latency ----------------------------------------------------------------------------------------
+    from .jetson import TelemetrySession  # Jetson power/energy: None unless tegrastats is on PATH
+
+    telemetry = TelemetrySession.start(timing.telemetry_interval_ms, timing.energy_window_s, log=log)
     latency: list[LatencyResult] = []
     per_artifact: dict[str, list[RatioEstimate]] = {}
     warnings: list[str] = []
@@ -320,6 +325,8 @@ def run_bench(artifacts: Sequence[Any], reference: Any = None, *, target: str = 
             meas = _measure_with_progress(contenders, timing, desc, quiet)
             batch = sizes.get(ref_spec.batch_dim() or "", 1)
             seq = next((sizes[d] for d in _seq_dims(ref_spec) if d in sizes), None)
+            if telemetry is not None:
+                telemetry.after_config(contenders, meas, t, batch, seq)
             base_c = contenders[0]
             for c in contenders:
                 stats = LatencyStats(**summarize(c.samples, items_per_run=batch))
@@ -374,7 +381,7 @@ def run_bench(artifacts: Sequence[Any], reference: Any = None, *, target: str = 
         duration_s=round(time.perf_counter() - t_begin, 3), config=config, target=profile,
         environment=env.fingerprint(threads), reference=baseline if has_ref else None, baseline=baseline,
         artifacts=artifacts_info, latency=latency, speedups=speedups, scenarios=scenarios(latency), accuracy=acc,
-        warnings=warnings)
+        warnings=warnings, telemetry=telemetry.finish() if telemetry is not None else None)
     report.gates = bench_gates(report, max_latency_regression, max_accuracy_drop)
     report.passed = not report.failed_gates()
     return report

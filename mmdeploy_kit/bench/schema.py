@@ -41,6 +41,9 @@ class TimingConfig(_Model):
     confidence: float = Field(0.95, gt=0, lt=1)
     bootstrap: int = Field(2000, ge=100)
     seed: int = 0
+    telemetry_interval_ms: int = Field(100, ge=10, description="tegrastats sampling period (Jetson)")
+    energy_window_s: float = Field(1.0, gt=0, description="Jetson: each artifact runs alone this long per shape "
+                                                          "while tegrastats samples, for its energy per inference")
 
 
 class BenchConfig(_Model):
@@ -202,6 +205,64 @@ class Gate(_Model):
     message: str = ""
 
 
+class RailPower(_Model):
+    rail: str
+    avg_w: float
+    peak_w: float
+
+
+class EnergyResult(_Model):
+    """One artifact x tower x shape run alone, back to back, for an energy window while tegrastats samples."""
+
+    artifact: str
+    tower: str
+    batch: int
+    seq: Optional[int] = None
+    seconds: float
+    runs: int
+    items: int
+    samples: int = Field(description="tegrastats readings inside the window")
+    latency_ms_mean: float
+    avg_power_w: Optional[float] = None
+    peak_power_w: Optional[float] = None
+    energy_mj_per_run: Optional[float] = None
+    energy_mj_per_item: Optional[float] = Field(None, description="energy per inference of one item (mJ)")
+    items_per_joule: Optional[float] = None
+    energy_mj_per_item_above_idle: Optional[float] = None
+    rails: dict[str, float] = Field(default_factory=dict, description="average W per rail in the window")
+
+
+class Telemetry(_Model):
+    """Jetson power and clocks during the benchmark (``tegrastats`` / ``nvpmodel`` / ``jetson_clocks``)."""
+
+    source: Literal["tegrastats"] = "tegrastats"
+    interval_ms: int
+    energy_window_s: float
+    model: Optional[str] = None
+    l4t: Optional[str] = None
+    jetpack: Optional[str] = None
+    power_mode: Optional[str] = Field(None, description="nvpmodel -q")
+    power_mode_id: Optional[int] = None
+    clocks_locked: Optional[bool] = Field(None, description="jetson_clocks --show (None: could not be read)")
+    clocks_mhz: dict[str, dict[str, float]] = Field(default_factory=dict)
+    total_rail: str = Field("none", description="VDD_IN / POM_5V_IN, or the sum of rails where none exists")
+    idle_power_w: Optional[float] = None
+    samples: int = Field(0, description="tegrastats readings during the timed rounds")
+    rails: list[RailPower] = Field(default_factory=list, description="per rail during the timed rounds")
+    avg_power_w: Optional[float] = None
+    peak_power_w: Optional[float] = None
+    gpu_load_pct_avg: Optional[float] = None
+    gpu_freq_mhz_avg: Optional[float] = None
+    gpu_freq_mhz_max: Optional[float] = None
+    emc_freq_mhz_avg: Optional[float] = None
+    emc_load_pct_avg: Optional[float] = None
+    ram_used_mb_avg: Optional[float] = None
+    ram_used_mb_peak: Optional[float] = None
+    ram_total_mb: Optional[int] = None
+    energy: list[EnergyResult] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+
+
 class BenchReport(_Model):
     schema_name: Literal["mmdk.bench.report"] = SCHEMA_NAME
     schema_version: int = SCHEMA_VERSION
@@ -222,6 +283,7 @@ class BenchReport(_Model):
     gates: list[Gate] = Field(default_factory=list)
     passed: bool = True
     warnings: list[str] = Field(default_factory=list)
+    telemetry: Optional[Telemetry] = Field(None, description="Jetson power/energy (present when tegrastats ran)")
 
     def artifact(self, label: str) -> ArtifactInfo:
         for a in self.artifacts:

@@ -176,6 +176,16 @@ def render_html(report: BenchReport) -> str:
                          _f(x.stats.mean_ms, 3), _f(x.stats.std_ms, 3), _f(x.stats.cv, 3),
                          _f(x.stats.throughput_items_per_s, 1), _f(x.first_run_ms, 2), fmt_bytes(x.peak_rss_bytes),
                          fmt_speedup(x.speedup)] for x in r.latency])]
+    if r.telemetry is not None:
+        from .markdown import ENERGY_HEADERS, energy_rows, rail_rows, telemetry_note
+
+        t = r.telemetry
+        body += ["<h2>Power and energy (Jetson)</h2>", f'<p class="note">{esc(telemetry_note(t))}</p>',
+                 html_table(ENERGY_HEADERS, energy_rows(t))]
+        if t.rails:
+            body.append(html_table(["rail", "avg W", "peak W"], rail_rows(t)))
+        if t.warnings:
+            body.append("<ul>" + "".join(f"<li>{esc(w)}</li>" for w in t.warnings) + "</ul>")
     if r.accuracy is not None:
         a = r.accuracy
         body += ["<h2>Task accuracy</h2>",

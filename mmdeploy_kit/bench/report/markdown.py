@@ -6,7 +6,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from ..accuracy import headline_metric
 from ..env import Environment
-from ..schema import AccuracyReport, BenchReport, Gate, Speedup
+from ..schema import AccuracyReport, BenchReport, Gate, Speedup, Telemetry
 
 
 def fmt_speedup(s: Optional[Speedup]) -> str:
@@ -103,7 +103,41 @@ def environment_rows(env: Environment) -> list[list[Any]]:
             ["RAM", f"{env.ram_total_mb} MB"], ["os", env.os], ["python", env.python],
             *[[k, v] for k, v in env.packages.items()],
             *[["gpu", f"{g.name} (driver {g.driver}, CUDA {g.cuda})"] for g in env.gpus],
-            *([["jetson", env.jetson.model_dump_json()]] if env.jetson else [])]
+            *([["jetson", env.jetson.model_dump_json()]] if env.jetson else []),
+            *([["remote host", f"{env.remote.host} ({env.remote.address})"
+                + (f"; {env.remote.mmdk}" if env.remote.mmdk else "")]] if env.remote else [])]
+
+
+# ---- Jetson power and energy (present when tegrastats ran) -----------------------------------------------
+ENERGY_HEADERS = ["artifact", "tower", "batch", "seq", "mJ / inference (item)", "items / J", "mJ / item above idle",
+                  "avg W", "peak W", "latency ms", "runs", "samples"]
+
+
+def telemetry_note(t: Telemetry) -> str:
+    clocks = {True: "clocks locked (jetson_clocks)", False: "clocks NOT locked (dynamic frequency scaling)",
+              None: "clock locking unknown (jetson_clocks --show needs root)"}[t.clocks_locked]
+    board = ", ".join(x for x in (t.model, f"L4T {t.l4t}" if t.l4t else "", f"JetPack {t.jetpack}" if t.jetpack else "")
+                      if x)
+    gpu = (f"; GPU {_f(t.gpu_load_pct_avg, 0)}% load" + (f" at {_f(t.gpu_freq_mhz_avg, 0)} MHz (max "
+           f"{_f(t.gpu_freq_mhz_max, 0)})" if t.gpu_freq_mhz_avg is not None else "")) if t.gpu_load_pct_avg is not None else ""
+    emc = f"; EMC {_f(t.emc_freq_mhz_avg, 0)} MHz, {_f(t.emc_load_pct_avg, 0)}% load" if t.emc_freq_mhz_avg is not None else ""
+    ram = (f"; RAM {_f(t.ram_used_mb_avg, 0)} MB avg, {_f(t.ram_used_mb_peak, 0)} MB peak of {t.ram_total_mb} MB"
+           if t.ram_used_mb_avg is not None else "")
+    return (f"{board + '; ' if board else ''}power mode {t.power_mode or 'unknown'}"
+            f"{f' (id {t.power_mode_id})' if t.power_mode_id is not None else ''}; {clocks}. Total power = "
+            f"{t.total_rail}; idle {_f(t.idle_power_w)} W; during the timed rounds {_f(t.avg_power_w)} W avg, "
+            f"{_f(t.peak_power_w)} W peak ({t.samples} tegrastats samples every {t.interval_ms} ms){gpu}{emc}{ram}. "
+            f"Energy: each artifact alone for {t.energy_window_s:g} s per shape.")
+
+
+def energy_rows(t: Telemetry) -> list[list[Any]]:
+    return [[e.artifact, e.tower, e.batch, e.seq if e.seq is not None else "-", _f(e.energy_mj_per_item, 3),
+             _f(e.items_per_joule, 1), _f(e.energy_mj_per_item_above_idle, 3), _f(e.avg_power_w, 3),
+             _f(e.peak_power_w, 3), _f(e.latency_ms_mean, 3), e.runs, e.samples] for e in t.energy]
+
+
+def rail_rows(t: Telemetry) -> list[list[Any]]:
+    return [[r.rail, _f(r.avg_w, 3), _f(r.peak_w, 3)] for r in t.rails]
 
 
 # ---- Markdown --------------------------------------------------------------------------------------------
@@ -128,6 +162,13 @@ def render_markdown(report: BenchReport) -> str:
                   table(["scenario", "artifact", "tower", "batch", "seq", "value"],
                         [[s.scenario, s.artifact, s.tower, s.batch, s.seq if s.seq is not None else "-",
                           f"{s.value:.3f} {s.unit}"] for s in r.scenarios])]
+    if r.telemetry is not None:
+        t = r.telemetry
+        parts += ["## Power and energy (Jetson)", telemetry_note(t), table(ENERGY_HEADERS, energy_rows(t))]
+        if t.rails:
+            parts.append(table(["rail", "avg W", "peak W"], rail_rows(t)))
+        if t.warnings:
+            parts.append("\n".join(f"- {w}" for w in t.warnings))
     if r.accuracy is not None:
         parts += _accuracy_md(r)
     if r.gates:
