@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from .artifacts import Manifest, atomic_output_dir
+from .artifacts import Manifest
 from .errors import UserInputError
 from .model.tower import LoadedModel
 
@@ -30,27 +30,51 @@ def inspect(source: ModelLike, **load_kwargs: Any) -> dict[str, Any]:
     return load(source, **load_kwargs).describe()
 
 
+LOAD_KEYS = ("weights", "io", "trust_remote_code")
+
+
+def _split_load(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(load options, the rest)``: ``weights`` / ``io`` / ``trust_remote_code`` go to :func:`load`."""
+    return ({k: options.pop(k) for k in LOAD_KEYS if k in options and options[k] is not None},
+            {k: v for k, v in options.items() if k not in LOAD_KEYS})
+
+
+def _tuples(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+
+
 def export(source: ModelLike, out: str | Path, target: str = "onnx", towers: Sequence[str] = (),
-           opset: int = 17, exporter: str = "auto", min_cosine: float = 0.9999, overwrite: bool = False,
-           seed: int = 0, progress: Optional[Callable[[str], None]] = None, **load_kwargs: Any) -> Manifest:
-    """Export towers to ``out/<tower>.onnx`` (+ ``mmdk_manifest.json``), each verified against torch."""
-    from .passes.base import RunContext
+           overwrite: bool = False, progress: Optional[Callable[[str], None]] = None,
+           save_recipe: Optional[str | Path] = None, force: bool = False, **options: Any) -> Manifest:
+    """Export towers to ``out/<tower>.onnx`` (+ ``mmdk_manifest.json``), each verified against torch.
 
-    if target != "onnx":
-        raise UserInputError(f"export target {target!r} is not available yet", hint="use --target onnx")
-    from .passes.export.onnx import OnnxExportConfig, OnnxExportPass
+    ``options``: fields of the target's config (``OnnxExportConfig``: opset, exporter, min_cosine, seed, ...)
+    and load options (weights, io, trust_remote_code). Unset fields keep the config's defaults."""
+    from .passes.registry import get_pass, resolve_pass_name
 
-    model = load(source, **load_kwargs)
-    config = OnnxExportConfig(opset=opset, exporter=exporter, towers=tuple(towers), min_cosine=min_cosine)
-    model.select(config.towers)  # validate tower names before any work
-    ctx = RunContext(seed=seed, progress=progress)
-    with atomic_output_dir(out, overwrite=overwrite) as tmp:
-        manifest = OnnxExportPass().run(model, config, ctx, tmp)
-        manifest.write(tmp)
-    return manifest
+    load_options, rest = _split_load(dict(options))
+    step = resolve_pass_name("export", {"target": target})
+    fields = {k: v for k, v in _tuples(rest).items() if v is not None}
+    config = _options(get_pass(step).config_cls, "export", target=target, towers=tuple(towers), **fields)
+    if step == "export_tensorrt":  # no TensorRT/GPU for a local build: refuse before loading anything
+        from .passes.export.tensorrt import preflight
+
+        preflight(config)
+    return _run_one(step, config, source, out, overwrite=overwrite, progress=progress, load_options=load_options,
+                    save_recipe=save_recipe, force=force)
 
 
-def quantize(source: ModelLike, out: str | Path, precision: str = "int8", *, method: Optional[str] = None,
+def build_engines(bundle: str | Path, out: Optional[str | Path] = None, *, min_cosine: Optional[float] = None,
+                  overwrite: bool = False, progress: Optional[Callable[[str], None]] = None) -> Manifest:
+    """Build and verify the TensorRT engines of a bundle (``export(target="tensorrt", build="defer")``) on this
+    machine, in place (or into ``out``). Needs tensorrt + an NVIDIA GPU (else exit 3, nothing changed)."""
+    from .passes.export.tensorrt import build_bundle
+
+    return build_bundle(Path(bundle), Path(out) if out is not None else None, min_cosine=min_cosine,
+                        overwrite=overwrite, progress=progress)
+
+
+def quantize(source: ModelLike, out: str | Path, precision: Optional[str] = None, *, method: Optional[str] = None,
              towers: Sequence[str] = (), tower_precision: Optional[dict[str, str]] = None,
              tower_method: Optional[dict[str, str]] = None, calib_data: Optional[str | Path] = None,
              processor: Optional[str | Path] = None, accuracy_budget: Sequence[str] | str = (),
@@ -65,37 +89,125 @@ def quantize(source: ModelLike, out: str | Path, precision: str = "int8", *, met
     ``options`` are further ``QuantizeConfig`` fields: preset, calibration, per_channel, op_types,
     calib_samples, holdout_samples, min_cosine, max_fp32_fraction, sensitivity, backend, ...
     """
-    from .passes.base import RunContext
     from .passes.quantize.config import QuantizeConfig
-    from .passes.quantize.quantize_pass import QuantizePass
 
     budgets = (accuracy_budget,) if isinstance(accuracy_budget, str) else tuple(accuracy_budget)
-    config = _options(QuantizeConfig, "quantize", precision=precision, method=method, towers=tuple(towers),
-                      tower_precision=tuple((tower_precision or {}).items()),
-                      tower_method=tuple((tower_method or {}).items()), accuracy_budget=budgets,
-                      **{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
-    model = load(source, **(load_options or {}))
-    model.select(config.towers)  # validate tower names before any work
-    ctx = RunContext(seed=config.seed, progress=progress, calibration=calib_data,
-                     extras={"processor_dir": processor} if processor else {})
-    with atomic_output_dir(out, overwrite=overwrite) as tmp:
-        manifest = QuantizePass().run(model, config, ctx, tmp)
-        manifest.write(tmp)
+    save_recipe = options.pop("save_recipe", None)
+    force = bool(options.pop("force", False))
+    fields = dict(precision=precision, method=method, towers=tuple(towers),
+                  tower_precision=tuple((tower_precision or {}).items()),
+                  tower_method=tuple((tower_method or {}).items()), accuracy_budget=budgets,
+                  calib_data=str(calib_data) if calib_data is not None else None,
+                  processor=str(processor) if processor is not None else None, **_tuples(options))
+    config = _options(QuantizeConfig, "quantize", **{k: v for k, v in fields.items() if v is not None})
+    return _run_one("quantize", config, source, out, overwrite=overwrite, progress=progress,
+                    load_options=load_options, save_recipe=save_recipe, force=force)
+
+
+def distill(student: ModelLike, out: str | Path, teacher: ModelLike, data: str | Path, *,
+            val: Optional[str | Path] = None, towers: Sequence[str] = (),
+            loss: Optional[str | dict[str, float]] = None, resume: bool = False,
+            checkpoint_dir: Optional[str | Path] = None, overwrite: bool = False,
+            progress: Optional[Callable[[str], None]] = None, quiet: bool = False,
+            load_options: Optional[dict[str, Any]] = None, teacher_load_options: Optional[dict[str, Any]] = None,
+            **options: Any) -> Manifest:
+    """Distill ``student`` (a pruned or smaller model with the teacher's tower interfaces) against the frozen
+    ``teacher`` on the ``data`` manifest; write it to ``out`` in its own format (+ manifest).
+
+    ``loss``: ``"feature=1,affinity=1,contrastive=0.5"`` or a dict (default: those for dual encoders,
+    ``logits=1,label=1`` for classifiers). ``options``: further ``DistillConfig`` fields (steps, batch, lr,
+    nproc, checkpoint_every, max_minutes, templates, temperature, ...). Checkpoints go to ``checkpoint_dir``
+    (default ``<out>.ckpt``, removed after success); ``resume=True`` continues from its newest one.
+    """
+    from .passes.distill import DistillConfig, parse_losses
+
+    save_recipe = options.pop("save_recipe", None)
+    force = bool(options.pop("force", False))
+    on_checkpoint = options.pop("on_checkpoint", None)
+    t_opts = {k: v for k, v in (teacher_load_options or {}).items() if v is not None}
+    teacher_model = teacher if isinstance(teacher, LoadedModel) else load(teacher, **t_opts)
+    fields = dict(data=str(data), val=str(val) if val is not None else None, teacher=str(teacher_model.source),
+                  towers=tuple(towers), losses=parse_losses(loss), **_tuples(options))
+    config = _options(DistillConfig, "distill", **{k: v for k, v in fields.items() if v is not None})
+    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else Path(out).with_name(Path(out).name + ".ckpt")
+    if ckpt.exists() and not resume and any(ckpt.iterdir()):
+        raise UserInputError(f"{ckpt} holds checkpoints of an earlier distillation run",
+                             hint="pass --resume to continue it, or delete the directory to start over")
+    l_opts = {k: v for k, v in (load_options or {}).items() if v is not None}
+    manifest = _run_one("distill", config, student, out, overwrite=overwrite, progress=progress,
+                        load_options=l_opts, reference=teacher_model, quiet=quiet, save_recipe=save_recipe,
+                        force=force, extras={"training": {"checkpoint_dir": ckpt.resolve(), "resume": resume,
+                                             "on_checkpoint": on_checkpoint},
+                                "load_options": l_opts, "teacher_load_options": t_opts})
+    import shutil
+
+    shutil.rmtree(ckpt, ignore_errors=True)  # the output holds the kept (best) weights
     return manifest
 
 
 def _run_one(step: str, config: Any, source: ModelLike, out: str | Path, *, overwrite: bool = False,
              progress: Optional[Callable[[str], None]] = None, load_options: Optional[dict[str, Any]] = None,
-             reference: Any = None, extras: Optional[dict[str, Any]] = None, quiet: bool = False) -> Manifest:
-    """Run one registered pass (``step`` is its registry name) as a one-step recipe: load ``source``, check the
-    config's towers, run the pass into a temp dir, publish ``out`` atomically, return the manifest.
+             reference: Any = None, extras: Optional[dict[str, Any]] = None, quiet: bool = False,
+             save_recipe: Optional[str | Path] = None, force: bool = False) -> Manifest:
+    """Run one registered pass (``step`` is its registry name) as a one-step recipe through the pipeline runner:
+    load ``source``, check the config's towers, reuse the step cache or run the pass into a temp dir, publish
+    ``out`` atomically, return the manifest. ``save_recipe`` also writes the equivalent recipe YAML.
 
-    Every verb (``export``, ``quantize``, ``prune``, ``distill``, ...) goes through here, and so through the
-    pipeline runner's cache and provenance."""
+    Every verb (``export``, ``quantize``, ``prune``, ``distill``, ...) goes through here."""
     from .pipeline.runner import run_single_step
 
-    return run_single_step(step, config, source, out, overwrite=overwrite, progress=progress,
-                           load_options=load_options or {}, reference=reference, extras=extras or {}, quiet=quiet)
+    manifest = run_single_step(step, config, source, out, overwrite=overwrite, progress=progress,
+                               load_options=load_options or {}, reference=reference, extras=extras or {},
+                               quiet=quiet, force=force)
+    if save_recipe is not None:
+        write_step_recipe(step, config, save_recipe, model=source if isinstance(source, (str, Path)) else None)
+    return manifest
+
+
+def write_step_recipe(step: str, config: Any, path: str | Path, model: Optional[str | Path] = None) -> Path:
+    """Write the one-step recipe equivalent to a verb call (``--save-recipe``): options that differ from the
+    pass's defaults, model and data paths absolute."""
+    from .artifacts import atomic_output_file
+    from .passes.registry import recipe_step_name
+    from .pipeline.recipe import dump_recipe
+
+    options = config.model_dump(mode="json", exclude_defaults=True)
+    name = recipe_step_name(step)
+    if name != step and "target" in type(config).model_fields:
+        options = {"target": getattr(config, "target"), **options}
+    data: dict[str, Any] = {}
+    if model is not None and not (isinstance(model, str) and ":" in model and not Path(model).exists()):
+        data["model"] = str(Path(model).resolve())
+    elif model is not None:
+        data["model"] = str(model)
+    data["steps"] = [{name: options}]
+    with atomic_output_file(path) as tmp:
+        tmp.write_text(dump_recipe(data))
+    return Path(path)
+
+
+def run(recipe: str | Path | dict, model: Optional[ModelLike] = None, out: Optional[str | Path] = None, *,
+        overrides: Optional[Sequence[str] | dict[str, Any]] = None, data: Optional[dict[str, str | Path]] = None,
+        dry_run: bool = False, force: bool = False, overwrite: bool = False, use_cache: bool = True,
+        progress: Optional[Callable[[str], None]] = None, step_log: Optional[Callable[[str], None]] = None,
+        quiet: bool = False, **load_options: Any) -> Any:
+    """Run a recipe (YAML path, built-in name, or dict) on ``model`` (default: the recipe's ``model:``) into
+    ``out``; ``overrides`` are ``STEP.FIELD=VALUE`` strings (or a dict), ``data`` maps recipe data names to
+    paths. Everything is validated before any work. ``dry_run`` returns the validated ``Plan`` and writes
+    nothing; otherwise returns a ``RunResult`` (``OUT/mmdk_run.json``, waterfall reports)."""
+    from .pipeline.recipe import load_recipe
+    from .pipeline.runner import run_recipe
+    from .pipeline.validate import plan_recipe
+
+    r = load_recipe(recipe, overrides=list(overrides) if isinstance(overrides, (list, tuple)) else overrides,
+                    data=data)
+    plan = plan_recipe(r, model, load_options={k: v for k, v in load_options.items() if v is not None})
+    if dry_run:
+        return plan
+    if out is None:
+        raise UserInputError("no output directory", hint="pass -o OUT")
+    return run_recipe(plan, out, force=force, overwrite=overwrite, progress=progress, step_log=step_log,
+                      quiet=quiet, use_cache=use_cache)
 
 
 def _options(config_cls: Any, what: str, **fields: Any) -> Any:

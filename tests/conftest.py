@@ -23,6 +23,19 @@ def _has_cuda() -> bool:
         return False
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _session_cache(tmp_path_factory):
+    """Tests never read or fill the user's cache (``~/.cache/mmdeploy_kit``): one temp cache per session
+    (the pipeline's step cache lives there too; ``empty_cache`` gives a test its own)."""
+    old = os.environ.get("MMDK_CACHE_DIR")
+    os.environ["MMDK_CACHE_DIR"] = str(tmp_path_factory.mktemp("mmdk_cache"))
+    yield
+    if old is None:
+        os.environ.pop("MMDK_CACHE_DIR", None)
+    else:
+        os.environ["MMDK_CACHE_DIR"] = old
+
+
 def pytest_collection_modifyitems(config, items):
     import importlib.util
 

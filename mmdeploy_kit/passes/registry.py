@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import importlib
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from ..errors import UserInputError
 
@@ -24,15 +24,22 @@ class PassEntry:
 PASS_REGISTRY: dict[str, PassEntry] = {
     "export_onnx": PassEntry("mmdeploy_kit.passes.export.onnx:OnnxExportPass", "all",
                              "export towers to verified ONNX"),
+    "export_tensorrt": PassEntry("mmdeploy_kit.passes.export.tensorrt:TensorRTExportPass", "all",
+                                 "TensorRT-ready ONNX + lint + build plan/scripts; engines where TensorRT and a GPU are"),
+    "export_torch_tensorrt": PassEntry("mmdeploy_kit.passes.export.torch_tensorrt:TorchTensorRTExportPass", "tensorrt",
+                                       "torch-tensorrt (dynamo) compiled towers saved as ExportedPrograms (GPU)"),
     "quantize": PassEntry("mmdeploy_kit.passes.quantize.quantize_pass:QuantizePass", "all",
                           "INT8 static/dynamic, FP16, accuracy-aware mixed precision (ONNX Runtime / INC)"),
     "bench": PassEntry("mmdeploy_kit.passes.bench_step:BenchPass", "all",
                        "latency and task accuracy vs the recipe's source model, with gates"),
+    "distill": PassEntry("mmdeploy_kit.passes.distill:DistillPass", "torch",
+                         "train a student against a frozen teacher (feature/affinity/contrastive/logits/label)"),
 }
 
 # A step name that picks its pass from one of its options: {step: (option, default, {value: pass})}.
 DISPATCH: dict[str, tuple[str, str, dict[str, str]]] = {
-    "export": ("target", "onnx", {"onnx": "export_onnx"}),
+    "export": ("target", "onnx", {"onnx": "export_onnx", "tensorrt": "export_tensorrt",
+                                  "torch-tensorrt": "export_torch_tensorrt"}),
 }
 
 
@@ -58,9 +65,12 @@ def resolve_pass_name(step: str, options: dict[str, Any]) -> str:
     return step
 
 
-def dispatch_option(step: str) -> Optional[str]:
-    """The option a dispatching step consumes itself (not passed on to the pass config)."""
-    return DISPATCH[step][0] if step in DISPATCH else None
+def recipe_step_name(pass_name: str) -> str:
+    """The name a recipe uses for a registered pass (``export_tensorrt`` -> ``export``)."""
+    for step, (_, _, table) in DISPATCH.items():
+        if pass_name in table.values():
+            return step
+    return pass_name
 
 
 def get_pass(name: str) -> Any:

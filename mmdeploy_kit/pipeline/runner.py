@@ -1,28 +1,255 @@
-"""The pipeline runner: ordered steps, content-addressed cache, resume, provenance (work in progress)."""
+"""The pipeline runner: every verb and every recipe goes through here.
+
+- ``run_recipe``: validate the whole recipe first (nothing is created when that fails), then run the steps in
+  order, each into ``OUT/NN-<name>/`` (published atomically), a step's input being the previous step's output
+  (a bench step's input passes through to the step after it); the bench step compares with the recipe's
+  source model.
+- Each step is looked up in the content-addressed cache (``cache.py``) first; a finished step is stored there
+  before it is published, so a run killed in step 3 (even ``kill -9``) reuses steps 1-2 when run again.
+- ``OUT/mmdk_run.json`` records every step (pass, version, config, key, input/output hashes, cached, seconds,
+  figures) and is rewritten after each step; the waterfall report (``run_report.py``) closes the run.
+- ``run_single_step``: a verb (``mmdk quantize ... -o q/``) is a one-step recipe published straight to OUT.
+"""
 
 from __future__ import annotations
 
+import datetime as _dt
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from ..artifacts import Manifest, atomic_output_dir
+from ..artifacts import MANIFEST_NAME, Manifest, atomic_output_dir, write_json_atomic
+from ..errors import MmdkError, RegressionError, UserInputError
+from .cache import StepCache, content_hash, copy_tree, model_hash, step_key
+
+RUN_RECORD = "mmdk_run.json"
+Log = Optional[Callable[[str], None]]
+
+
+@dataclass
+class StepResult:
+    name: str
+    pass_name: str
+    version: str
+    config: dict[str, Any]
+    key: str
+    input_sha256: str
+    data_sha256: dict[str, str]
+    output_dir: str = ""
+    output_sha256: str = ""
+    cached: bool = False
+    seconds: float = 0.0
+    metrics: dict[str, Any] = field(default_factory=dict)
+    verification: dict[str, Any] = field(default_factory=dict)
+    size_bytes: int = 0
+    parameters: Optional[int] = None
+    status: str = "pending"
+
+
+@dataclass
+class RunResult:
+    out: Path
+    recipe: dict[str, Any]
+    source: str
+    steps: list[StepResult]
+    source_size_bytes: int = 0
+    source_parameters: Optional[int] = None
+    passed: bool = True
+    reports: dict[str, str] = field(default_factory=dict)
+
+    def step(self, name: str) -> StepResult:
+        return next(s for s in self.steps if s.name == name)
+
+
+# ---- one step -----------------------------------------------------------------------------------------------
+def _identity(planned: Any, model: Any, reference: Any, extras: dict[str, Any]) -> tuple[str, str, dict[str, str]]:
+    """(cache key, input hash, data hashes) of a planned step on ``model``."""
+    input_hash = model_hash(model)
+    data_hashes = {f: content_hash(p) for f, p in planned.data_files.items()}
+    for k, v in sorted(extras.items()):  # paths handed over at run time (e.g. a processor dir)
+        if isinstance(v, (str, Path)) and Path(v).exists():
+            data_hashes[f"extra:{k}"] = content_hash(v)
+    ref_hash = model_hash(reference) if reference is not None and hasattr(reference, "towers") else (
+        content_hash(reference) if isinstance(reference, (str, Path)) and Path(reference).exists() else None)
+    return step_key(planned.pass_cls, planned.config, input_hash, data_hashes, ref_hash), input_hash, data_hashes
+
+
+def _execute(planned: Any, model: Any, dest: Path, *, cache: Optional[StepCache], force: bool, reference: Any,
+             extras: dict[str, Any], progress: Log, quiet: bool, overwrite: bool = True) -> StepResult:
+    """Run (or reuse) one step and publish its output directory at ``dest``."""
+    from ..passes.base import RunContext
+
+    key, input_hash, data_hashes = _identity(planned, model, reference, extras)
+    res = StepResult(name=planned.step.name, pass_name=planned.pass_name, version=planned.pass_cls.version,
+                     config=planned.config.model_dump(mode="json"), key=key, input_sha256=input_hash,
+                     data_sha256=data_hashes)
+    t0 = time.perf_counter()
+    hit = None if (force or cache is None) else cache.lookup(key)
+    with atomic_output_dir(dest, overwrite=overwrite) as tmp:
+        if hit is not None:
+            shutil.rmtree(tmp)
+            copy_tree(hit, tmp)
+            res.cached = True
+        else:
+            ctx = RunContext(seed=getattr(planned.config, "seed", 0), progress=progress, reference=reference,
+                             extras=dict(extras), quiet=quiet)
+            manifest = planned.pass_cls().run(model, planned.config, ctx, tmp)
+            prev = (model.details or {}).get("manifest") if hasattr(model, "details") else None
+            if prev is not None and not manifest.history:
+                manifest.history = [*prev.history, {"pass_name": prev.pass_name, "config": prev.config,
+                                                    "created": prev.created, "source": prev.source}]
+            manifest.metrics.setdefault("step", {"key": key, "input_sha256": input_hash, "data_sha256": data_hashes})
+            manifest.write(tmp)
+            if cache is not None:
+                cache.store(key, tmp, {"pass": planned.pass_name, "step": planned.step.name,
+                                       "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
+    res.seconds = round(time.perf_counter() - t0, 3)
+    res.output_dir = str(dest)
+    res.output_sha256 = content_hash(dest)
+    _collect_figures(res, dest)
+    res.status = "done"
+    return res
+
+
+def _collect_figures(res: StepResult, dest: Path) -> None:
+    from ..artifacts import size_on_disk
+
+    try:
+        m = Manifest.read(dest)
+    except MmdkError:
+        return
+    res.metrics = {k: v for k, v in m.metrics.items() if k != "step"}
+    cos = [a.verification.get("cosine_min", a.verification.get("cosine")) for a in m.artifacts]
+    cos = [c for c in cos if isinstance(c, (int, float))]
+    if cos:
+        res.verification = {"cosine_min": min(cos)}
+    res.size_bytes = size_on_disk(dest) if m.artifacts else 0
 
 
 def run_single_step(step: str, config: Any, source: Any, out: str | Path, *, overwrite: bool = False,
-                    progress: Optional[Callable[[str], None]] = None, load_options: Optional[dict[str, Any]] = None,
-                    reference: Any = None, extras: Optional[dict[str, Any]] = None, quiet: bool = False) -> Manifest:
+                    progress: Log = None, load_options: Optional[dict[str, Any]] = None, reference: Any = None,
+                    extras: Optional[dict[str, Any]] = None, quiet: bool = False, force: bool = False,
+                    use_cache: bool = True) -> Manifest:
+    """A verb as a one-step recipe: validated like a recipe step, cached, published straight to ``out``."""
     from ..model.loaders import load
     from ..model.tower import LoadedModel
-    from ..passes.base import RunContext
     from ..passes.registry import get_pass
+    from .recipe import Step
+    from .validate import PlannedStep, model_format
 
     pass_cls = get_pass(step)
     model = source if isinstance(source, LoadedModel) else load(source, **(load_options or {}))
     if pass_cls.tower_field:
         model.select(getattr(config, pass_cls.tower_field, ()) or ())
-    ctx = RunContext(seed=getattr(config, "seed", 0), progress=progress, reference=reference,
-                     extras=dict(extras or {}), quiet=quiet)
-    with atomic_output_dir(out, overwrite=overwrite) as tmp:
-        manifest = pass_cls().run(model, config, ctx, tmp)
-        manifest.write(tmp)
-    return manifest
+    fmt = model_format(model)
+    if fmt not in pass_cls.accepts:
+        raise UserInputError(f"{step} takes a {' or '.join(pass_cls.accepts)} model, but {model.source} is {fmt}",
+                             hint="pass the checkpoint (or the mmdk directory) this pass works on")
+    data_files = {f: Path(getattr(config, f)) for f in pass_cls.data_fields
+                  if isinstance(getattr(config, f, None), (str, Path)) and Path(getattr(config, f)).exists()}
+    planned = PlannedStep(index=1, step=Step(pass_step=step, options={}, name=step), pass_name=step,
+                          pass_cls=pass_cls, config=config, input_format=fmt, data_files=data_files)
+    _execute(planned, model, Path(out), cache=StepCache() if use_cache else None, force=force, reference=reference,
+             extras=extras or {}, progress=progress, quiet=quiet, overwrite=overwrite)
+    return Manifest.read(out)
+
+
+# ---- a whole recipe -------------------------------------------------------------------------------------------
+def run_recipe(plan: Any, out: str | Path, *, force: bool = False, overwrite: bool = False, progress: Log = None,
+               step_log: Log = None, quiet: bool = False, use_cache: bool = True) -> RunResult:
+    """Run a validated ``Plan`` (``validate.plan_recipe``) into ``out``."""
+    from ..model.loaders import load
+    from .run_report import write_run_reports
+
+    out = Path(out).resolve()
+    _claim_output(out, overwrite)
+    cache = StepCache() if use_cache else None
+    source = plan.model
+    result = RunResult(out=out, recipe=plan.recipe.to_dict(), source=str(source.source), steps=[])
+    result.source_size_bytes = source.size_on_disk()
+    result.source_parameters = _params(source)
+    wanted = {s.dirname for s in plan.steps}
+    for stale in out.glob("[0-9][0-9]-*"):  # steps of an earlier, different recipe in the same OUT
+        if stale.is_dir() and stale.name not in wanted:
+            shutil.rmtree(stale, ignore_errors=True)
+    model = source
+    total = len(plan.steps)
+    for ps in plan.steps:
+        if step_log:
+            step_log(f"[{ps.index}/{total}] {ps.step.name} ({ps.pass_name}) …")
+        pending = StepResult(name=ps.step.name, pass_name=ps.pass_name, version=ps.pass_cls.version,
+                             config=ps.config.model_dump(mode="json"), key="", input_sha256="", data_sha256={},
+                             status="running")
+        _write_record(result, extra=[pending])
+        try:
+            res = _execute(ps, model, out / ps.dirname, cache=cache, force=force, reference=source,
+                           extras={}, progress=progress, quiet=quiet)
+        except BaseException:
+            pending.status = "failed"
+            _write_record(result, extra=[pending])
+            raise
+        if ps.pass_cls.produces != "report":
+            model = load(out / ps.dirname)
+            res.parameters = _params(model)
+        result.steps.append(res)
+        _write_record(result)
+        if step_log:
+            step_log(f"[{ps.index}/{total}] {ps.step.name} {'cached' if res.cached else 'done'} in {res.seconds:.1f} s")
+    failed = [f"{s.name}: {g}" for s in result.steps for g in (s.metrics.get("failed_gates") or [])]
+    result.passed = not failed
+    result.reports = {k: str(v) for k, v in write_run_reports(result).items()}
+    _write_record(result)
+    if failed:
+        raise RegressionError(f"{len(failed)} gate(s) failed in the run, first: {failed[0]}",
+                              hint=f"see {result.reports.get('markdown', out)}")
+    return result
+
+
+def _params(model: Any) -> Optional[int]:
+    try:
+        return int(model.parameter_count())
+    except Exception:  # noqa: BLE001 - a count is informative only; an exotic artifact may not have one
+        return None
+
+
+def _claim_output(out: Path, overwrite: bool) -> None:
+    """A run directory may be re-used by a later run of any recipe; anything else non-empty needs overwrite."""
+    if out.exists() and not out.is_dir():
+        raise UserInputError(f"output {out} exists and is a file", hint="choose a directory path with -o")
+    if out.is_dir() and any(out.iterdir()) and not (out / RUN_RECORD).exists():
+        if not overwrite:
+            raise UserInputError(f"output directory {out} is not empty and holds no mmdk run",
+                                 hint="pass --overwrite or choose another -o")
+        for child in out.iterdir():
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _write_record(result: RunResult, extra: Optional[list[StepResult]] = None) -> None:
+    from dataclasses import asdict
+
+    from .. import __version__
+    from ..artifacts import package_versions
+
+    steps = [asdict(s) for s in result.steps + list(extra or [])]
+    write_json_atomic(result.out / RUN_RECORD, {
+        "mmdk_version": __version__, "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "recipe": result.recipe, "source": result.source, "source_size_bytes": result.source_size_bytes,
+        "source_parameters": result.source_parameters, "steps": steps, "passed": result.passed,
+        "reports": result.reports, "versions": package_versions(), "pid": os.getpid()})
+
+
+def read_run(out: str | Path) -> dict[str, Any]:
+    import json
+
+    path = Path(out) / RUN_RECORD
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserInputError(f"{path} does not exist", hint="point at a directory written by `mmdk run`") from None
+
+
+__all__ = ["run_recipe", "run_single_step", "read_run", "RUN_RECORD", "MANIFEST_NAME"]

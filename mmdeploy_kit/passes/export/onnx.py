@@ -13,13 +13,14 @@ from ..._quiet import quiet
 from ...errors import ExportError, MmdkError, UserInputError, VerificationError
 from ...model.runners import verify_tower
 from ...model.tower import LoadedModel, Tower
-from ..base import Pass, PassConfig, RunContext, register_pass
+from ..base import Pass, PassConfig, RunContext
 
 
 DYNAMO_MIN_OPSET = 18
 
 
 class OnnxExportConfig(PassConfig):
+    target: Literal["onnx"] = "onnx"
     opset: int = 17
     exporter: Literal["auto", "torchscript", "dynamo"] = "auto"
     towers: tuple[str, ...] = ()
@@ -158,10 +159,11 @@ def _check_onnx(path: Path) -> None:
                           hint="try another --opset or --exporter") from None
 
 
-@register_pass
 class OnnxExportPass(Pass):
     name: ClassVar[str] = "export_onnx"
     config_cls: ClassVar[type[PassConfig]] = OnnxExportConfig
+    accepts: ClassVar[tuple[str, ...]] = ("torch",)
+    produces: ClassVar[str] = "onnx"
 
     def run(self, model: LoadedModel, config: OnnxExportConfig, ctx: RunContext, workdir: Path) -> Manifest:
         towers = model.select(config.towers)

@@ -115,6 +115,8 @@ class QuantizeConfig(PassConfig):
     backend: Literal["ort", "inc"] = "ort"
     templates: tuple[str, ...] = ("a photo of a {label}.",)
     seed: int = 0
+    calib_data: Optional[str] = None           # JSONL manifest, .npz or folder of .npy (a recipe data name)
+    processor: Optional[str] = None            # HF dir with tokenizer / image processor (default: the model's)
 
     @field_validator("accuracy_budget")
     @classmethod

@@ -17,16 +17,19 @@ from ..._lazy import require
 from ...artifacts import Artifact, Manifest, describe_file, package_versions, size_on_disk
 from ...errors import BudgetError, DataError, UserInputError, VerificationError
 from ...model.tower import LoadedModel, Tower
-from ..base import Pass, PassConfig, RunContext, register_pass
+from ..base import Pass, PassConfig, RunContext
 from ..export.onnx import source_info
 from .config import DEFAULT_AUTO_BUDGET, DEFAULT_MIN_COSINE, QuantizeConfig, TowerPlan, parse_budget, resolve_plans
 from .evaluate import TaskEval, TowerEval, check_budgets
 
 
-@register_pass
 class QuantizePass(Pass):
     name: ClassVar[str] = "quantize"
     config_cls: ClassVar[type[PassConfig]] = QuantizeConfig
+    accepts: ClassVar[tuple[str, ...]] = ("torch", "onnx")
+    produces: ClassVar[str] = "onnx"
+    forbidden_after: ClassVar[tuple[str, ...]] = ("prune", "distill")
+    data_fields: ClassVar[tuple[str, ...]] = ("calib_data", "processor")
 
     def run(self, model: LoadedModel, config: QuantizeConfig, ctx: RunContext, workdir: Path) -> Manifest:
         require("onnx")
@@ -64,8 +67,8 @@ def load_tower_data(model: LoadedModel, config: QuantizeConfig, ctx: RunContext,
     from ...bench.preprocess import processor_dir
     from ...data.calib import load_calibration
 
-    proc = processor_dir([model], ctx.extras.get("processor_dir"))
-    data = load_calibration(ctx.calibration, {n: model.towers[n].spec for n in towers}, proc,
+    proc = processor_dir([model], config.processor or ctx.extras.get("processor_dir"))
+    data = load_calibration(config.calib_data or ctx.calibration, {n: model.towers[n].spec for n in towers}, proc,
                             n_calib=config.calib_samples, n_holdout=config.holdout_samples,
                             batch_size=config.batch_size, seed=config.seed)
     return data, proc
@@ -110,7 +113,7 @@ class _Run:
         return {n: out[n] for n in self.model.towers}
 
     def load_data(self) -> Any:
-        if self.ctx.calibration is None:
+        if (self.config.calib_data or self.ctx.calibration) is None:
             needs = [n for n in self.active if self.plans[n].precision == "int8" and self.plans[n].method == "static"]
             if needs:
                 raise DataError(f"static INT8 needs calibration data for tower(s) {', '.join(needs)}; none was given",
