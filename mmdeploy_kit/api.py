@@ -296,18 +296,36 @@ def bench(artifacts: ModelLike | Sequence[ModelLike], reference: Optional[ModelL
           report: Optional[str | Path] = None, markdown: Optional[str | Path] = None,
           html: Optional[str | Path] = None, junit: Optional[str | Path] = None,
           max_latency_regression: Optional[float | str] = None, max_accuracy_drop: Optional[float] = None,
-          quiet: bool = False, progress: Optional[Callable[[str], None]] = None, **load_kwargs: Any) -> Any:
+          quiet: bool = False, progress: Optional[Callable[[str], None]] = None, host: Optional[str] = None,
+          ssh_key: Optional[str] = None, ssh_options: Sequence[str] = (), accept_new_host_key: bool = False,
+          remote_mmdk: str = "mmdk", **load_kwargs: Any) -> Any:
     """Benchmark artifacts (files, anything ``load`` accepts, mmdk output dirs; ``"label=path"`` names one)
     against ``reference`` tower by tower: latency (interleaved rounds, speedup ratios with confidence
     intervals) and, with ``data`` (a JSONL manifest), task accuracy. Returns a ``BenchReport``; writes the
     requested reports (JSON / Markdown / HTML / JUnit) atomically. Gates that fail set ``report.passed``
     to False (the CLI then exits 1); ``timing`` takes ``TimingConfig`` fields (``min_time_s``, ...).
+
+    ``host`` (``user@host[:port]`` or an ~/.ssh/config alias) runs it on that device over SSH with the device's
+    own mmdk (``remote_mmdk``), copying the inputs into its content-addressed cache; the report comes back and
+    is rendered here (``mmdeploy_kit.remote``). ``ssh_key``, ``ssh_options`` (``Key=Value``) and
+    ``accept_new_host_key`` go to ``ssh``.
     """
     from .bench.harness import parse_fraction, run_bench
     from .bench.report import write_reports
     from .bench.schema import TimingConfig
 
     items = list(artifacts) if isinstance(artifacts, (list, tuple)) else [artifacts]
+    if host is not None:
+        from .remote.bench import remote_bench
+
+        result = remote_bench(host, items, reference, target=target, backend=backend, batch=batch, seq=seq,
+                              towers=towers, data=data, data_limit=data_limit, templates=templates,
+                              processor=processor, threads=threads, timing=timing if isinstance(timing, dict) else None,
+                              max_latency_regression=max_latency_regression, max_accuracy_drop=max_accuracy_drop,
+                              quiet=quiet, progress=progress, ssh_key=ssh_key, ssh_options=ssh_options,
+                              accept_new_host_key=accept_new_host_key, remote_mmdk=remote_mmdk, **load_kwargs)
+        write_reports(result, json=report, markdown=markdown, html=html, junit=junit)
+        return result
     tcfg = timing if isinstance(timing, TimingConfig) else _options(TimingConfig, "timing", **(timing or {}))
     result = run_bench(items, reference, target=target, backend=backend, batches=batch, seqs=seq, towers=towers,
                        data=data, data_limit=data_limit, templates=templates, processor=processor, threads=threads,

@@ -38,6 +38,20 @@ IoOpt = typer.Option(None, "--io", help="I/O spec YAML (inputs, outputs, dims; o
 TrustOpt = typer.Option(False, "--trust-remote-code", help="Allow executing code shipped with the checkpoint "
                         "(HF auto_map, pickled modules). Off by default.")
 TowerOpt = typer.Option(None, "--tower", help="Only these towers (repeatable). Default: all.")
+SaveRecipeOpt = typer.Option(None, "--save-recipe", help="Also write this command as a one-step recipe YAML "
+                             "(run it later with `mmdk run FILE`).")
+ForceOpt = typer.Option(False, "--force", help="Ignore the step cache ($MMDK_CACHE_DIR/steps) and recompute.")
+
+
+def _dflt(pass_name: str, field: str) -> str:
+    """``(default: X)`` read from the pass's config class, so a default is written once (in the config)."""
+    import importlib
+
+    from .passes.registry import PASS_REGISTRY
+
+    module, _, cls = PASS_REGISTRY[pass_name].target.partition(":")
+    config_cls = getattr(importlib.import_module(module), cls).config_cls
+    return f"(default: {config_cls.model_fields[field].default})"
 
 
 def load_kwargs(weights: Optional[Path], io: Optional[Path], trust_remote_code: bool) -> dict[str, Any]:
@@ -96,13 +110,32 @@ def inspect(
 def export(
     model: str = typer.Argument(..., help="Checkpoint to export."),
     out: Path = typer.Option(..., "-o", "--out", help="Output directory (gets <tower>.onnx + mmdk_manifest.json)."),
-    target: str = typer.Option("onnx", "--target", help="Export target: onnx."),
+    target: str = typer.Option("onnx", "--target", help="Export target: onnx, tensorrt (ONNX + lint + build plan/"
+                               "scripts, engines where TensorRT and a GPU are), torch-tensorrt."),
     tower: Optional[List[str]] = TowerOpt,
-    opset: int = typer.Option(17, "--opset", help="ONNX opset (TensorRT 8.6+/10 handle 17)."),
-    exporter: str = typer.Option("auto", "--exporter", help="auto (TorchScript exporter, falling back to dynamo if "
-                                 "export or verification fails), torchscript, or dynamo."),
-    min_cosine: float = typer.Option(0.9999, "--min-cosine", help="Verification tolerance vs torch."),
+    opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (TensorRT 8.6+/10 handle 17) "
+                                        f"{_dflt('export_onnx', 'opset')}."),
+    exporter: Optional[str] = typer.Option(None, "--exporter", help="auto (TorchScript exporter, falling back to "
+                                           "dynamo if export or verification fails), torchscript, or dynamo "
+                                           f"{_dflt('export_onnx', 'exporter')}."),
+    min_cosine: Optional[float] = typer.Option(None, "--min-cosine", help="Verification tolerance vs the source "
+                                               "(default: 0.9999 for onnx; per precision for tensorrt engines)."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="tensorrt / torch-tensorrt: fp16 (default), "
+                                            "int8 (QDQ, needs --calib-data) or fp32; precision lives in the graph."),
+    calib_data: Optional[Path] = typer.Option(None, "--calib-data", help="tensorrt int8: calibration data (JSONL "
+                                              "manifest, .npz or folder of .npy)."),
+    device: Optional[str] = typer.Option(None, "--device", help="tensorrt: gpu (default), jetson-orin-nano, "
+                                         "jetson-orin-nx, jetson-agx-orin, jetson-xavier-nx."),
+    dla: Optional[int] = typer.Option(None, "--dla", help="tensorrt: DLA core to build for (Jetson boards with DLA)."),
+    build: Optional[str] = typer.Option(None, "--build", help="tensorrt: local (build engines here; default for gpu) "
+                                        "or defer (write the bundle + build scripts; default for jetson-*)."),
+    allow_unsupported: bool = typer.Option(False, "--allow-unsupported", help="tensorrt: write the bundle even when "
+                                           "the readiness lint finds errors."),
+    trt_version: Optional[str] = typer.Option(None, "--trt-version", help="tensorrt: target TensorRT version, e.g. "
+                                              "10.3 (default: the installed one; 10.3 for jetson-*; else 10.x)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output directory."),
+    save_recipe: Optional[Path] = SaveRecipeOpt,
+    force: bool = ForceOpt,
     weights: Optional[Path] = WeightsOpt,
     io: Optional[Path] = IoOpt,
     trust_remote_code: bool = TrustOpt,
@@ -110,16 +143,41 @@ def export(
     """Export each tower, then verify it against torch at >=2 batch sizes (and >=2 sequence lengths).
 
     Example: mmdk export ./clip-dir --target onnx -o out/  ->  out/vision.onnx, out/text.onnx
+    TensorRT: mmdk export ./clip-dir --target tensorrt --precision fp16 -o trt/  (--device jetson-orin-nano: a bundle
+    for the device, built there with `mmdk build-engines trt/`)
     """
     from . import api
 
-    manifest = api.export(model, out, target=target, towers=tower or (), opset=opset, exporter=exporter,
-                          min_cosine=min_cosine, overwrite=overwrite, progress=progress(),
+    options: dict[str, Any] = {"precision": precision, "calib_data": calib_data, "device": device, "dla": dla,
+                               "build": build, "allow_unsupported": allow_unsupported or None,
+                               "trt_version": trt_version, "min_cosine": min_cosine}
+    if target != "torch-tensorrt":  # the options the other targets' configs reject as unknown stay unset
+        options.update(opset=opset, exporter=exporter)
+    manifest = api.export(model, out, target=target, towers=tower or (), overwrite=overwrite, progress=progress(),
+                          save_recipe=save_recipe, force=force,
+                          **{k: v for k, v in options.items() if v is not None},
                           **load_kwargs(weights, io, trust_remote_code))
+    if target != "onnx":
+        _print_trt_export(out, manifest)
+        return
     for a in manifest.artifacts:
         v = a.verification
         typer.echo(f"{out / a.path}  cosine_min={v['cosine_min']:.6f}  max_abs_error={v['max_abs_error']:.2e}  "
                    f"({len(v['checks'])} shape checks)")
+
+
+def _print_trt_export(out: Path, manifest: Any) -> None:
+    trt = manifest.metrics.get("tensorrt", {})
+    for a in manifest.artifacts:
+        v = a.verification
+        lint = a.details.get("lint", {})
+        issues = f"  lint: {len(lint.get('errors', []))} error(s), {len(lint.get('warnings', []))} warning(s)" \
+            if lint else ""
+        typer.echo(f"{out / a.path}  {a.kind} {a.precision}  cosine_min={v['cosine_min']:.6f} vs {v.get('reference', 'torch')} "
+                   f"({len(v['checks'])} shape checks){issues}")
+    if trt.get("engines") == "deferred":
+        typer.echo(f"engines deferred for {trt['device']} (TensorRT {trt['trt_version']}): run `mmdk build-engines {out}` "
+                   f"or `bash {out / trt['scripts'][0]}` on the device")
 
 
 @data_app.command("synth")
@@ -328,7 +386,8 @@ def _pairs_opt(values: Optional[List[str]], what: str) -> dict[str, str]:
 def quantize(
     model: str = typer.Argument(..., help="Checkpoint (exported to ONNX first), an .onnx file, or an mmdk export dir."),
     out: Path = typer.Option(..., "-o", "--out", help="Output directory (<tower>.onnx for every tower + manifest)."),
-    precision: str = typer.Option("int8", "--precision", help="int8 | fp16 for the selected towers."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="int8 | fp16 for the selected towers "
+                                            f"{_dflt('quantize', 'precision')}."),
     method: Optional[str] = typer.Option(None, "--method", help="INT8 method: static (calibrated QDQ), dynamic, or "
                                          "auto (accuracy-aware: keeps sensitive nodes FP32 until --accuracy-budget, "
                                          "default 'cosine>=0.99', holds). Default: the preset's choice per tower."),
@@ -338,31 +397,40 @@ def quantize(
                                                         "vision=int8,text=fp32 (repeatable; int8|fp16|fp32)."),
     tower_method: Optional[List[str]] = typer.Option(None, "--tower-method", help="Per-tower INT8 method, e.g. "
                                                      "vision=static,text=dynamic."),
-    calibration: str = typer.Option("minmax", "--calibration", help="Static range estimator: minmax | entropy | "
-                                    "percentile."),
-    percentile: float = typer.Option(99.999, "--percentile", help="Percentile for --calibration percentile."),
-    per_channel: bool = typer.Option(True, "--per-channel/--per-tensor", help="Per-channel INT8 weights."),
-    preset: str = typer.Option("cpu", "--preset", help="cpu: static QDQ MatMul/Gemm/Conv for image towers, dynamic "
+    calibration: Optional[str] = typer.Option(None, "--calibration", help="Static range estimator: minmax | entropy "
+                                              f"| percentile {_dflt('quantize', 'calibration')}."),
+    percentile: Optional[float] = typer.Option(None, "--percentile", help="Percentile for --calibration percentile "
+                                               f"{_dflt('quantize', 'percentile')}."),
+    per_channel: Optional[bool] = typer.Option(None, "--per-channel/--per-tensor", help="Per-channel INT8 weights "
+                                               f"{_dflt('quantize', 'per_channel')}."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="cpu: static QDQ MatMul/Gemm/Conv for image towers, dynamic "
                                "for text towers (fastest on x86 VNNI). tensorrt: symmetric INT8 QDQ, per-channel "
                                "weights, zero point 0, opset>=13 (TensorRT explicit quantization)."),
     calib_data: Optional[Path] = typer.Option(None, "--calib-data", help="JSONL manifest (image/text, preprocessed "
                                               "with the checkpoint's own processor), .npz, or folder of .npy named "
                                               "like the tower inputs. Part is held out for verification."),
-    calib_samples: int = typer.Option(128, "--calib-samples", help="Samples used for calibration/sensitivity."),
-    holdout_samples: int = typer.Option(64, "--holdout-samples", help="Held-out samples for verification/budgets."),
+    calib_samples: Optional[int] = typer.Option(None, "--calib-samples", help="Samples used for calibration/"
+                                                f"sensitivity {_dflt('quantize', 'calib_samples')}."),
+    holdout_samples: Optional[int] = typer.Option(None, "--holdout-samples", help="Held-out samples for "
+                                                  f"verification/budgets {_dflt('quantize', 'holdout_samples')}."),
     accuracy_budget: Optional[List[str]] = typer.Option(None, "--accuracy-budget", help="e.g. 'cosine>=0.99', "
                                                         "'text:cosine>=0.995', 'zero_shot_top1_drop<=1', "
                                                         "'recall@1_drop<=2', 'accuracy_drop<=1' (repeatable)."),
     op_types: Optional[List[str]] = typer.Option(None, "--op-types", help="Op types to quantize, e.g. MatMul,Gemm."),
     min_cosine: Optional[float] = typer.Option(None, "--min-cosine", help="Fail if a tower's held-out cosine vs FP32 "
                                                "is lower (default without a budget: 0.98 int8, 0.999 fp16)."),
-    max_fp32_fraction: float = typer.Option(0.5, "--max-fp32-fraction", help="Most of a tower's weights mixed "
-                                            "precision may keep in FP32 before giving up."),
-    sensitivity: str = typer.Option("auto", "--sensitivity", help="Sensitivity unit: node, layer, or auto."),
-    backend: str = typer.Option("ort", "--backend", help="ort (ONNX Runtime) or inc (neural-compressor, extra 'inc')."),
+    max_fp32_fraction: Optional[float] = typer.Option(None, "--max-fp32-fraction", help="Most of a tower's weights "
+                                                      "mixed precision may keep in FP32 before giving up "
+                                                      f"{_dflt('quantize', 'max_fp32_fraction')}."),
+    sensitivity: Optional[str] = typer.Option(None, "--sensitivity", help="Sensitivity unit: node, layer, or auto "
+                                              f"{_dflt('quantize', 'sensitivity')}."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="ort (ONNX Runtime) or inc (neural-compressor, "
+                                          f"extra 'inc') {_dflt('quantize', 'backend')}."),
     processor: Optional[Path] = typer.Option(None, "--processor", help="HF dir with tokenizer / image processor "
                                              "(default: the checkpoint's)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output directory."),
+    save_recipe: Optional[Path] = SaveRecipeOpt,
+    force: bool = ForceOpt,
     weights: Optional[Path] = WeightsOpt,
     io: Optional[Path] = IoOpt,
     trust_remote_code: bool = TrustOpt,
@@ -385,7 +453,7 @@ def quantize(
                             calibration=calibration, percentile=percentile, per_channel=per_channel, preset=preset,
                             calib_samples=calib_samples, holdout_samples=holdout_samples, op_types=ops,
                             min_cosine=min_cosine, max_fp32_fraction=max_fp32_fraction, sensitivity=sensitivity,
-                            backend=backend)
+                            backend=backend, save_recipe=save_recipe, force=force)
     for a in manifest.artifacts:
         v, d = a.verification, a.details
         if v.get("copied"):
@@ -399,6 +467,24 @@ def quantize(
                    f"size x{d.get('size_ratio', 1):.2f}")
     for r in manifest.metrics.get("budgets", []):
         typer.echo(f"budget {r['budget']} on {r['scope']}: {r['figure']:.5g} {'ok' if r['holds'] else 'FAILS'}")
+
+
+@app.command("build-engines")
+def build_engines(
+    bundle: Path = typer.Argument(..., help="Bundle written by `mmdk export --target tensorrt` (engines deferred)."),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Write the built bundle here instead of in place."),
+    min_cosine: Optional[float] = typer.Option(None, "--min-cosine", help="Engine vs the bundle's ONNX tolerance "
+                                               "(default per precision: fp32 0.9999, fp16 0.999, int8 0.99)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out directory."),
+) -> None:
+    """Build and verify the TensorRT engines of a bundle on this machine (the target device).
+
+    Example: mmdk build-engines bundle/  ->  bundle/<tower>.plan, <tower>.plan.json, <tower>.layers.json
+    """
+    from . import api
+
+    manifest = api.build_engines(bundle, out=out, min_cosine=min_cosine, overwrite=overwrite, progress=progress())
+    _print_trt_export(out or bundle, manifest)
 
 
 # ---- entry point ------------------------------------------------------------------------------------------

@@ -35,6 +35,10 @@ def load(source: str | Path, weights: Optional[str | Path] = None, io: Optional[
     if path.is_dir():
         if (path / MANIFEST_NAME).exists():
             return load_mmdk_dir(path)
+        if (path / "mmdk_arch.json").exists():  # a pruned model: source + architecture record + safetensors
+            from .arch_record import load_pruned_dir
+
+            return load_pruned_dir(path)
         if (path / "config.json").exists():
             from .hf import load_hf_directory
 
@@ -313,8 +317,12 @@ def load_mmdk_dir(directory: Path) -> LoadedModel:
         elif art.kind in ("pt2", "ts") and spec is not None:  # e.g. INC's quantized towers: <tower>.pt2
             loader = _load_exported_program if art.kind == "pt2" else (
                 lambda f, s: _load_torch_file(f, s, trust_remote_code=False))
+            if art.details.get("runtime") == "torch_tensorrt":  # its TensorRT ops register on import
+                require("torch_tensorrt")
             inner = loader(p, SpecFile(towers={art.tower: spec}))
             towers[art.tower] = inner.tower(art.tower)
+            if art.details.get("runtime"):
+                towers[art.tower].details["runtime"] = art.details["runtime"]
             towers[art.tower].precision = art.precision or "fp32"
             towers[art.tower].path = p
             files.extend(inner.files)

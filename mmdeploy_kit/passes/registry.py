@@ -34,6 +34,8 @@ PASS_REGISTRY: dict[str, PassEntry] = {
                        "latency and task accuracy vs the recipe's source model, with gates"),
     "distill": PassEntry("mmdeploy_kit.passes.distill:DistillPass", "torch",
                          "train a student against a frozen teacher (feature/affinity/contrastive/logits/label)"),
+    "prune": PassEntry("mmdeploy_kit.passes.prune.prune_pass:PrunePass", "prune",
+                       "structured pruning per tower (heads, MLP widths, channels; Torch-Pruning)"),
 }
 
 # A step name that picks its pass from one of its options: {step: (option, default, {value: pass})}.
