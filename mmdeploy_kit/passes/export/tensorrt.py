@@ -107,7 +107,7 @@ def preflight(config: TensorRTExportConfig) -> None:
 def prepare_onnx(src: Path, dst: Path) -> dict[str, Any]:
     """Fold constants (Q/DQ never folded) and infer shapes; ``dst`` is a checked ONNX file."""
     onnx = require("onnx")
-    gs = require("onnx_graphsurgeon", extra="onnx", purpose="folding constants for TensorRT")
+    gs = require("onnx_graphsurgeon", extra="export", purpose="folding constants for TensorRT")
     model = onnx.load(str(src))
     before = len(model.graph.node)
     graph = gs.import_onnx(model)
