@@ -13,7 +13,8 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_API = ("load", "inspect", "export", "synth_data", "demo", "bench", "compare", "quantize", "run", "distill", "build_engines")
+_API = ("load", "inspect", "export", "synth_data", "demo", "bench", "compare", "quantize", "run", "distill", "build_engines",
+        "prune")
 __all__ = [*_API, "__version__"]
 
 

@@ -145,6 +145,40 @@ def distill(student: ModelLike, out: str | Path, teacher: ModelLike, data: str |
     return manifest
 
 
+def prune(source: ModelLike, out: str | Path, ratio: Any = None, *, towers: Sequence[str] = (),
+          target_params: Any = None, calib_data: Optional[str | Path] = None, overwrite: bool = False,
+          progress: Optional[Callable[[str], None]] = None, quiet: bool = False,
+          load_options: Optional[dict[str, Any]] = None, **options: Any) -> Manifest:
+    """Structurally prune towers (attention heads, MLP widths, conv channels, LSTM hidden sizes) and write a
+    model that reloads without Torch-Pruning: ``out/model`` (safetensors + architecture record), ``out/hf``
+    when the HF config can express it, and ``mmdk_manifest.json`` (params before/after, per-layer widths,
+    cosine vs the unpruned model).
+
+    ``ratio``: fraction of each tower's parameters to remove — ``{"vision": 0.4, "text": 0.3}``,
+    ``"vision=0.4,text=0.3"``, or one number for ``towers`` (all towers when empty); ``target_params``:
+    a parameter count per tower instead (same forms). ``options``: further ``PruneConfig`` fields
+    (importance, scope, round_to, ignore, step, max_layer_ratio, min_cosine, calib_samples, seed, ...).
+    """
+    from .passes.prune.config import PruneConfig, tower_values
+
+    save_recipe = options.pop("save_recipe", None)
+    force = bool(options.pop("force", False))
+    l_opts = {k: v for k, v in (load_options or {}).items() if v is not None}
+    model = source
+    needs_names = not towers and not isinstance(ratio, (dict, str)) and not isinstance(target_params, (dict, str)) \
+        and (ratio is not None or target_params is not None)
+    if needs_names and not isinstance(source, LoadedModel):
+        model = load(source, **l_opts)
+    all_towers = list(model.towers) if isinstance(model, LoadedModel) else None
+    fields = dict(ratio=tower_values(ratio, tuple(towers), all_towers, "ratio"),
+                  target_params=tower_values(target_params, tuple(towers), all_towers, "target-params",
+                                             cast=lambda v: int(float(v))),
+                  calib_data=str(calib_data) if calib_data is not None else None, **_tuples(options))
+    config = _options(PruneConfig, "prune", **{k: v for k, v in fields.items() if v is not None})
+    return _run_one("prune", config, model, out, overwrite=overwrite, progress=progress, load_options=l_opts,
+                    quiet=quiet, save_recipe=save_recipe, force=force)
+
+
 def _run_one(step: str, config: Any, source: ModelLike, out: str | Path, *, overwrite: bool = False,
              progress: Optional[Callable[[str], None]] = None, load_options: Optional[dict[str, Any]] = None,
              reference: Any = None, extras: Optional[dict[str, Any]] = None, quiet: bool = False,
@@ -338,9 +372,10 @@ def bench(artifacts: ModelLike | Sequence[ModelLike], reference: Optional[ModelL
 
 def compare(base: str | Path | Any, new: str | Path | Any, max_latency_regression: Optional[float | str] = 0.10,
             max_accuracy_drop: Optional[float] = 0.5, latency_metric: str = "p50",
-            junit: Optional[str | Path] = None) -> Any:
+            junit: Optional[str | Path] = None, allow_power_mode_mismatch: bool = False) -> Any:
     """Compare two bench reports (paths or ``BenchReport``): latency per artifact/tower/batch/seq and the
-    headline accuracy metrics. Returns a ``CompareResult``; ``.passed`` is False on any regression."""
+    headline accuracy metrics. Returns a ``CompareResult``; ``.passed`` is False on any regression.
+    Two Jetson reports taken in different power modes are refused unless ``allow_power_mode_mismatch``."""
     from .bench.gates import compare_reports
     from .bench.harness import parse_fraction
     from .bench.schema import BenchReport
@@ -349,12 +384,17 @@ def compare(base: str | Path | Any, new: str | Path | Any, max_latency_regressio
         raise UserInputError(f"unknown latency metric {latency_metric!r}", hint="use p50 or speedup")
     b = base if isinstance(base, BenchReport) else BenchReport.read(base)
     n = new if isinstance(new, BenchReport) else BenchReport.read(new)
+    from .bench.jetson import check_power_modes
+
+    power_warning = check_power_modes(b, n, allow=allow_power_mode_mismatch)
     result = compare_reports(b, n, parse_fraction(max_latency_regression, "max-latency-regression"), max_accuracy_drop,
                              latency_metric, base_name=str(base if not isinstance(base, BenchReport) else "base"),
                              new_name=str(new if not isinstance(new, BenchReport) else "new"))  # type: ignore[arg-type]
     if not result.rows:
         raise UserInputError("the two reports share no artifact/tower/batch configuration to compare",
                              hint="compare reports of the same artifacts (labels are matched by name)")
+    if power_warning:
+        result.warnings.append(power_warning)
     if junit is not None:
         from .bench.report import write_report_file
         from .bench.report.junit import render_junit
