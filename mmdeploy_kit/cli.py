@@ -67,10 +67,20 @@ def progress() -> Optional[Callable[[str], None]]:
     return None if _STATE["quiet"] else (lambda m: typer.echo(f"  · {m}", err=True))
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"mmdk {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _main(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only print results and errors (for CI logs)."),
+    version: bool = typer.Option(False, "--version", is_eager=True, help="Print the mmdk version and exit.",
+                                 callback=lambda v: _print_version(v)),
 ) -> None:
     _STATE["debug"] = debug
     _STATE["quiet"] = quiet
@@ -281,6 +291,15 @@ def bench(
     weights: Optional[Path] = WeightsOpt,
     io: Optional[Path] = IoOpt,
     trust_remote_code: bool = TrustOpt,
+    host: Optional[str] = typer.Option(None, "--host", help="Run on this device over SSH (USER@HOST[:PORT] or an "
+                                       "~/.ssh/config alias) with its own mmdk; inputs are copied to its cache, the "
+                                       "report comes back. Failures exit 7."),
+    ssh_key: Optional[str] = typer.Option(None, "--ssh-key", help="--host: private key file (ssh -i)."),
+    ssh_option: Optional[List[str]] = typer.Option(None, "--ssh-option", help="--host: extra ssh option KEY=VALUE "
+                                                   "(repeatable), e.g. ProxyJump=bastion."),
+    accept_new_host_key: bool = typer.Option(False, "--accept-new-host-key", help="--host: trust the device's key on "
+                                             "first connection (StrictHostKeyChecking=accept-new)."),
+    remote_mmdk: str = typer.Option("mmdk", "--remote-mmdk", help="--host: the mmdk command on the device."),
 ) -> None:
     """Benchmark latency (interleaved, with speedup ratios + confidence intervals) and task accuracy.
 
@@ -298,7 +317,9 @@ def bench(
                   templates=template or None, processor=processor, threads=threads, timing=timing, report=report,
                   markdown=markdown, html=html, junit=junit, max_latency_regression=max_latency_regression,
                   max_accuracy_drop=max_accuracy_drop, quiet=quiet,
-                  progress=None if quiet else progress(), **load_kwargs(weights, io, trust_remote_code))
+                  progress=None if quiet else progress(), **load_kwargs(weights, io, trust_remote_code),
+                  **({"host": host, "ssh_key": ssh_key, "ssh_options": tuple(ssh_option or ()),
+                      "accept_new_host_key": accept_new_host_key, "remote_mmdk": remote_mmdk} if host else {}))
     _print_bench(r)
     failed = r.failed_gates()
     if failed:
@@ -346,13 +367,15 @@ def compare(
     latency_metric: str = typer.Option("p50", "--latency-metric", help="p50 (absolute latency) or speedup "
                                        "(each report's ratio vs its reference; robust across machines)."),
     junit: Optional[Path] = typer.Option(None, "--junit", help="Write JUnit XML, one test case per comparison."),
+    allow_power_mode_mismatch: bool = typer.Option(False, "--allow-power-mode-mismatch", help="Compare Jetson "
+                                                   "reports taken in different nvpmodel power modes anyway."),
 ) -> None:
     """Side-by-side table of two bench reports; exits 1 on a latency or accuracy regression, 0 otherwise."""
     from . import api
     from .errors import RegressionError
 
     res = api.compare(base, new, max_latency_regression=max_latency_regression, max_accuracy_drop=max_accuracy_drop,
-                      latency_metric=latency_metric, junit=junit)
+                      latency_metric=latency_metric, junit=junit, allow_power_mode_mismatch=allow_power_mode_mismatch)
     typer.echo(f"{'':4} {'kind':<9} {'artifact':<16} {'subject':<28} {'base':>11} {'new':>11} {'change':>9}")
     for row in res.rows:
         change = f"{row.change * 100:+.1f}%" if row.kind == "latency" else f"{row.change:+.2f}pt"
@@ -485,6 +508,148 @@ def build_engines(
 
     manifest = api.build_engines(bundle, out=out, min_cosine=min_cosine, overwrite=overwrite, progress=progress())
     _print_trt_export(out or bundle, manifest)
+
+
+# ---- pipeline: mmdk run, mmdk recipes ----------------------------------------------------------------------
+recipes_app = typer.Typer(help="Built-in recipes and the recipe format.", no_args_is_help=True)
+app.add_typer(recipes_app, name="recipes")
+
+
+@app.command()
+def run(
+    recipe: str = typer.Argument(..., help="Recipe YAML file, or the name of a built-in recipe (mmdk recipes list)."),
+    model: Optional[str] = typer.Argument(None, help="Source model (overrides the recipe's model:)."),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Run directory: OUT/NN-<step>/ per step, "
+                                       "OUT/mmdk_run.json, OUT/run_report.{json,md,html}."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a step option: STEP.FIELD=VALUE (YAML "
+                                             "value; STEP is the step's name, e.g. quantize or quantize#2). "
+                                             "Repeatable."),
+    data: Optional[List[str]] = typer.Option(None, "--data", help="Give a recipe data name a path: NAME=PATH "
+                                             "(e.g. --data calib=train.jsonl). Repeatable."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate everything and print the plan; write nothing."),
+    force: bool = typer.Option(False, "--force", help="Ignore the step cache and recompute every step."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Use a non-empty OUT that holds no mmdk run."),
+    weights: Optional[Path] = WeightsOpt,
+    io: Optional[Path] = IoOpt,
+    trust_remote_code: bool = TrustOpt,
+) -> None:
+    """Run a recipe (prune → distill → quantize → export → bench), every step cached and resumable.
+
+    Examples:
+      mmdk run clip-cpu-int8 ./my-clip --data calib=train.jsonl --data val=val.jsonl -o runs/clip
+      mmdk run my.yaml ./my-clip -o runs/x --set quantize.precision=fp16 --set bench.batch=[1,16]
+      mmdk run my.yaml ./my-clip --dry-run
+
+    A run killed part-way is resumed by running the same command again (finished steps come from the cache).
+    """
+    from . import api
+
+    data_map = _pairs_opt(data, "--data")
+    res = api.run(recipe, model, out, overrides=set_ or [], data=data_map, dry_run=dry_run, force=force,
+                  overwrite=overwrite, progress=progress(), step_log=lambda m: typer.echo(m, err=True),
+                  quiet=_STATE["quiet"], **load_kwargs(weights, io, trust_remote_code))
+    if dry_run:
+        for line in res.describe():
+            typer.echo(line)
+        typer.echo("dry run: everything validated; nothing was written")
+        return
+    from .pipeline.run_report import load_waterfall
+
+    for row in load_waterfall(res.out):
+        sp = f"{row['speedup']:.2f}x" if row.get("speedup") is not None else "—"
+        task = f"{row['task_metric']} {row['task_value']:.2f}" if row.get("task_value") is not None else "—"
+        params = f"{row['parameters']:,}" if row.get("parameters") is not None else "—"
+        typer.echo(f"{row['step']:<16} {row['pass']:<16} size {row['size_bytes'] / 1e6:8.2f} MB  params {params:>12}"
+                   f"  speedup {sp:>7}  {task}")
+    typer.echo(f"run in {res.out} (mmdk_run.json, run_report.md / .html)")
+
+
+@recipes_app.command("list")
+def recipes_list() -> None:
+    """List the built-in recipes (use one by name: mmdk run NAME MODEL -o OUT)."""
+    from .pipeline.recipe import builtin_recipes, load_recipe
+
+    for name, path in builtin_recipes().items():
+        typer.echo(f"{name:<28} {load_recipe(path).description}")
+
+
+@recipes_app.command("show")
+def recipes_show(name: str = typer.Argument(..., help="Built-in recipe name or recipe file.")) -> None:
+    """Print a recipe's YAML."""
+    from .pipeline.recipe import locate
+
+    typer.echo(locate(name).read_text().rstrip())
+
+
+@recipes_app.command("schema")
+def recipes_schema() -> None:
+    """Print the JSON Schema of the recipe format (every pass and its options)."""
+    from .pipeline.schema import recipe_json_schema
+
+    typer.echo(json.dumps(recipe_json_schema(), indent=2))
+
+
+@app.command()
+def distill(
+    student: str = typer.Argument(..., help="Student: a pruned output, an HF directory or a factory module with "
+                                  "the teacher's tower interfaces."),
+    teacher: str = typer.Option(..., "--teacher", help="Teacher checkpoint (frozen, eval mode)."),
+    data: Path = typer.Option(..., "--data", help="Training manifest (JSONL: image / text / label), preprocessed "
+                              "with the teacher's own tokenizer and image processor."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output directory (the student in its own format + manifest)."),
+    val: Optional[Path] = typer.Option(None, "--val", help="Held-out manifest: zero-shot top-1 / recall / accuracy "
+                                       "at the end of each epoch; the best weights are kept."),
+    tower: Optional[List[str]] = typer.Option(None, "--tower", help="Train only these towers (repeatable); the "
+                                              "teacher's other tower is the frozen partner. Default: all."),
+    loss: Optional[str] = typer.Option(None, "--loss", help="name=weight list: feature, affinity, contrastive, "
+                                       "logits, label (default: feature=1,affinity=1,contrastive=0.5 for dual "
+                                       "encoders, logits=1,label=1 for classifiers)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps."),
+    batch: Optional[int] = typer.Option(None, "--batch", help="Global batch (split over --nproc ranks)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="AdamW learning rate (warmup + cosine)."),
+    nproc: Optional[int] = typer.Option(None, "--nproc", help="Processes (torchrun: gloo on CPU, nccl on GPU)."),
+    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Checkpoint every N steps."),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop training after this many minutes "
+                                                "(the output keeps the best / last weights)."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="Temperature of the logits loss."),
+    template: Optional[List[str]] = typer.Option(None, "--template", help="Zero-shot prompt template for eval, "
+                                                 "e.g. 'a photo of a {label}.' (repeatable)."),
+    processor: Optional[Path] = typer.Option(None, "--processor", help="Directory with the tokenizer / image "
+                                             "processor (default: the teacher's)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads per process."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run whose checkpoints are in OUT.ckpt."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output directory."),
+    weights: Optional[Path] = WeightsOpt,
+    io: Optional[Path] = IoOpt,
+    trust_remote_code: bool = TrustOpt,
+) -> None:
+    """Distill a student against a frozen teacher, tower by tower (checkpoints, --resume, eval each epoch).
+
+    Examples:
+      mmdk distill pruned/ --teacher ./my-clip --data train.jsonl --val val.jsonl -o distilled/
+      mmdk distill pruned/ --teacher ./fusion --data train.jsonl --loss logits=1,label=1 --nproc 2 -o d/
+    """
+    from . import api
+
+    options = {"steps": steps, "batch": batch, "lr": lr, "nproc": nproc, "checkpoint_every": checkpoint_every,
+               "max_minutes": max_minutes, "temperature": temperature, "threads": threads,
+               "templates": tuple(template) if template else None,
+               "processor": str(processor) if processor else None}
+    manifest = api.distill(student, out, teacher=teacher, data=data, val=val, towers=tower or (), loss=loss,
+                           resume=resume, overwrite=overwrite, progress=progress(), quiet=_STATE["quiet"],
+                           load_options=load_kwargs(weights, io, trust_remote_code),
+                           **{k: v for k, v in options.items() if v is not None})
+    m = manifest.metrics
+    losses = ",".join(f"{k}={v:g}" for k, v in m["losses"].items())
+    typer.echo(f"distilled {', '.join(m['towers'])} in {m['steps']} steps ({m['epochs']:g} epochs, batch {m['batch']}, "
+               f"{m['world_size']} process(es), {m['train_seconds']:.0f}s){' [stopped by --max-minutes]' if m['stopped_by_time'] else ''}; "
+               f"losses {losses}; final loss {m['final_loss']:.4f}")
+    for e in m.get("eval", []):
+        figs = ", ".join(f"{k} {v:.2f}" for k, v in e.items() if k not in ("step", "epoch"))
+        typer.echo(f"eval step {e['step']} (epoch {e['epoch']:g}): {figs}")
+    if m.get("best"):
+        typer.echo(f"kept step {m['best']['step']} ({m['best']['metric']} {m['best'][m['best']['metric']]:.2f})")
+    typer.echo(f"output in {out}")
 
 
 # ---- entry point ------------------------------------------------------------------------------------------
