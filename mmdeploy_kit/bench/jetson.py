@@ -386,3 +386,28 @@ class TelemetrySession:
 
 def _r(v: Optional[float], digits: int = 4) -> Optional[float]:
     return None if v is None else round(float(v), digits)
+
+
+# ---- comparing reports -----------------------------------------------------------------------------------
+def report_power_mode(report: Any) -> Optional[str]:
+    """The nvpmodel mode a report was taken in (its telemetry, else its environment), None if not a Jetson."""
+    t = getattr(report, "telemetry", None)
+    if t is not None and t.power_mode:
+        return t.power_mode
+    jet = report.environment.jetson
+    return jet.power_mode if jet is not None else None
+
+
+def check_power_modes(base: Any, new: Any, allow: bool = False) -> Optional[str]:
+    """Refuse (UserInputError) to compare two Jetson reports taken in different power modes; with ``allow``,
+    return a warning instead. None when the modes match or either report is not from a Jetson."""
+    from ..errors import UserInputError
+
+    a, b = report_power_mode(base), report_power_mode(new)
+    if a is None or b is None or a == b:
+        return None
+    msg = f"the reports were taken in different Jetson power modes ({a} vs {b}): latency and energy are not comparable"
+    if not allow:
+        raise UserInputError(msg, hint="rerun both in one mode (sudo nvpmodel -m N), or pass "
+                                       "--allow-power-mode-mismatch")
+    return msg
