@@ -14,13 +14,13 @@ JET = Path(__file__).resolve().parents[1] / "fixtures" / "jetson"
 POWER_MW = 7250  # VDD_IN printed by the fake tegrastats
 
 
-def _tiny_onnx(path: Path) -> Path:
+def _tiny_onnx(path: Path, seed: int = 0) -> Path:
     onnx = pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
-    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((64, 64)).astype("float32"), "w")
+    w = numpy_helper.from_array(np.random.default_rng(seed).standard_normal((64, 64)).astype("float32"), "w")
     graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 64])], [w])
