@@ -191,3 +191,36 @@ def cache(tmp_path, monkeypatch) -> Path:
     """An empty mmdk cache (``$MMDK_CACHE_DIR``) for this test only."""
     monkeypatch.setenv("MMDK_CACHE_DIR", str(tmp_path / "cache"))
     return tmp_path / "cache"
+
+
+# ---- distillation ----------------------------------------------------------------------------------------
+def build_captioned_clip(path: Path, data_dir: Path, layers: int, width: int, seed: int, projection_dim: int = 16) -> Path:
+    """A tiny CLIPModel with the demo's word tokenizer (over ``data_dir``'s captions) and a 32 px image processor."""
+    import torch
+    from transformers import CLIPConfig, CLIPModel
+
+    from mmdeploy_kit.data.manifest import load_manifest
+    from mmdeploy_kit.demo_checkpoint import DEFAULT_TEMPLATES, _image_processor, _word_tokenizer
+
+    samples = load_manifest(data_dir / "train.jsonl") + load_manifest(data_dir / "val.jsonl")
+    labels = sorted({s.label for s in samples if s.label})
+    tok = _word_tokenizer([s.text for s in samples if s.text] + [t.format(label=c) for t in DEFAULT_TEMPLATES for c in labels])
+    torch.manual_seed(seed)
+    text = dict(vocab_size=len(tok), hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers,
+                num_attention_heads=2, max_position_embeddings=32, pad_token_id=0, bos_token_id=2, eos_token_id=3)
+    vision = dict(image_size=32, patch_size=8, hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers,
+                  num_attention_heads=2)
+    model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=projection_dim)).eval()
+    model.save_pretrained(str(path), safe_serialization=True)
+    tok.save_pretrained(str(path))
+    _image_processor(32).save_pretrained(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def clip_teacher_student(tmp_path_factory, small_data) -> SimpleNamespace:
+    """``.teacher`` (2 layers, width 32) and ``.student`` (1 layer, width 16): tiny CLIPs with tokenizers, plus
+    ``.data`` (the small synthetic dataset they were built for)."""
+    root = tmp_path_factory.mktemp("distill")
+    return SimpleNamespace(teacher=build_captioned_clip(root / "teacher", small_data, 2, 32, 0),
+                           student=build_captioned_clip(root / "student", small_data, 1, 16, 1), data=small_data)

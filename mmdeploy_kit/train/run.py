@@ -44,7 +44,7 @@ def run_distillation(student: LoadedModel, teacher: LoadedModel, config: Any, ch
     from ..bench.accuracy import headline_metric
     from ..data.manifest import load_manifest
     from .dist import current
-    from .distill import DistillObjective, prepare_data
+    from .distill import DistillObjective, check_towers, prepare_data
     from .loop import LoopSettings, TrainLoop
     from .save import student_modules
 
@@ -55,6 +55,7 @@ def run_distillation(student: LoadedModel, teacher: LoadedModel, config: Any, ch
     if not towers:
         raise DataError("student and teacher share no tower name",
                         hint=f"student towers: {', '.join(student.towers)}; teacher: {', '.join(teacher.towers)}")
+    check_towers(student, teacher, towers)
     proc_dir = find_processor_dir([teacher, student], config.processor)
     weights = loss_weights(config, teacher)
     for m in teacher.towers.values():
