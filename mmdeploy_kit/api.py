@@ -370,6 +370,20 @@ def bench(artifacts: ModelLike | Sequence[ModelLike], reference: Optional[ModelL
     return result
 
 
+def doctor(host: Optional[str] = None, ssh_key: Optional[str] = None, ssh_options: Sequence[str] = (),
+           accept_new_host_key: bool = False, remote_mmdk: str = "mmdk") -> dict[str, Any]:
+    """What this machine (or, with ``host``, a device over SSH) has - CPU ISA, GPU/driver/CUDA, TensorRT, ORT
+    providers, Jetson model/L4T/power mode - and which mmdk features are available there (``features``)."""
+    from .bench import doctor as _doctor
+
+    if host is not None:
+        from .remote.doctor import remote_doctor
+
+        return remote_doctor(host, ssh_key=ssh_key, ssh_options=tuple(ssh_options),
+                                     accept_new_host_key=accept_new_host_key, remote_mmdk=remote_mmdk)
+    return _doctor.collect()
+
+
 def compare(base: str | Path | Any, new: str | Path | Any, max_latency_regression: Optional[float | str] = 0.10,
             max_accuracy_drop: Optional[float] = 0.5, latency_metric: str = "p50",
             junit: Optional[str | Path] = None, allow_power_mode_mismatch: bool = False) -> Any:

@@ -451,6 +451,9 @@ def quantize(
                                           f"extra 'inc') {_dflt('quantize', 'backend')}."),
     processor: Optional[Path] = typer.Option(None, "--processor", help="HF dir with tokenizer / image processor "
                                              "(default: the checkpoint's)."),
+    target_cpu: Optional[str] = typer.Option(None, "--target-cpu", help="CPU the INT8 model will run on: auto "
+                                             "(this machine), avx512_vnni, avx2, arm64; the cpu preset picks per ISA "
+                                             "(reduce_range on AVX2 without VNNI). Recorded in the manifest."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output directory."),
     save_recipe: Optional[Path] = SaveRecipeOpt,
     force: bool = ForceOpt,
@@ -476,7 +479,7 @@ def quantize(
                             calibration=calibration, percentile=percentile, per_channel=per_channel, preset=preset,
                             calib_samples=calib_samples, holdout_samples=holdout_samples, op_types=ops,
                             min_cosine=min_cosine, max_fp32_fraction=max_fp32_fraction, sensitivity=sensitivity,
-                            backend=backend, save_recipe=save_recipe, force=force)
+                            backend=backend, save_recipe=save_recipe, force=force, target_cpu=target_cpu)
     for a in manifest.artifacts:
         v, d = a.verification, a.details
         if v.get("copied"):
@@ -650,6 +653,31 @@ def distill(
     if m.get("best"):
         typer.echo(f"kept step {m['best']['step']} ({m['best']['metric']} {m['best'][m['best']['metric']]:.2f})")
     typer.echo(f"output in {out}")
+
+
+@app.command()
+def doctor(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    host: Optional[str] = typer.Option(None, "--host", help="Run on this device over SSH (USER@HOST[:PORT] or an "
+                                       "~/.ssh/config alias) with its own mmdk."),
+    ssh_key: Optional[str] = typer.Option(None, "--ssh-key", help="--host: private key file (ssh -i)."),
+    ssh_option: Optional[List[str]] = typer.Option(None, "--ssh-option", help="--host: extra ssh option KEY=VALUE."),
+    accept_new_host_key: bool = typer.Option(False, "--accept-new-host-key", help="--host: trust the device's key "
+                                             "on first connection."),
+    remote_mmdk: str = typer.Option("mmdk", "--remote-mmdk", help="--host: the mmdk command on the device."),
+) -> None:
+    """What this machine (or --host device) has: CPU ISA, GPU/driver/CUDA, TensorRT, ORT providers, Jetson
+    model/L4T/power mode; and which mmdk features are available there and what each needs."""
+    from . import api
+    from .bench.doctor import render
+
+    info = api.doctor(host=host, ssh_key=ssh_key, ssh_options=tuple(ssh_option or ()),
+                      accept_new_host_key=accept_new_host_key, remote_mmdk=remote_mmdk)
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    remote = info.get("remote")
+    typer.echo(render(info, host=f"{remote['host']} ({remote['address']})" if remote else None))
 
 
 # ---- entry point ------------------------------------------------------------------------------------------

@@ -116,3 +116,29 @@ def test_l4t_release_parsing_reuses_env(monkeypatch, tmp_path):
         assert info.l4t == "36.3.0" and info.model == "NVIDIA Jetson Orin Nano Developer Kit"
     finally:
         env.jetson_info.cache_clear()
+
+
+def _jetson_report(mode: str | None, tmp_path, name: str):
+    from mmdeploy_kit.bench.env import JetsonInfo
+    from mmdeploy_kit.bench.schema import Telemetry
+    from tests.unit.test_bench_reports import make_report
+
+    r = make_report()
+    if mode is not None:
+        r.environment.jetson = JetsonInfo(model="NVIDIA Jetson Orin Nano Developer Kit", l4t="36.3.0", power_mode=mode)
+        r.telemetry = Telemetry(interval_ms=100, energy_window_s=1.0, power_mode=mode)
+    path = tmp_path / name
+    path.write_text(r.to_json())
+    return path
+
+
+def test_compare_refuses_different_power_modes(tmp_path, mmdk):
+    a = _jetson_report("15W", tmp_path, "a.json")
+    b = _jetson_report("7W", tmp_path, "b.json")
+    res = mmdk("compare", a, b)
+    assert res.code == 2 and res.one_line_error()
+    assert "different Jetson power modes (15W vs 7W)" in res.err and "--allow-power-mode-mismatch" in res.err
+    res = mmdk("compare", a, b, "--allow-power-mode-mismatch")
+    assert res.code == 0 and "warning: the reports were taken in different Jetson power modes" in res.err
+    assert mmdk("compare", a, _jetson_report("15W", tmp_path, "c.json")).code == 0
+    assert mmdk("compare", a, _jetson_report(None, tmp_path, "cpu.json")).code == 0   # not both Jetsons
