@@ -98,6 +98,7 @@ def load_recipe(recipe: str | Path | dict, overrides: Optional[list[str] | dict[
                 data: Optional[dict[str, str | Path]] = None) -> Recipe:
     """Parse a recipe (file path, built-in name, or dict), apply ``--set STEP.FIELD=VALUE`` overrides and
     ``--data NAME=PATH`` (paths relative to the working directory)."""
+    data_paths = dict(data or {})
     if isinstance(recipe, dict):
         r = _from_data(recipe, source="<recipe>", base_dir=Path.cwd(), lines=None)
     else:
@@ -114,7 +115,7 @@ def load_recipe(recipe: str | Path | dict, overrides: Optional[list[str] | dict[
         name = str(recipe) if not Path(recipe).is_file() else str(path)
         r = _from_data(data, source=name, base_dir=path.resolve().parent, lines=node)
     apply_overrides(r, overrides or [])
-    for name, path in (data or {}).items():
+    for name, path in data_paths.items():
         r.data[str(name)] = str(Path(path).resolve())
         r.data_lines.pop(str(name), None)
     return r
