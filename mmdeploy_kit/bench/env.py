@@ -120,6 +120,21 @@ def cpu_info() -> tuple[str, list[str]]:
     return model or platform.processor() or platform.machine(), [f for f in ISA_FLAGS if f in flags]
 
 
+CPU_ISAS = ("avx512_vnni", "avx2", "arm64")
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def detect_isa(flags: Optional[list[str]] = None, machine: Optional[str] = None) -> str:
+    """The CPU kind ONNX Runtime's INT8 kernels depend on: ``avx512_vnni`` (VNNI: AVX-512 VNNI, AVX-VNNI, AMX),
+    ``avx2`` (x86-64 without VNNI: u8 x s8 through saturating ``vpmaddubsw``) or ``arm64``."""
+    machine = (machine if machine is not None else platform.machine()).lower()
+    if machine in ("aarch64", "arm64") or machine.startswith("armv8"):
+        return "arm64"
+    if flags is None:
+        flags = cpu_info()[1]
+    return "avx512_vnni" if any(f in flags for f in VNNI_FLAGS) else "avx2"
+
+
 def load_average() -> Optional[list[float]]:
     try:
         return [round(x, 2) for x in os.getloadavg()]

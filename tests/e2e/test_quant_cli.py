@@ -169,26 +169,33 @@ def test_fp16_overflowing_nodes_stay_fp32(mmdk, factory, tmp_path):
 
 
 def test_auto_keeps_sensitive_nodes_fp32_until_budget_holds(mmdk, clip_onnx, calib_npz, tmp_path):
+    """The budget sits halfway between what all-INT8 reaches on *this* CPU and FP32 (INT8 error differs between
+    AVX2 and VNNI kernels), so the search must keep nodes FP32 on every CPU - and must then meet it."""
+    plain = mmdk_api.quantize(clip_onnx, tmp_path / "plain", calib_data=calib_npz, min_cosine=-1)
+    base = {a.tower: a.verification["cosine"] for a in plain.artifacts}
+    worst = min(base, key=base.get)
+    assert base[worst] < 0.99999  # INT8 is measurably lossy here, so the budget below is a real target
+    budget = f"cosine>={1 - (1 - base[worst]) / 2:g}"  # 6 significant digits, as the manifest writes it
     out = tmp_path / "q"
-    r = mmdk("-q", "quantize", clip_onnx, "--method", "auto", "--accuracy-budget", "cosine>=0.99995",
+    r = mmdk("-q", "quantize", clip_onnx, "--method", "auto", "--accuracy-budget", budget,
              "--calib-data", calib_npz, "-o", out)
     assert r.code == 0, r.err
     man = _man(out)
     assert man["metrics"]["budgets"] and all(b["holds"] for b in man["metrics"]["budgets"])
-    kept = 0
+    kept = {}
     for tower in ("vision", "text"):
         a = _art(man, tower)
         mp = a["details"]["mixed_precision"]
-        assert mp["budget"] == "cosine>=0.99995" and mp["search"][-1]["budgets"]
+        assert mp["budget"] == budget and mp["search"][-1]["budgets"]
         fp32 = a["details"]["nodes"]["fp32_nodes"]
         assert all(n["reason"] == "kept FP32 by the accuracy budget" for n in fp32)
         assert len(fp32) == mp["search"][-1]["fp32_nodes"][tower]
-        assert a["verification"]["cosine"] >= 0.99995
-        kept += len(fp32)
+        assert a["verification"]["cosine"] >= float(budget.split(">=")[1])
+        kept[tower] = len(fp32)
         if fp32:  # the search measured this tower's sensitivity and recorded it
             assert mp["sensitivity"] and len(mp["search"]) >= 2
-    assert kept > 0
-    assert "budget cosine>=0.99995 on text" in r.out
+    assert kept[worst] > 0 and _art(man, worst)["verification"]["cosine"] > base[worst]
+    assert f"budget {budget} on {worst}" in r.out
 
 
 def test_tensorrt_preset_graph_invariants(mmdk, clip_onnx, calib_npz, tmp_path):

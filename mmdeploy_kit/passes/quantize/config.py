@@ -24,7 +24,8 @@ from ...model.tower import LoadedModel, Tower
 from ..base import PassConfig
 
 Precision = Literal["int8", "fp16", "fp32"]
-Method = Literal["static", "dynamic", "auto"]
+Method = Literal["static", "dynamic", "hybrid", "auto"]  # hybrid: static image branch + dynamic text, one tower
+TargetCpu = Literal["auto", "avx512_vnni", "avx2", "arm64"]
 DEFAULT_AUTO_BUDGET = "cosine>=0.99"
 DEFAULT_MIN_COSINE = {"int8": 0.98, "fp16": 0.999}
 # numerically sensitive ops kept in FP32 by the FP16 conversion (ORT's own block-list is added to these)
@@ -115,6 +116,9 @@ class QuantizeConfig(PassConfig):
     backend: Literal["ort", "inc"] = "ort"
     templates: tuple[str, ...] = ("a photo of a {label}.",)
     seed: int = 0
+    target_cpu: TargetCpu = "auto"             # the CPU the INT8 model will run on (auto: this machine); see isa.py
+    reduce_range: Optional[bool] = None        # 7-bit weights; None: the preset's choice for target_cpu
+    weight_type: Optional[Literal["int8", "uint8"]] = None  # None: the preset's choice for target_cpu
     calib_data: Optional[str] = None           # JSONL manifest, .npz or folder of .npy (a recipe data name)
     processor: Optional[str] = None            # HF dir with tokenizer / image processor (default: the model's)
 
@@ -127,6 +131,18 @@ class QuantizeConfig(PassConfig):
 
     def budgets(self) -> list[Budget]:
         return [parse_budget(b) for b in self.accuracy_budget]
+
+    def canonical_json(self) -> str:
+        """The cache identity: ``target_cpu="auto"`` names the ISA it resolves to here, so an INT8 model
+        quantized on an AVX-512 VNNI machine is not served from the cache on an AVX2 one (or back)."""
+        import json
+
+        from .isa import resolve_isa
+
+        data = self.model_dump(mode="json")
+        if data.get("target_cpu") == "auto":
+            data["target_cpu"] = f"auto:{resolve_isa('auto')}"
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
 @dataclass
@@ -143,6 +159,11 @@ class TowerPlan:
     matmul_const_b_only: bool = True
     quantize_bias: bool = True
     user_op_types: tuple[str, ...] = ()
+    input_modalities: tuple[tuple[str, str], ...] = ()  # graph input -> modality (hybrid split)
+    isa: str = ""                              # resolved target CPU (isa.py)
+    reduce_range: bool = False                 # 7-bit weights (AVX2 without VNNI: no u8s8 saturation)
+    weight_type: str = "int8"                  # int8 (U8S8) | uint8 (U8U8)
+    note: str = ""                             # why the plan differs from what the preset would pick
 
     @property
     def op_types(self) -> tuple[str, ...]:
@@ -155,17 +176,32 @@ class TowerPlan:
         return ("MatMul", "Gemm") if method == "dynamic" else ("MatMul", "Gemm", "Conv")
 
     def describe(self) -> dict:
-        d = {"precision": self.precision}
+        d: dict = {"precision": self.precision}
         if self.precision == "int8":
             d.update(method=self.method, accuracy_aware=self.auto, op_types=list(self.op_types),
                      per_channel=self.per_channel, activation_type="int8" if self.symmetric_activations else "uint8",
-                     weight_type="int8", symmetric_activations=self.symmetric_activations,
-                     matmul_const_b_only=self.matmul_const_b_only)
+                     weight_type=self.weight_type, symmetric_activations=self.symmetric_activations,
+                     matmul_const_b_only=self.matmul_const_b_only, target_cpu=self.isa, reduce_range=self.reduce_range)
+            if self.note:
+                d["note"] = self.note
         return d
 
 
 def is_text_tower(tower: Tower) -> bool:
     return any(i.dtype.startswith("int") for i in tower.spec.inputs) or "text" in tower.spec.modalities
+
+
+def input_modalities(tower: Tower) -> dict[str, str]:
+    """Input name -> modality; integer inputs (token ids, masks) count as text when the spec says generic."""
+    return {i.name: ("text" if i.modality == "generic" and i.dtype.startswith("int") else i.modality)
+            for i in tower.spec.inputs}
+
+
+def is_fusion_tower(tower: Tower) -> bool:
+    """Text inputs *and* float inputs of another modality (image / audio / video / ...) in one tower."""
+    mods = input_modalities(tower)
+    floats = [i for i in tower.spec.inputs if i.dtype.startswith(("float", "bfloat"))]
+    return "text" in mods.values() and any(mods[i.name] != "text" for i in floats)
 
 
 def resolve_plans(config: QuantizeConfig, model: LoadedModel) -> dict[str, TowerPlan]:
@@ -192,19 +228,31 @@ def resolve_plans(config: QuantizeConfig, model: LoadedModel) -> dict[str, Tower
 
 
 def _int8_plan(plan: TowerPlan, config: QuantizeConfig, tower: Tower, method: Optional[str]) -> None:
+    from .isa import cpu_int8_options
+
     text = is_text_tower(tower)
-    preferred = "static" if config.preset == "tensorrt" else ("dynamic" if text else "static")
+    fusion = is_fusion_tower(tower)
+    preferred = "static" if config.preset == "tensorrt" else ("hybrid" if fusion else "dynamic" if text else "static")
     plan.auto = method == "auto" or bool(config.accuracy_budget)
+    plan.input_modalities = tuple(input_modalities(tower).items())
+    if method == "hybrid" and not fusion:
+        raise UserInputError(f"--method hybrid needs a tower with text and image (or other float) inputs; "
+                             f"{plan.tower!r} takes {', '.join(sorted(set(dict(plan.input_modalities).values())))}",
+                             hint="use --method static or dynamic")
     if method in (None, "auto"):
         method = preferred
         if config.preset == "cpu" and plan.auto:
             plan.alternatives = [m for m in ("static", "dynamic") if m != method]
-    if config.preset == "tensorrt" and method == "dynamic":
-        raise UserInputError("--preset tensorrt writes QDQ graphs; dynamic quantization cannot be used with it",
+    if config.preset == "tensorrt" and method in ("dynamic", "hybrid"):
+        raise UserInputError(f"--preset tensorrt writes QDQ graphs; {method} quantization cannot be used with it",
                              hint="use --method static (the default for --preset tensorrt)")
     plan.method = method
     plan.per_channel = config.per_channel
     plan.user_op_types = tuple(config.op_types)
+    opts = cpu_int8_options(config.target_cpu, config.preset)
+    plan.isa = opts["isa"]
+    plan.reduce_range = opts["reduce_range"] if config.reduce_range is None else config.reduce_range
+    plan.weight_type = opts["weight_type"] if config.weight_type is None else config.weight_type
     if config.preset == "tensorrt":
         plan.symmetric_activations, plan.matmul_const_b_only, plan.quantize_bias = True, False, False
         if not config.per_channel:

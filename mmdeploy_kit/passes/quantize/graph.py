@@ -81,6 +81,35 @@ def candidates(model: Any, op_types: Iterable[str], method: str, matmul_const_b_
     return out
 
 
+def node_modalities(model: Any, input_modality: dict[str, str]) -> dict[str, frozenset[str]]:
+    """Which graph inputs' modalities reach each node (node name -> {"text", "image", ...}).
+
+    Modality flows from the I/O spec's inputs along every tensor (initializers and constants carry none), so
+    inside one fusion tower the CNN's Convs are ``{"image"}``, the text encoder's MatMuls ``{"text"}`` and
+    the head after the concat ``{"image", "text"}``. Nodes are visited in graph order (ONNX requires a
+    topological order); subgraphs of If/Loop are not entered (their outputs take the node's modalities).
+    """
+    seen: dict[str, frozenset[str]] = {k: frozenset([v]) for k, v in input_modality.items()}
+    out: dict[str, frozenset[str]] = {}
+    for n in model.graph.node:
+        mods = frozenset().union(*(seen.get(i, frozenset()) for i in n.input if i))
+        out[n.name] = mods
+        for o in n.output:
+            seen[o] = mods
+    return out
+
+
+def split_by_modality(cands: list[Candidate], mods: dict[str, frozenset[str]]) -> tuple[list[str], list[str]]:
+    """(static, dynamic) node names for a hybrid tower: MatMul/Gemm that text reaches go dynamic (their
+    activations depend on token content and -inf attention masks; FIELD_NOTES: static INT8 loses accuracy on
+    real text towers), every other candidate (the CNN / image branch, Conv above all) static QDQ."""
+    static, dynamic = [], []
+    for c in cands:
+        text = "text" in mods.get(c.name, frozenset())
+        (dynamic if text and c.op_type in ("MatMul", "Gemm") and c.const_weight else static).append(c.name)
+    return static, dynamic
+
+
 def groups(cands: list[Candidate], granularity: str, max_nodes: int = 48) -> dict[str, list[str]]:
     """Sensitivity units: one per node, or per layer (``auto``: per layer when there are many nodes)."""
     by_layer = granularity == "layer" or (granularity == "auto" and len(cands) > max_nodes)
@@ -94,10 +123,11 @@ def quantized_nodes(qmodel: Any, cands: list[Candidate], method: str) -> set[str
     """Names of the candidates that ended up INT8 in ``qmodel``."""
     graph = qmodel.graph
     nodes = {n.name: n for n in graph.node}
+    dynamic = {c.name for c in cands if c.name not in nodes or nodes[c.name].op_type != c.op_type}
     if method == "dynamic":
-        return {c.name for c in cands if c.name not in nodes or nodes[c.name].op_type != c.op_type}
+        return dynamic
     prod = _producers(graph)
-    done = set()
+    done = dynamic if method == "hybrid" else set()  # hybrid: static QDQ nodes + dynamic chains
     for c in cands:
         n = nodes.get(c.name)
         if n is not None and any(i in prod and prod[i].op_type == "DequantizeLinear" for i in n.input[:2]):
@@ -135,10 +165,11 @@ def restore_fp32(qmodel: Any, fp32_model: Any, names: Iterable[str]) -> Any:
     for name in names:
         orig = fp32_nodes[name]
         y = orig.output[0]
-        idx = next(k for k, n in enumerate(g.node) if y in n.output)
+        same = [k for k, n in enumerate(g.node) if n.name == name and n.op_type == orig.op_type]
+        idx = same[0] if same else next(k for k, n in enumerate(g.node) if y in n.output)
         prod = g.node[idx]
         new = copy.deepcopy(orig)
-        if prod.name == name:  # QDQ: float weights; an activation stays QDQ only if a quantized node shares it
+        if same:  # QDQ: float weights; an activation stays QDQ only if a quantized node shares it
             producers = _producers(g)
             excluded = set(names)
             for k, i in enumerate(prod.input[:len(new.input)]):
@@ -152,21 +183,43 @@ def restore_fp32(qmodel: Any, fp32_model: Any, names: Iterable[str]) -> Any:
                     raw = producers[src.input[0]].input[0] if src.input[0] in producers else new.input[k]
                     for n in users:
                         n.input[:] = [raw if x == i else x for x in n.input]
+            y_q = prod.output[0]  # y itself, or '<y>_QuantizeLinear_Input' when y is a graph output
             g.node.remove(prod)
-            qs = {n.output[0] for n in g.node if n.op_type == "QuantizeLinear" and n.input[0] == y}
+            qs = {n.output[0] for n in g.node if n.op_type == "QuantizeLinear" and n.input[0] == y_q}
             dqs = {n.output[0] for n in g.node if n.op_type == "DequantizeLinear" and n.input[0] in qs}
+            if y_q != y:  # the graph output's Q -> DQ(y) pair goes: the float node writes y again
+                for n in [n for n in g.node if n.output and n.output[0] in qs | dqs]:
+                    g.node.remove(n)
+                idx = min(idx, len(g.node))
             for n in g.node:
                 for k, i in enumerate(n.input):
                     if i in dqs:
                         n.input[k] = y
         else:  # dynamic: MatMulInteger ... Mul chain ends in y; detach it
             prod.output[list(prod.output).index(y)] = f"{y}__int8_unused"
+            for n in g.node:  # a node of the chain may keep the original's name (ORT's dynamic Gemm)
+                if n.name == name:
+                    n.name = f"{name}__int8_unused"
         g.node.insert(idx, new)
         for i in orig.input:
             if i in fp32_inits and i not in have:
+                _drop_dequantized_copy(g, i, new)
                 g.initializer.append(fp32_inits[i])
                 have.add(i)
     return out
+
+
+def _drop_dequantized_copy(g: Any, name: str, reader: Any) -> None:
+    """ORT's static QDQ keeps a quantized bias's *original* name on its DequantizeLinear output (a Conv bias
+    folded from BatchNorm, ``onnx::Conv_423``): before the float initializer comes back under that name,
+    remove the DequantizeLinear (read by ``reader`` only), else the graph defines the name twice."""
+    prod = next((n for n in g.node if name in n.output), None)
+    if prod is None:
+        return
+    others = [n for n in g.node if n.name != reader.name and name in n.input]  # protobuf inserts copies
+    if prod.op_type not in ("DequantizeLinear", "Cast") or others:
+        raise ValueError(f"cannot restore {name!r} to FP32: it is produced by {prod.op_type} node {prod.name!r}")
+    g.node.remove(prod)
 
 
 # ---- TensorRT explicit-quantization invariants ---------------------------------------------------------

@@ -20,7 +20,7 @@ from ..._quiet import quiet
 from ...data.calib import calibration_reader
 from ...errors import DataError, ExportError, UserInputError
 from .config import QuantizeConfig, TowerPlan
-from .graph import Candidate, candidates, opset_version
+from .graph import Candidate, candidates, node_modalities, opset_version, split_by_modality
 
 _CALIB = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 
@@ -84,10 +84,16 @@ class Int8Quantizer:
         self.op_types = plan.op_types_for(method)
         self.model = onnx.load(str(self.fp32_path))
         self.input_names = [i.name for i in self.model.graph.input]
-        self.candidates: list[Candidate] = candidates(self.model, self.op_types, method, plan.matmul_const_b_only)
+        self.candidates: list[Candidate] = candidates(self.model, self.op_types, "static" if method == "hybrid" else method,
+                                                      plan.matmul_const_b_only)
+        self.static_nodes: list[str] = []
+        self.dynamic_nodes: list[str] = []
+        if method == "hybrid":  # one tower, two modalities: static QDQ for the image branch, dynamic for text
+            mods = node_modalities(self.model, dict(plan.input_modalities))
+            self.static_nodes, self.dynamic_nodes = split_by_modality(self.candidates, mods)
         self.calib_batches = list(calib_batches or [])
         self.cache_path = self.workdir / f"{plan.tower}.{method}.calib.json"
-        if method == "static" and not self.calib_batches:
+        if method in ("static", "hybrid") and not self.calib_batches:
             raise DataError(f"static INT8 of tower {plan.tower!r} needs calibration data, and none was given",
                             hint="pass --calib-data (JSONL manifest, .npz or folder of .npy), or use --method dynamic")
         if not self.candidates:
@@ -102,6 +108,8 @@ class Int8Quantizer:
             with quiet_ort():
                 if self.method == "dynamic":
                     self._dynamic(list(exclude), dst)
+                elif self.method == "hybrid":
+                    self._hybrid(list(exclude), dst)
                 else:
                     self._static(list(exclude), dst)
         except (ValueError, RuntimeError, KeyError, AssertionError, TypeError) as exc:
@@ -112,17 +120,38 @@ class Int8Quantizer:
                               hint=hint) from None
         return dst
 
-    def _dynamic(self, exclude: list[str], dst: Path) -> None:
+    def _dynamic(self, exclude: list[str], dst: Path, src: Optional[Path] = None,
+                 nodes: Optional[list[str]] = None) -> None:
         onnx = require("onnx")
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        quantize_dynamic(str(self.fp32_path), str(dst), per_channel=self.plan.per_channel, weight_type=QuantType.QInt8,
-                         op_types_to_quantize=list(self.op_types), nodes_to_exclude=exclude,
+        quantize_dynamic(str(src or self.fp32_path), str(dst), per_channel=self.plan.per_channel,
+                         weight_type=QuantType.QUInt8 if self.plan.weight_type == "uint8" else QuantType.QInt8, op_types_to_quantize=[o for o in self.op_types if o != "Conv"]
+                         if nodes is not None else list(self.op_types), nodes_to_quantize=nodes, nodes_to_exclude=exclude,
+                         reduce_range=self.plan.reduce_range,
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "MatMulConstBOnly": True})
+
+    def _hybrid(self, exclude: list[str], dst: Path) -> None:
+        """Static QDQ over the image-branch nodes, then dynamic INT8 over the text-fed MatMul/Gemm of the result.
+
+        ORT reads an empty ``nodes_to_quantize`` as "all nodes": a side with nothing left is skipped.
+        """
+        static = [n for n in self.static_nodes if n not in exclude]
+        dynamic = [n for n in self.dynamic_nodes if n not in exclude]
+        mid = dst.with_name(dst.stem + ".static.onnx")
+        if static:
+            self._static(exclude, mid, nodes=static)
+        else:
+            shutil.copyfile(self.fp32_path, mid)
+        if dynamic:
+            self._dynamic(exclude, dst, src=mid, nodes=dynamic)
+            mid.unlink(missing_ok=True)
+        else:
+            mid.replace(dst)
 
     def static_options(self) -> dict[str, Any]:
         plan = self.plan
-        opts: dict[str, Any] = {"MatMulConstBOnly": plan.matmul_const_b_only, "WeightSymmetric": True,
+        opts: dict[str, Any] = {"MatMulConstBOnly": plan.matmul_const_b_only, "WeightSymmetric": plan.weight_type == "int8",
                                 "ActivationSymmetric": plan.symmetric_activations}
         if self.config.calibration == "percentile":
             opts["CalibPercentile"] = self.config.percentile
@@ -136,7 +165,7 @@ class Int8Quantizer:
             opts["CalibStridedMinMax"] = stride  # bounded memory: histograms/ranges merged every few batches
         return opts
 
-    def _static(self, exclude: list[str], dst: Path) -> None:
+    def _static(self, exclude: list[str], dst: Path, nodes: Optional[list[str]] = None) -> None:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
         act = QuantType.QInt8 if self.plan.symmetric_activations else QuantType.QUInt8
@@ -146,8 +175,9 @@ class Int8Quantizer:
             self._calibrate_entropy()
         quantize_static(str(self.fp32_path), str(dst), calibration_reader(self.calib_batches, self.input_names),
                         quant_format=QuantFormat.QDQ, op_types_to_quantize=list(self.op_types),
-                        per_channel=self.plan.per_channel, activation_type=act, weight_type=QuantType.QInt8,
-                        nodes_to_exclude=exclude, calibrate_method=getattr(CalibrationMethod, _CALIB[self.config.calibration]),
+                        per_channel=self.plan.per_channel, activation_type=act,
+                        weight_type=QuantType.QUInt8 if self.plan.weight_type == "uint8" else QuantType.QInt8,
+                        nodes_to_quantize=nodes, nodes_to_exclude=exclude, reduce_range=self.plan.reduce_range, calibrate_method=getattr(CalibrationMethod, _CALIB[self.config.calibration]),
                         calibration_cache_path=str(self.cache_path), extra_options=self.static_options())
         if first:
             self.calibration_seconds = round(time.perf_counter() - t0, 2)
@@ -172,16 +202,24 @@ class Int8Quantizer:
 
     def describe(self) -> dict[str, Any]:
         d: dict[str, Any] = {"method": self.method, "op_types": list(self.op_types), "per_channel": self.plan.per_channel}
-        if self.method == "static":
-            d.update(format="QDQ", calibration=self.config.calibration,
+        if self.method == "hybrid":
+            d.update(static_nodes=len(self.static_nodes), dynamic_nodes=len(self.dynamic_nodes),
+                     split="static QDQ where only image/other inputs reach a node; dynamic for MatMul/Gemm that "
+                           "text inputs reach (modality propagated from the I/O spec through the graph)")
+        if self.plan.reduce_range:
+            d["reduce_range"] = True
+        if self.method in ("static", "hybrid"):
+            d.update(format="QDQ" if self.method == "static" else "QDQ + MatMulInteger", calibration=self.config.calibration,
                      activation_type="int8 (symmetric)" if self.plan.symmetric_activations else "uint8 (asymmetric)",
-                     weight_type="int8 (symmetric)", matmul_const_b_only=self.plan.matmul_const_b_only,
+                     weight_type=f"{self.plan.weight_type} (symmetric)" if self.plan.weight_type == "int8" else
+                     "uint8 (asymmetric)", matmul_const_b_only=self.plan.matmul_const_b_only,
                      quantize_bias=self.plan.quantize_bias,
                      calibration_batches=len(self.calib_batches), calibration_seconds=self.calibration_seconds)
             if self.config.calibration == "percentile":
                 d["percentile"] = self.config.percentile
         else:
-            d.update(format="MatMulInteger (dynamic activations, uint8)", weight_type="int8 (symmetric)")
+            d.update(format="MatMulInteger (dynamic activations, uint8)",
+                     weight_type="uint8" if self.plan.weight_type == "uint8" else "int8 (symmetric)")
         return d
 
     def cleanup(self) -> None:

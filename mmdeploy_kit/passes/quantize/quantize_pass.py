@@ -25,6 +25,7 @@ from .evaluate import TaskEval, TowerEval, check_budgets
 
 class QuantizePass(Pass):
     name: ClassVar[str] = "quantize"
+    version: ClassVar[str] = "2"  # 2: per-ISA cpu preset (reduce_range on AVX2), hybrid fusion towers
     config_cls: ClassVar[type[PassConfig]] = QuantizeConfig
     accepts: ClassVar[tuple[str, ...]] = ("torch", "onnx")
     produces: ClassVar[str] = "onnx"
@@ -128,6 +129,13 @@ class _Run:
 
     # ---- main -------------------------------------------------------------------------------------------
     def execute(self) -> Manifest:
+        for name in self.active:  # a fusion tower without data: the static half cannot be calibrated
+            plan = self.plans[name]
+            if plan.method == "hybrid" and (self.config.calib_data or self.ctx.calibration) is None and \
+                    dict(self.config.tower_method).get(name, self.config.method) in (None, "auto") and not self.budgets:
+                plan.method = "dynamic"
+                plan.note = ("fusion tower without --calib-data: dynamic INT8 for every MatMul/Gemm (the image "
+                             "branch's Convs stay FP32); pass --calib-data to quantize them statically")
         data = self.load_data()
         fp32 = self.fp32_sources()
         evals: dict[str, TowerEval] = {}
@@ -190,18 +198,22 @@ class _Run:
             self.details[n]["preprocess"] = prepare_fp32(fp32[n].path, prepared[n],
                                                          13 if self.config.preset == "tensorrt" else 0)
         methods = {n: self.plans[n].method for n in names}
-        try:
-            return self._int8_attempt(names, methods, prepared, fp32, evals, data, task)
-        except BudgetError as first:
-            failing = getattr(first, "towers", names)
-            alt = {n: self.plans[n].alternatives[0] for n in failing
-                   if n in names and self.plans[n].auto and self.plans[n].alternatives}
-            if not alt:
-                raise
-            self.log(f"budget not reached with {methods}; trying {alt}")
-            for n in alt:
-                self.details[n]["first_attempt"] = {"method": methods[n], "error": first.message}
-            return self._int8_attempt(names, {**methods, **alt}, prepared, fp32, evals, data, task)
+        tries = 0
+        while True:  # each failing 'auto' tower moves on to its next alternative method
+            try:
+                return self._int8_attempt(names, methods, prepared, fp32, evals, data, task)
+            except BudgetError as first:
+                failing = getattr(first, "towers", names)
+                alt = {n: self.plans[n].alternatives[tries] for n in failing
+                       if n in names and self.plans[n].auto and len(self.plans[n].alternatives) > tries}
+                if not alt:
+                    raise
+                self.log(f"budget not reached with {methods}; trying {alt}")
+                for n in alt:
+                    self.details[n].setdefault("earlier_attempts", []).append(
+                        {"method": methods[n], "error": first.message})
+                methods = {**methods, **alt}
+                tries += 1
 
     def _int8_attempt(self, names: list[str], methods: dict[str, str], prepared: dict[str, Path],
                       fp32: dict[str, Tower], evals: dict[str, TowerEval], data: Any,
@@ -312,6 +324,11 @@ class _Run:
             artifacts.append(Artifact(kind="onnx", tower=name, path=rel, precision=plan.precision,
                                       io_spec=tower.spec.to_dict(), verification=verification, details=details, **info))
         metrics: dict[str, Any] = {"budgets": self.budget_rows}
+        if any(self.plans[n].precision == "int8" for n in outputs):  # INT8 numerics depend on the CPU's kernels
+            from .isa import detect_isa, resolve_isa
+
+            metrics["target_cpu"] = {"isa": resolve_isa(self.config.target_cpu), "requested": self.config.target_cpu,
+                                     "quantized_on": detect_isa()}
         if self.task_figs:
             metrics["task"] = self.task_figs
         prev = self.model.details.get("manifest")
