@@ -208,6 +208,52 @@ def test_recipes_validate_against_the_config(tmp_path):
             get_pass(step).config_cls(**fields)
 
 
+def test_build_engines_bookkeeping_with_the_tensorrt_calls_replaced(fp16_bundle, tmp_path, monkeypatch):
+    """Not a TensorRT test: ``build_engines`` / ``verify_engines`` (the TensorRT calls) are replaced by functions
+    that write placeholder plans, to check what `mmdk build-engines` does around them: copy, manifest, atomicity."""
+    import shutil
+
+    import mmdeploy_kit as mmdk
+    from mmdeploy_kit.errors import VerificationError
+    from mmdeploy_kit.passes.export import trt_build
+
+    bundle = tmp_path / "b"
+    shutil.copytree(fp16_bundle, bundle)
+    monkeypatch.setattr(trt_env, "require_build", lambda *a, **k: trt_env.TrtCapabilities(
+        tensorrt_importable=True, tensorrt_version="10.3.0.30", torch_tensorrt_importable=False, cuda_gpu=True,
+        gpu_names=("Orin",)))
+
+    def fake_build(d, plan, caps, log):
+        out = {}
+        for t in plan["towers"]:
+            (d / t["plan"]).write_bytes(b"plan-" + t["name"].encode())
+            out[t["name"]] = {"tensorrt": {"version": "10.3.0.30"}, "gpu": {"name": "Orin", "compute_capability": "8.7"}}
+        return out
+
+    def fake_verify(d, plan, refs, specs, min_cosine, seed, log):
+        assert set(refs) == {t["name"] for t in plan["towers"]} and all(r.kind == "onnx" for r in refs.values())
+        return {t["name"]: {"reference": "onnx", "checks": [], "cosine_min": 0.9995} for t in plan["towers"]}
+
+    monkeypatch.setattr(trt_build, "build_engines", fake_build)
+    monkeypatch.setattr(trt_build, "verify_engines", fake_verify)
+    man = mmdk.build_engines(bundle)
+    assert man.metrics["tensorrt"]["engines"] == "built" and man.history[-1]["engines"] == "deferred"
+    on_disk = _man(bundle)
+    assert [(a["kind"], a["path"]) for a in on_disk["artifacts"]] == [("trt_engine", "vision.plan"), ("trt_engine", "text.plan")]
+    assert on_disk["artifacts"][0]["details"]["onnx_verification"]["checks"][0]["shape"] == "min"  # kept from export
+    assert (bundle / "vision.onnx").exists() and (bundle / "build_trtexec.sh").exists()
+
+    def failing_verify(*a, **k):
+        raise VerificationError("engine disagrees")
+
+    again = tmp_path / "c"
+    shutil.copytree(fp16_bundle, again)
+    monkeypatch.setattr(trt_build, "verify_engines", failing_verify)
+    with pytest.raises(VerificationError):
+        mmdk.build_engines(again)
+    assert not list(again.glob("*.plan")) and _man(again)["metrics"]["tensorrt"]["engines"] == "deferred"
+
+
 # ---- with TensorRT and a GPU (skipped elsewhere, with the reason) -------------------------------------------------
 @pytest.mark.gpu
 @pytest.mark.tensorrt
@@ -222,7 +268,8 @@ def test_local_build_verify_and_bench(mmdk, tiny_clip_dir, tmp_path):
         assert art["kind"] == "trt_engine" and (out / f"{t}.plan").stat().st_size > 0
         side = json.loads((out / f"{t}.plan.json").read_text())
         assert side["gpu"]["compute_capability"] and side["plan_sha256"] == art["sha256"]
-        assert {io["name"] for io in side["io"]} >= set(art["io_spec"]["inputs"][0].values()) & {io["name"] for io in side["io"]}
+        spec_names = {i["name"] for i in art["io_spec"]["inputs"]} | {o["name"] for o in art["io_spec"]["outputs"]}
+        assert {io["name"] for io in side["io"]} == spec_names
         assert json.loads((out / f"{t}.layers.json").read_text())
         assert [c["shape"] for c in art["verification"]["checks"]] == ["min", "opt", "max"]
         assert art["verification"]["cosine_min"] >= 0.999
