@@ -176,7 +176,7 @@ def _mk(p: Path) -> Path:
 def verify_onnx_bundle(source: Tower, onnx_path: Path, precision: str, seed: int = 0) -> dict[str, Any]:
     """The bundle's ONNX in ONNX Runtime vs the source tower at the profile's min / opt / max shapes."""
     from ...model.loaders import load_onnx_file
-    from ...model.runners import verify_tower
+    from ...bench.verify import verify_tower
 
     cand = load_onnx_file(onnx_path, spec=source.spec, tower=source.name).towers[source.name]
     sizes = [profile_sizes(source.spec, w) for w in ("min", "opt", "max")]

@@ -41,7 +41,7 @@ class TorchTensorRTExportPass(Pass):
     def run(self, model: LoadedModel, config: TorchTensorRTExportConfig, ctx: RunContext, workdir: Path) -> Manifest:
         from ...bench.backends.tensorrt import TorchTensorRTBackend, compile_torch_tensorrt
         from ...bench.backends.torch_eager import TorchEagerBackend
-        from ...model.runners import compare_outputs
+        from ...bench.verify import compare_outputs
         from . import trt_env
         from .onnx import source_info
 

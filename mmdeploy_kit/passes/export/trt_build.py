@@ -167,7 +167,7 @@ def verify_engines(bundle: Path, plan: dict[str, Any], references: dict[str, Tow
     """Each engine vs its reference tower (torch, or the bundle's ONNX in ONNX Runtime) at the profile's
     min / opt / max shapes; VerificationError (exit 5) below ``min_cosine`` (default per precision)."""
     from ...bench.backends.tensorrt import TensorRTBackend
-    from ...model.runners import TowerRunner, compare_outputs
+    from ...bench.verify import TowerRunner, compare_outputs
 
     floor = min_cosine if min_cosine is not None else DEFAULT_MIN_COSINE[plan["precision"]]
     figures = {}

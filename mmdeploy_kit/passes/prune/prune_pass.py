@@ -21,7 +21,7 @@ from ..._lazy import require
 from ...artifacts import Artifact, Manifest, package_versions, sha256_file, size_on_disk
 from ...errors import UserInputError, VerificationError
 from ...model.arch_record import ARCH_RECORD_NAME, WEIGHTS_NAME, build_source, module_changes, save_pruned
-from ...model.runners import compare_outputs
+from ...bench.verify import compare_outputs
 from ...model.tower import LoadedModel, Tower
 from ..base import Pass, PassConfig, RunContext
 from ..export.onnx import source_info

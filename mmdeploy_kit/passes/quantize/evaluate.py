@@ -15,8 +15,9 @@ import numpy as np
 from ...bench.metrics import drift
 from ...data.manifest import Sample
 from ...errors import BudgetError
-from ...model.tower import Tower
-from .config import Budget
+from ...model.tower import LoadedModel, Tower
+from ..base import RunContext
+from .config import Budget, QuantizeConfig
 
 
 Outputs = dict[str, list[np.ndarray]]  # output name -> one array per batch
@@ -151,3 +152,16 @@ def check_budgets(budgets: Sequence[Budget], tower_figs: dict[str, dict[str, Any
             fig = float(tower_figs[t][b.metric])
             rows.append({"budget": b.text, "scope": t, "figure": fig, "holds": b.holds(fig)})
     return rows
+
+
+def load_tower_data(model: LoadedModel, config: QuantizeConfig, ctx: RunContext,
+                    towers: list[str]) -> tuple[Any, Optional[Path]]:
+    """``--calib-data`` for ``towers`` (preprocessed with the checkpoint's own processor), and that processor's dir."""
+    from ...bench.preprocess import processor_dir
+    from ...data.calib import load_calibration
+
+    proc = processor_dir([model], config.processor or ctx.extras.get("processor_dir"))
+    data = load_calibration(config.calib_data or ctx.calibration, {n: model.towers[n].spec for n in towers}, proc,
+                            n_calib=config.calib_samples, n_holdout=config.holdout_samples,
+                            batch_size=config.batch_size, seed=config.seed)
+    return data, proc

@@ -55,7 +55,7 @@ def run_inc(model: Any, config: Any, plans: dict, ctx: RunContext, workdir: Path
         from neural_compressor.torch.export import export as inc_export
         from neural_compressor.torch.quantization import StaticQuantConfig, TuningConfig, autotune, convert, prepare
 
-    from .quantize_pass import load_tower_data
+    from .evaluate import load_tower_data
 
     active = [n for n, p in plans.items() if p.precision != "fp32"]
     for n in active:

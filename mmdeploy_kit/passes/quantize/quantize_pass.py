@@ -20,7 +20,7 @@ from ...model.tower import LoadedModel, Tower
 from ..base import Pass, PassConfig, RunContext
 from ..export.onnx import source_info
 from .config import DEFAULT_AUTO_BUDGET, DEFAULT_MIN_COSINE, QuantizeConfig, TowerPlan, parse_budget, resolve_plans
-from .evaluate import TaskEval, TowerEval, check_budgets
+from .evaluate import TaskEval, TowerEval, check_budgets, load_tower_data
 
 
 class QuantizePass(Pass):
@@ -60,19 +60,6 @@ class QuantizePass(Pass):
             return run_inc(model, config, plans, ctx, workdir)
         with tempfile.TemporaryDirectory(prefix="mmdk-quant-") as scratch_name:
             return _Run(model, config, plans, budgets, ctx, workdir, Path(scratch_name)).execute()
-
-
-def load_tower_data(model: LoadedModel, config: QuantizeConfig, ctx: RunContext,
-                    towers: list[str]) -> tuple[Any, Optional[Path]]:
-    """``--calib-data`` for ``towers`` (preprocessed with the checkpoint's own processor), and that processor's dir."""
-    from ...bench.preprocess import processor_dir
-    from ...data.calib import load_calibration
-
-    proc = processor_dir([model], config.processor or ctx.extras.get("processor_dir"))
-    data = load_calibration(config.calib_data or ctx.calibration, {n: model.towers[n].spec for n in towers}, proc,
-                            n_calib=config.calib_samples, n_holdout=config.holdout_samples,
-                            batch_size=config.batch_size, seed=config.seed)
-    return data, proc
 
 
 class _Run:

@@ -9,9 +9,9 @@ from typing import Any, Iterable, Optional
 
 import numpy as np
 
-from ..bench.metrics import drift
+from .metrics import drift
 from ..errors import VerificationError
-from .tower import Tower
+from ..model.tower import Tower
 
 
 class TowerRunner:
