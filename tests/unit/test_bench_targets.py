@@ -91,14 +91,16 @@ def test_backend_selection_rules():
     with pytest.raises(UserInputError, match="unknown backend"):
         backend_class("tvm")
     with pytest.raises(BackendUnavailableError, match="needs an NVIDIA GPU"):
-        choose_backend(_tower("onnx"), "tensorrt", cpu)
+        choose_backend(_tower("trt_engine"), "tensorrt", cpu)
+    with pytest.raises(UserInputError, match="of kind 'onnx' .it runs trt_engine"):  # build engines first
+        choose_backend(_tower("onnx"), "tensorrt", get_target("gpu"))
     with pytest.raises(BackendUnavailableError, match="no backend of target 'cpu'"):
         choose_backend(_tower("trt_engine"), "auto", cpu)
 
 
-def test_tensorrt_backends_are_pluggable_placeholders():
+def test_tensorrt_backends_need_the_package_and_a_gpu():
     gpu = get_target("gpu")  # profile only: no hardware check here
-    for name, kind in (("tensorrt", "onnx"), ("torch-tensorrt", "torch")):
+    for name, kind in (("tensorrt", "trt_engine"), ("torch-tensorrt", "torch")):
         with pytest.raises((MissingBackendError, BackendUnavailableError)):
             choose_backend(_tower(kind), name, gpu)
 

@@ -147,3 +147,17 @@ def test_polygraphy_script_runs_fake_polygraphy(bundle, tmp_path):
     r = subprocess.run(["bash", str(d / trt_plan.POLYGRAPHY_SCRIPT)], env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert log.read_text().splitlines()[1:] == trt_plan.polygraphy_args(plan, plan["towers"][0])
+
+
+def test_onnxruntime_trt_ep_gets_the_same_profile():
+    from mmdeploy_kit.bench.backends.ort import OrtTensorrtBackend
+    from mmdeploy_kit.model.tower import Tower
+
+    backend = OrtTensorrtBackend.__new__(OrtTensorrtBackend)  # no session: only the provider options
+    backend.device, backend.tower = "cuda", Tower("text", IOSpec.model_validate(TEXT), "onnx", precision="fp16")
+    backend.providers = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    (name, opts), *rest = backend.provider_specs()
+    assert name == "TensorrtExecutionProvider" and rest == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert opts["trt_profile_min_shapes"] == "input_ids:1x4,attention_mask:1x4"
+    assert opts["trt_profile_opt_shapes"] == "input_ids:8x77,attention_mask:8x77"
+    assert opts["trt_profile_max_shapes"] == "input_ids:32x77,attention_mask:32x77" and opts["trt_fp16_enable"] == "True"

@@ -54,7 +54,7 @@ class OrtBackend(Backend):
         self.providers = [self.gpu_provider, "CUDAExecutionProvider", "CPUExecutionProvider"] \
             if device == "cuda" else ["CPUExecutionProvider"]
         self.providers = list(dict.fromkeys(self.providers))
-        self.session = ort_session(tower.path, providers=self.providers, threads=threads, spinning=self.spinning)
+        self.session = ort_session(tower.path, providers=self.provider_specs(), threads=threads, spinning=self.spinning)
         active = self.session.get_providers()
         if device == "cuda" and (not active or active[0] != self.providers[0]):
             raise BackendUnavailableError(f"ONNX Runtime did not enable {self.providers[0]} for {tower.path} "
@@ -65,6 +65,10 @@ class OrtBackend(Backend):
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.active_providers = list(active)
         self._ort = require("onnxruntime")
+
+    def provider_specs(self) -> list[Any]:
+        """``providers`` as given to the session (a provider may come with its options)."""
+        return list(self.providers)
 
     @classmethod
     def check_available(cls, device: str) -> None:
@@ -127,3 +131,20 @@ class OrtTensorrtBackend(OrtBackend):
     name: ClassVar[str] = "onnxruntime-trt"
     devices: ClassVar[tuple[str, ...]] = ("cuda",)
     gpu_provider: ClassVar[str] = "TensorrtExecutionProvider"
+
+    def provider_specs(self) -> list[Any]:
+        """The TensorRT EP with the tower's optimization profile (the one ``mmdk export --target tensorrt`` uses:
+        min/max from the I/O spec dims, opt from its ``opt`` or the default rule) and an engine cache."""
+        from ...artifacts import default_cache_dir
+        from ...model.profiles import derive_profile
+
+        if self.device != "cuda":
+            return list(self.providers)
+        prof = derive_profile(self.tower.spec)
+        shapes = {k: ",".join(f"{n}:{'x'.join(str(d) for d in p[k])}" for n, p in prof.items())
+                  for k in ("min", "opt", "max")}
+        opts = {"trt_profile_min_shapes": shapes["min"], "trt_profile_opt_shapes": shapes["opt"],
+                "trt_profile_max_shapes": shapes["max"], "trt_engine_cache_enable": "True",
+                "trt_engine_cache_path": str(default_cache_dir() / "ort_trt_engines"),
+                "trt_fp16_enable": "True" if self.tower.precision == "fp16" else "False"}
+        return [(self.providers[0], opts), *self.providers[1:]]
