@@ -56,9 +56,8 @@ def export(source: ModelLike, out: str | Path, target: str = "onnx", towers: Seq
     step = resolve_pass_name("export", {"target": target})
     fields = {k: v for k, v in _tuples(rest).items() if v is not None}
     config = _options(get_pass(step).config_cls, "export", target=target, towers=tuple(towers), **fields)
-    if step == "export_tensorrt":  # no TensorRT/GPU for a local build: refuse before loading anything
-        from .passes.export.tensorrt import preflight
-
+    preflight = getattr(get_pass(step), "preflight", None)  # e.g. TensorRT: no GPU -> exit 3 before loading anything
+    if preflight is not None:
         preflight(config)
     return _run_one(step, config, source, out, overwrite=overwrite, progress=progress, load_options=load_options,
                     save_recipe=save_recipe, force=force)
@@ -284,10 +283,19 @@ def demo(out: str | Path = "mmdk_demo", variant: str = "tiny", force: bool = Fal
     result = train_demo_checkpoint(variant=variant, force=force, quiet=quiet, data_dir=data_dir, steps=steps,
                                    threads=threads)
     out = Path(out)
-    manifest = export(result.path, out / "onnx", overwrite=True, progress=progress)
-    bench_summary = _demo_bench(result, out, quiet=quiet, progress=progress, threads=threads)
+    overrides = {"bench.threads": threads} if threads else {}
+    res = run("demo", result.path, out, data={"val": Path(result.data_dir) / "val.jsonl"}, overrides=overrides,
+              progress=progress, quiet=quiet)
+    export_dir, bench_step = Path(res.steps[0].output_dir), res.steps[1]
+    manifest = Manifest.read(export_dir)
+    m = bench_step.metrics
+    acc = m.get("accuracy") or {}
+    sp = m.get("speedup")
     return {
-        "bench": bench_summary,
+        "bench": {"torch_zero_shot_top1": acc.get("source", {}).get("zero_shot_top1"),
+                  "onnx_zero_shot_top1": acc.get("onnx", {}).get("zero_shot_top1"),
+                  "speedup": sp, "speedup_ci": m.get("speedup_ci"), "confidence": m.get("confidence"),
+                  "reports": {k: str(Path(bench_step.output_dir) / v) for k, v in (m.get("reports") or {}).items()}},
         "checkpoint": str(result.path),
         "reused": result.reused,
         "train_seconds": result.train_seconds,
@@ -297,29 +305,11 @@ def demo(out: str | Path = "mmdk_demo", variant: str = "tiny", force: bool = Fal
         "passed": result.zero_shot_top1 >= DEMO_TARGET_TOP1,
         "recall": result.recall,
         "data_dir": str(result.data_dir),
-        "onnx_dir": str(out / "onnx"),
+        "onnx_dir": str(export_dir),
+        "run_dir": str(res.out),
         "export": {a.tower: {"cosine_min": a.verification.get("cosine_min"),
                              "max_abs_error": a.verification.get("max_abs_error")} for a in manifest.artifacts},
     }
-
-
-def _demo_bench(result: Any, out: Path, quiet: bool = False, progress: Optional[Callable[[str], None]] = None,
-                threads: Optional[int] = None) -> dict[str, Any]:
-    """Quick bench of the demo's ONNX export vs its torch checkpoint on the held-out split (batch 1 and 8)."""
-    from .demo_checkpoint import DEFAULT_TEMPLATES
-
-    reports = {"json": out / "reports" / "bench.json", "markdown": out / "reports" / "bench.md",
-               "html": out / "reports" / "bench.html", "junit": out / "reports" / "bench.xml"}
-    r = bench([f"onnx={out / 'onnx'}"], reference=f"torch={result.path}", data=Path(result.data_dir) / "val.jsonl",
-              batch=[1, 8], templates=DEFAULT_TEMPLATES, quiet=quiet, progress=progress, threads=threads,
-              timing={"warmup_runs": 3, "min_runs": 10, "min_time_s": 0.3, "min_rounds": 6, "max_time_s": 15.0},
-              report=reports["json"], markdown=reports["markdown"], html=reports["html"], junit=reports["junit"])
-    acc = r.accuracy.primary if r.accuracy is not None else {}
-    sp = r.speedups.get("onnx")
-    return {"torch_zero_shot_top1": acc.get("torch", {}).get("zero_shot_top1"),
-            "onnx_zero_shot_top1": acc.get("onnx", {}).get("zero_shot_top1"),
-            "speedup": sp.ratio if sp else None, "speedup_ci": [sp.ci_low, sp.ci_high] if sp else None,
-            "confidence": sp.confidence if sp else None, "reports": {k: str(v) for k, v in reports.items()}}
 
 
 def bench(artifacts: ModelLike | Sequence[ModelLike], reference: Optional[ModelLike] = None, *, target: str = "cpu",

@@ -47,6 +47,13 @@ def test_local_build_without_tensorrt_exits_3_and_writes_nothing(mmdk, tiny_clip
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.skipif(trt_env.detect().torch_tensorrt_importable and CAN_BUILD, reason="torch-tensorrt and a GPU are here")
+def test_torch_tensorrt_without_it_exits_3(mmdk, tiny_clip_dir, tmp_path):
+    r = mmdk("export", tiny_clip_dir, "--target", "torch-tensorrt", "-o", tmp_path / "tt")
+    assert r.code == 3 and r.one_line_error() and "torch_tensorrt package and an NVIDIA GPU" in r.err
+    assert not (tmp_path / "tt").exists()
+
+
 def test_deferred_bundle_is_complete(mmdk, tiny_clip_dir, tmp_path):
     out = tmp_path / "bundle"
     r = mmdk("export", tiny_clip_dir, "--target", "tensorrt", "--build", "defer", "-o", out)

@@ -195,6 +195,10 @@ class TensorRTExportPass(Pass):
     forbidden_after: ClassVar[tuple[str, ...]] = ("prune", "distill", "quantize")
     data_fields: ClassVar[tuple[str, ...]] = ("calib_data", "processor")
 
+    @staticmethod
+    def preflight(config: TensorRTExportConfig) -> None:
+        preflight(config)
+
     def run(self, model: LoadedModel, config: TensorRTExportConfig, ctx: RunContext, workdir: Path) -> Manifest:
         from .onnx import source_info
         from .trt_lint import lint_file

@@ -38,18 +38,24 @@ class TorchTensorRTExportPass(Pass):
     produces: ClassVar[str] = "trt"
     forbidden_after: ClassVar[tuple[str, ...]] = ("prune", "distill", "quantize")
 
-    def run(self, model: LoadedModel, config: TorchTensorRTExportConfig, ctx: RunContext, workdir: Path) -> Manifest:
-        from ...bench.backends.tensorrt import TorchTensorRTBackend, compile_torch_tensorrt
-        from ...bench.backends.torch_eager import TorchEagerBackend
-        from ...bench.verify import compare_outputs
+    @staticmethod
+    def preflight(config: TorchTensorRTExportConfig) -> None:
+        """Exit 3 before any work where torch-tensorrt or the GPU is missing."""
         from . import trt_env
-        from .onnx import source_info
 
         caps = trt_env.detect()
         if not (caps.torch_tensorrt_importable and caps.cuda_gpu):
             raise BackendUnavailableError("compiling with torch-tensorrt needs the torch_tensorrt package and an "
                                           "NVIDIA GPU", hint="use --target tensorrt --build defer to prepare a bundle "
                                                              "for the device instead")
+
+    def run(self, model: LoadedModel, config: TorchTensorRTExportConfig, ctx: RunContext, workdir: Path) -> Manifest:
+        from ...bench.backends.tensorrt import TorchTensorRTBackend, compile_torch_tensorrt
+        from ...bench.backends.torch_eager import TorchEagerBackend
+        from ...bench.verify import compare_outputs
+        from .onnx import source_info
+
+        self.preflight(config)
         TorchTensorRTBackend.check_available("cuda")
         torch = require("torch")
         torch_trt = require("torch_tensorrt")
