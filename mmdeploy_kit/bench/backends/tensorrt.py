@@ -152,6 +152,7 @@ class TensorRTBackend(Backend):
         for n in self.output_names:
             shape = tuple(self.context.get_tensor_shape(n))
             outputs[n] = torch.empty(shape, dtype=_torch_dtype(torch, self.np_types[n]), device="cuda")
+        self.stream.wait_stream(torch.cuda.current_stream())  # the copies above ran on the default stream
         return {"inputs": inputs, "outputs": outputs}
 
     def _profile(self, name: str) -> list[list[int]]:
