@@ -27,6 +27,16 @@ from ..artifacts import Manifest
 MODEL_FORMATS = ("torch", "onnx", "trt", "report")
 
 
+def model_format(model: Any) -> str:
+    """``torch`` | ``onnx`` | ``trt`` for a LoadedModel (what a step receives)."""
+    kinds = {t.kind for t in model.towers.values()}
+    if kinds and kinds <= {"onnx"}:
+        return "onnx"
+    if "trt_engine" in kinds:
+        return "trt"
+    return "torch"
+
+
 class PassConfig(BaseModel):
     """Base of every ``XxxConfig``: unknown keys are errors, instances are immutable and hashable."""
 

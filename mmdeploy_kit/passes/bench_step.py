@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Literal, Optional
 from pydantic import Field
 
 from ..artifacts import Manifest, package_versions
-from .base import MODEL_FORMATS, Pass, PassConfig, RunContext
+from .base import MODEL_FORMATS, Pass, PassConfig, RunContext, model_format
 
 REPORT_FILES = {"json": "bench.json", "markdown": "bench.md", "html": "bench.html", "junit": "bench.xml"}
 
@@ -57,7 +57,7 @@ class BenchPass(Pass):
         timing = TimingConfig(warmup_runs=config.warmup_runs, min_runs=config.min_runs, min_time_s=config.min_time_s,
                               min_rounds=config.min_rounds, max_time_s=config.max_time_s, clock=config.clock)
         reference = ctx.reference if config.reference else None
-        label = ctx.extras.get("label") or "model"
+        label = ctx.extras.get("label") or model_format(model)   # "onnx" | "torch" | "trt"
         ref_label = ctx.extras.get("reference_label") or "source"
         report = run_bench([(label, model)], (ref_label, reference) if reference is not None else None,
                            target=config.target, backend=config.backend, batches=config.batch, seqs=config.seq,
@@ -85,6 +85,7 @@ def bench_metrics(report: Any, label: str, ref_label: str) -> dict[str, Any]:
         "speedup": sp.ratio if sp else None,
         "speedup_ci": [sp.ci_low, sp.ci_high] if sp else None,
         "clock": sp.clock if sp else None,
+        "confidence": sp.confidence if sp else None,
         "task_metric": head[0] if head else None,
         "task_value": head[1] if head else None,
         "reference_task_value": ref_head[1] if ref_head else None,

@@ -138,7 +138,8 @@ def run_single_step(step: str, config: Any, source: Any, out: str | Path, *, ove
     from ..model.tower import LoadedModel
     from ..passes.registry import get_pass
     from .recipe import Step
-    from .validate import PlannedStep, model_format
+    from ..passes.base import model_format
+    from .validate import PlannedStep
 
     pass_cls = get_pass(step)
     model = source if isinstance(source, LoadedModel) else load(source, **(load_options or {}))

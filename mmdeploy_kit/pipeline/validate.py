@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import MmdkError, UserInputError, validation_message
+from ..passes.base import model_format
 from ..passes.registry import get_pass, resolve_pass_name
 from .recipe import Recipe, Step
 
@@ -45,16 +46,6 @@ class Plan:
     def describe(self) -> list[str]:
         head = f"recipe {self.recipe.source}: {len(self.steps)} step(s) on {self.model_source} ({self.model_format})"
         return [head] + [s.describe() for s in self.steps]
-
-
-def model_format(model: Any) -> str:
-    """``torch`` | ``onnx`` | ``trt`` for a LoadedModel (what the first step receives)."""
-    kinds = {t.kind for t in model.towers.values()}
-    if kinds and kinds <= {"onnx"}:
-        return "onnx"
-    if "trt_engine" in kinds:
-        return "trt"
-    return "torch"
 
 
 def resolve_model_source(recipe: Recipe, model: Any) -> Any:

@@ -23,10 +23,12 @@ def _figure(pattern: str, text: str) -> float:
 
 
 def _check_outputs(out: Path) -> None:
-    assert sorted(p.name for p in (out / "onnx").iterdir()) == ["mmdk_manifest.json", "text.onnx", "vision.onnx"]
-    assert sorted(p.name for p in (out / "reports").iterdir()) == ["bench.html", "bench.json", "bench.md",
-                                                                   "bench.xml"]
-    manifest = json.loads((out / "onnx" / "mmdk_manifest.json").read_text())
+    """The demo is the built-in `demo` recipe: OUT/01-export (ONNX), OUT/02-bench (reports), the run record."""
+    assert sorted(p.name for p in (out / "01-export").iterdir()) == ["mmdk_manifest.json", "text.onnx",
+                                                                     "vision.onnx"]
+    assert {"bench.html", "bench.json", "bench.md", "bench.xml"} <= {p.name for p in (out / "02-bench").iterdir()}
+    assert (out / "mmdk_run.json").is_file() and (out / "run_report.html").is_file()
+    manifest = json.loads((out / "01-export" / "mmdk_manifest.json").read_text())
     assert {a["tower"] for a in manifest["artifacts"]} == {"vision", "text"}
     assert all(a["verification"]["cosine_min"] >= 0.9999 for a in manifest["artifacts"])
 
