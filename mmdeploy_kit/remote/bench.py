@@ -32,18 +32,20 @@ class _Plan:
         self.items: list[Item] = []
         self.args: list[str] = []
         self.back: dict[str, str] = {}
-        self._pending: list[tuple[int, Item, str]] = []   # (arg index, item, suffix inside the item)
+        self._pending: list[tuple[str, Item, str]] = []   # (placeholder, item, path inside the item)
 
     def add_item(self, item: Item, suffix: str = "") -> str:
+        """A placeholder for the item's path on the device (known once the remote home is)."""
+        token = f"\0item{len(self._pending)}\0"
         self.items.append(item)
-        self._pending.append((len(self.args), item, suffix))
-        return "\0item\0"
+        self._pending.append((token, item, suffix))
+        return token
 
     def resolve(self, cache_dir: str) -> list[str]:
         out = list(self.args)
-        for idx, item, suffix in self._pending:
+        for token, item, suffix in self._pending:
             remote = f"{cache_dir}/{item.sha256}/{suffix or item.name}"
-            out[idx] = out[idx].replace("\0item\0", remote)
+            out = [a.replace(token, remote) for a in out]
             self.back[remote] = item.local
         return out
 
@@ -123,7 +125,7 @@ def remote_bench(host: str, artifacts: Sequence[Any], reference: Any = None, *, 
         item.local = str(data)
         plan.args += ["--data", plan.add_item(item, inner)]
         if processor is None:
-            proc = _processor_from_manifests([*artifacts, *([reference] if reference is not None else [])])
+            proc = _processor_from_manifests([*([reference] if reference is not None else []), *artifacts])
             if proc is not None:  # tokenizer / image processor files only, not the weights
                 plan.args += ["--processor", plan.add_item(dir_item(proc.resolve(), local=str(proc), skip_weights=True))]
     plan.file("--processor", processor, "processor directory")

@@ -179,3 +179,29 @@ def test_ctrl_c_stops_the_remote_process(server, model, tmp_path):
     assert proc.returncode == 130, err
     assert not rep.exists()
     assert _gone(pid), "the remote mmdk survived Ctrl-C"
+
+
+@pytest.mark.slow
+def test_export_vs_reference_with_data_on_the_device(server, tmp_path, tiny_clip_dir, mmdk):
+    """The issue's command: an ONNX export vs its torch reference with a data manifest, run on the device; the
+    manifest's images and the tokenizer travel along, accuracy comes back."""
+    import shutil
+
+    import mmdeploy_kit as mk
+    from mmdeploy_kit.data.synth import synthesize_dataset
+    from tests.e2e.test_bench_cli import add_processor
+
+    data = Path(synthesize_dataset(tmp_path / "data", n_train=4, n_val=24, image_size=32, seed=0))
+    clip = tmp_path / "clip"
+    shutil.copytree(tiny_clip_dir, clip)
+    add_processor(clip, data)
+    mk.export(clip, tmp_path / "onnx")
+    rep = tmp_path / "r.json"
+    res = mmdk("bench", tmp_path / "onnx", "--reference", clip, "--data", data / "val.jsonl", *QUICK, *remote(server),
+               "--report", rep, "--markdown", tmp_path / "r.md")
+    assert res.code == 0, res.err
+    r = json.loads(rep.read_text())
+    assert r["config"]["data"] == str(data / "val.jsonl") and r["config"]["reference"] == str(clip)
+    assert r["accuracy"]["n_samples"] == 24 and r["accuracy"]["pairs"]
+    assert {a["source"] for a in r["artifacts"]} == {str(clip), str(tmp_path / "onnx")}
+    assert len(server.uploads()) == 1
