@@ -48,7 +48,7 @@ def load(source: str | Path, weights: Optional[str | Path] = None, io: Optional[
     if path.is_file():
         suffix = path.suffix.lower()
         if suffix == ".onnx":
-            return load_onnx_file(path)
+            return load_onnx_file(path, io=io)
         if suffix in (".ts", ".pt", ".pth", ".jit", ".torchscript"):
             return _load_torch_file(path, io, trust_remote_code)
         if suffix == ".pt2":
@@ -285,15 +285,53 @@ def _load_exported_program(path: Path, io: Any) -> LoadedModel:
 
 # ---- ONNX files and mmdk output directories -------------------------------------------------------------
 def load_onnx_file(path: Path, spec: Optional[IOSpec] = None, tower: str | None = None,
-                   precision: str | None = None) -> LoadedModel:
-    from .onnx_io import load_onnx_model, onnx_precision, spec_from_onnx
+                   precision: str | None = None, io: Any = None) -> LoadedModel:
+    """One ONNX file. Its I/O spec comes from ``io`` (``--io``: checked against the graph; several towers
+    split the graph by their outputs), else from the graph itself (dims inferred from the first Conv, a
+    position-embedding table or config files beside it); a combined dual encoder (outputs ``image_embeds``
+    and ``text_embeds`` on disjoint inputs, e.g. Optimum's CLIP export) becomes ``vision`` + ``text`` towers."""
+    from .onnx_io import (check_spec_against_graph, dual_encoder_split, extract_tower, load_onnx_model,
+                          onnx_precision, spec_from_onnx)
 
     model = load_onnx_model(path)
-    spec = spec or spec_from_onnx(path, model)
-    name = tower or path.stem
-    t = Tower(name, spec, "onnx", path=path, precision=precision or onnx_precision(path))
     files = [path] + ([path.with_name(path.name + ".data")] if path.with_name(path.name + ".data").exists() else [])
-    return LoadedModel(source=str(path), format="onnx", architecture="onnx", towers={name: t}, files=files)
+    precision = precision or onnx_precision(path)
+    specs: dict[str, IOSpec] = {}
+    if spec is None and io is not None:
+        specs = dict(_spec_file(io, str(path)).towers)
+        if list(specs) == ["model"]:
+            specs = {tower or path.stem: specs["model"]}
+        for name, s in specs.items():
+            check_spec_against_graph(path, model, s, name)
+    elif spec is None and tower is None:
+        split = dual_encoder_split(model)
+        if split is not None:
+            specs = {name: None for name in split}  # type: ignore[misc]  # read from each extracted graph
+    g = model.graph
+    whole = ({vi.name for vi in g.input} - {i.name for i in g.initializer}, {o.name for o in g.output})
+    if len(specs) == 1 and next(iter(specs.values())) is not None and \
+            (set(next(iter(specs.values())).input_names), set(next(iter(specs.values())).output_names)) == whole:
+        pass  # the spec covers the whole graph: no cut needed
+    elif len(specs) == 1:
+        specs = {**specs, "": None}  # type: ignore[dict-item]  # forces the cut below; removed there
+    if len(specs) <= 1:
+        name = tower or (next(iter(specs)) if specs else path.stem)
+        spec = spec or specs.get(name) or spec_from_onnx(path, model)
+        t = Tower(name, spec, "onnx", path=path, precision=precision)
+        return LoadedModel(source=str(path), format="onnx", architecture="onnx", towers={name: t}, files=files)
+    from .onnx_io import inputs_reaching
+
+    towers = {}
+    for name, s in specs.items():
+        if name == "":
+            continue
+        outs = s.output_names if s is not None else dual_encoder_split(model)[name][1]  # type: ignore[index]
+        ins = s.input_names if s is not None else inputs_reaching(model.graph, outs)
+        sub = extract_tower(path, model, ins, outs, name)
+        towers[name] = Tower(name, s or spec_from_onnx(path, load_onnx_model(sub)), "onnx", path=sub,
+                             precision=precision, details={"split_from": str(path)})
+    return LoadedModel(source=str(path), format="onnx", architecture="onnx (split by outputs)", towers=towers,
+                       files=files)
 
 
 def load_mmdk_dir(directory: Path) -> LoadedModel:

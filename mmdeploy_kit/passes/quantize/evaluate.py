@@ -14,7 +14,7 @@ import numpy as np
 
 from ...bench.metrics import drift
 from ...data.manifest import Sample
-from ...errors import BudgetError
+from ...errors import BudgetError, SpecError
 from ...model.tower import LoadedModel, Tower
 from ..base import RunContext
 from .config import Budget, QuantizeConfig
@@ -35,7 +35,15 @@ def run_outputs(path: Path, batches: Sequence[dict[str, np.ndarray]]) -> Outputs
     out_names = [o.name for o in sess.get_outputs()]
     acc: Outputs = {n: [] for n in out_names}
     for b in batches:
-        for n, o in zip(out_names, sess.run(None, {k: b[k] for k in names})):
+        feeds = {k: b[k] for k in names}
+        try:
+            outs = sess.run(None, feeds)
+        except Exception as exc:  # noqa: BLE001 - ORT's errors (Fail, InvalidArgument) share no base but Exception
+            msg = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)[:240]
+            raise SpecError(f"{Path(path).name} cannot run on inputs {({k: list(v.shape) for k, v in feeds.items()})}:"
+                            f" {msg}", hint="the I/O spec's shapes do not fit the graph: state its dims with "
+                                            "--io SPEC.yaml (see mmdk inspect)") from None
+        for n, o in zip(out_names, outs):
             a = np.asarray(o)
             acc[n].append(a.astype(np.float32, copy=False) if a.dtype.kind == "f" else a)
     return acc
