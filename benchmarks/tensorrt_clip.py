@@ -88,7 +88,7 @@ def calibration(tmp: Path) -> Path:
 
 
 def main() -> int:
-    from mmdeploy_kit.passes.export import trt_env
+    from mmdeploy_kit.bench import trt_env
 
     caps = trt_env.detect()
     if not caps.can_build:

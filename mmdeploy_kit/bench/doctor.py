@@ -2,7 +2,7 @@
 Jetson model/L4T/power mode/clocks) and which mmdk features are available here and what each one needs.
 
 Detection is reused, not repeated: the environment fingerprint (``bench/env.py``), the TensorRT capability
-probe (``passes/export/trt_env.py``), the Jetson tools (``bench/jetson.py``), the deployment targets
+probe (``bench/trt_env.py``), the Jetson tools (``bench/jetson.py``), the deployment targets
 (``bench/targets.py``) and the backends' own availability checks. Heavy packages are looked up by spec and
 metadata; only onnxruntime is imported (for its provider list), and torch never is.
 """
@@ -32,10 +32,10 @@ def _version(dist: str) -> Optional[str]:
 
 
 def _tensorrt() -> dict[str, Any]:
-    if importlib.util.find_spec("mmdeploy_kit.passes.export.trt_env") is not None:
-        from ..passes.export.trt_env import detect
+    if importlib.util.find_spec("mmdeploy_kit.bench.trt_env") is not None:
+        from .trt_env import detect
 
-        return {**detect().to_dict(), "detected_by": "mmdeploy_kit.passes.export.trt_env"}
+        return {**detect().to_dict(), "detected_by": "mmdeploy_kit.bench.trt_env"}
     importable = available("tensorrt")
     return {"tensorrt_importable": importable, "tensorrt_version": _version("tensorrt") if importable else None,
             "can_build": importable and env.has_nvidia_gpu(),

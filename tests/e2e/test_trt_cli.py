@@ -17,7 +17,7 @@ import pytest
 import yaml
 from onnx import TensorProto, helper, numpy_helper
 
-from mmdeploy_kit.passes.export import trt_env
+from mmdeploy_kit.bench import trt_env
 
 CAN_BUILD = trt_env.detect().can_build
 needs_no_trt = pytest.mark.skipif(CAN_BUILD, reason="this machine can build TensorRT engines")

@@ -42,7 +42,7 @@ def test_tensorrt_fallback_without_trt_env(monkeypatch):
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "mmdeploy_kit.passes.export.trt_env" else real(name, *a))
+                        lambda name, *a: None if name == "mmdeploy_kit.bench.trt_env" else real(name, *a))
     t = doctor._tensorrt()
     assert t["detected_by"].startswith("importlib.util.find_spec")
     assert t["tensorrt_importable"] is (real("tensorrt") is not None)

@@ -33,7 +33,8 @@ from ...errors import DataError, ExportError, UserInputError
 from ...model.profiles import profile_sizes
 from ...model.tower import LoadedModel, Tower
 from ..base import Pass, PassConfig, RunContext
-from . import trt_env, trt_plan
+from ...bench import trt_env
+from . import trt_plan
 
 ONNX_MIN_COSINE = {"fp32": 0.9999, "fp16": 0.999, "int8": 0.98}  # bundle ONNX vs the source, in ONNX Runtime
 

@@ -41,7 +41,7 @@ class TorchTensorRTExportPass(Pass):
     @staticmethod
     def preflight(config: TorchTensorRTExportConfig) -> None:
         """Exit 3 before any work where torch-tensorrt or the GPU is missing."""
-        from . import trt_env
+        from ...bench import trt_env
 
         caps = trt_env.detect()
         if not (caps.torch_tensorrt_importable and caps.cuda_gpu):

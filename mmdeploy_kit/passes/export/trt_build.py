@@ -25,7 +25,7 @@ from ...bench.backends.tensorrt import check_engine_compat  # noqa: F401 - re-ex
 from ...errors import BackendUnavailableError, ExportError, VerificationError
 from ...model.profiles import profile_sizes
 from ...model.tower import Tower
-from .trt_env import TrtCapabilities
+from ...bench.trt_env import TrtCapabilities
 from .trt_plan import major
 
 DEFAULT_MIN_COSINE = {"fp32": 0.9999, "fp16": 0.999, "int8": 0.99}  # engine vs the bundle's own ONNX

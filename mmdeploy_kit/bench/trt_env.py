@@ -1,7 +1,7 @@
 """What this machine offers for TensorRT, found without importing tensorrt or torch.
 
 ``detect()`` answers: is the ``tensorrt`` package importable (a spec lookup, not an import), which version
-(package metadata), is a CUDA GPU present (nvidia-smi / device nodes, via ``bench.env``), is this a Jetson
+(package metadata), is a CUDA GPU present (nvidia-smi / device nodes, via ``env``), is this a Jetson
 (``/etc/nv_tegra_release``) and which board, power mode and L4T release, and where ``trtexec`` is.
 ``mmdk export --target tensorrt`` uses it to decide between building engines and refusing (exit 3), and
 ``mmdk doctor`` can print it (``TrtCapabilities.to_dict()``).
@@ -17,7 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Optional
 
-from ...errors import BackendUnavailableError
+from ..errors import BackendUnavailableError
 
 JETSON_TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
 BUILD_NEEDS = "building TensorRT engines needs the tensorrt package and an NVIDIA GPU"
@@ -98,7 +98,7 @@ def find_trtexec() -> Optional[str]:
 
 def detect() -> TrtCapabilities:
     """Probe the machine (cheap: file reads, package metadata, at most a few ``nvidia-smi`` calls)."""
-    from ...bench import env
+    from . import env
 
     gpus = env.nvidia_gpus()
     jetson = env.jetson_info()
@@ -129,7 +129,7 @@ def on_device(device: str, caps: TrtCapabilities) -> bool:
     """True when this machine is the ``device`` target itself (a Jetson of that model, or a GPU host for ``gpu``)."""
     if device == "gpu":
         return caps.cuda_gpu and not caps.is_jetson
-    from ...bench.targets import TARGETS
+    from .targets import TARGETS
 
     profile = TARGETS.get(device)
     if profile is None or profile.jetson_model is None:
