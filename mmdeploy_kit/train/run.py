@@ -84,7 +84,7 @@ def run_distillation(student: LoadedModel, teacher: LoadedModel, config: Any, ch
                             warmup_steps=config.warmup_steps, grad_clip=config.grad_clip, seed=config.seed,
                             checkpoint_every=config.checkpoint_every, max_minutes=config.max_minutes)
     loop = TrainLoop(modules, len(data), settings, objective, eval_fn=eval_fn, checkpoint_dir=checkpoint_dir,
-                     config_digest=config.digest() + f":{student.source}:{teacher.source}", desc="mmdk distill",
+                     config_digest=_resume_digest(config, student, teacher), desc="mmdk distill",
                      quiet=quiet or not current().main, on_checkpoint=on_checkpoint)
     r = loop.run(resume=resume)
     return {"proc_dir": str(proc_dir) if proc_dir else None, "teacher": str(teacher.source), "towers": towers,
@@ -109,3 +109,16 @@ def _make_eval(student: LoadedModel, samples: list, data_path: str, proc_dir: Op
         return {head[0]: head[1], **figures} if head else figures
 
     return run
+
+
+# options that do not change what a step computes: a run may be resumed with other values for them
+_RESUME_FREE = ("max_minutes", "checkpoint_every", "threads", "nproc")
+
+
+def _resume_digest(config: Any, student: LoadedModel, teacher: LoadedModel) -> str:
+    import hashlib
+    import json
+
+    fields = {k: v for k, v in config.model_dump(mode="json").items() if k not in _RESUME_FREE}
+    text = json.dumps([fields, str(student.source), str(teacher.source)], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
