@@ -155,7 +155,6 @@ def test_int8_needs_calibration_data(mmdk, tiny_clip_dir, tmp_path):
     assert r.code == 2 and "calibration data" in r.err and not (tmp_path / "q").exists()
 
 
-@pytest.mark.slow
 def test_int8_bundle_is_symmetric_qdq(mmdk, tiny_clip_dir, tmp_path):
     rng = np.random.default_rng(0)
     calib = tmp_path / "calib.npz"
