@@ -113,6 +113,11 @@ def remote_bench(host: str, artifacts: Sequence[Any], reference: Any = None, *, 
 
     if unknown:
         raise UserInputError(f"option {sorted(unknown)[0]!r} is not supported with --host")
+    from ..bench.targets import BACKEND_CHOICES, get_target
+
+    get_target(target)  # a typo is a local one-line error, before any connection
+    if backend not in BACKEND_CHOICES:
+        raise UserInputError(f"unknown backend {backend!r}", hint=f"choose one of {', '.join(BACKEND_CHOICES)}")
     log = progress if (progress and not quiet) else (lambda _m: None)
     plan = _Plan()
     plan.args.append("bench")

@@ -8,6 +8,7 @@ import re
 import subprocess
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from .. import __version__
@@ -143,13 +144,13 @@ class RemoteSession:
 
     # ---- run -------------------------------------------------------------------------------------------------
     def run_mmdk(self, args: Sequence[str], what: str, outputs: Sequence[str] = (),
-                 forward: Optional[Log] = None) -> tuple[int, dict[str, bytes], str]:
+                 forward: Optional[Log] = None, run_dir: Optional[str] = None,
+                 keep: bool = False) -> tuple[int, dict[str, bytes], str]:
         """Run ``mmdk ARGS`` on the device in a fresh run folder (``{run}`` in args is replaced by its path).
         The remote process dies when the SSH connection closes (Ctrl-C here, a lost link): a watcher reads the
         session's stdin, which this side keeps open, and kills mmdk at EOF. Returns (exit code, the requested
         output files read back, stderr tail); the run folder is removed."""
-        assert self.probe is not None
-        run_dir = f"{self.probe.cache_dir}/runs/{uuid.uuid4().hex[:16]}"
+        run_dir = run_dir or self.new_run_dir()
         argv = quote([self.remote_mmdk, *[a.replace("{run}", run_dir) for a in args]])
         script = (self._env() + f'R="{run_dir}"; mkdir -p "$R" || exit 96; exec 3<&0; '
                   f'{argv} </dev/null >"$R/stdout.txt" & pid=$!; echo $pid >"$R/pid"; '
@@ -167,13 +168,14 @@ class RemoteSession:
         err = tail.join()
         if rc == SSH_FAILED:
             raise connection_error(self.host, err, started=True, what=what)
-        files = self.fetch(run_dir, outputs)
+        files = self.fetch(run_dir, outputs, keep=keep)
         return rc, files, err
 
-    def fetch(self, run_dir: str, names: Sequence[str]) -> dict[str, bytes]:
-        """Read small files of a run folder back (length-prefixed), then delete the folder."""
+    def fetch(self, run_dir: str, names: Sequence[str], keep: bool = False) -> dict[str, bytes]:
+        """Read small files of a run folder back (length-prefixed), then delete the folder (unless ``keep``)."""
         parts = "; ".join(f'if [ -f "$R/{n}" ]; then echo "{n} $(wc -c <"$R/{n}")"; cat "$R/{n}"; fi' for n in names)
-        res = self.ssh.run(f'R="{run_dir}"; {parts}; rm -rf "$R"', what="report download", timeout=120)
+        cleanup = "" if keep else '; rm -rf "$R"'
+        res = self.ssh.run(f'R="{run_dir}"; {parts or "true"}{cleanup}', what="report download", timeout=120)
         data = res.stdout
         out: dict[str, bytes] = {}
         pos = 0
@@ -184,6 +186,45 @@ class RemoteSession:
             out[name] = data[start:start + int(size)]
             pos = start + int(size)
         return out
+
+
+    def fetch_dir(self, remote_dir: str, into: "Path", what: str = "outputs") -> int:
+        """Stream ``remote_dir`` back as tar and extract it into the (empty, local) ``into``; the remote folder
+        is left in place (callers remove their run folder). Returns the number of files."""
+        import tarfile
+
+        proc = self.ssh.popen(f'tar -cf - -C "{remote_dir}" .')
+        tail = StderrTail(proc.stderr)  # type: ignore[arg-type]
+        count = 0
+        try:
+            with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:  # type: ignore[arg-type]
+                for member in tar:
+                    name = Path(member.name)
+                    if name.is_absolute() or ".." in name.parts or not (member.isfile() or member.isdir()):
+                        raise RemoteError(f"{self.host}: refusing unsafe path {member.name!r} in the returned {what}")
+                    tar.extract(member, into, set_attrs=False)
+                    count += member.isfile()
+        except tarfile.TarError as exc:
+            proc.kill()
+            rc = proc.wait()
+            err = tail.join()
+            if rc == SSH_FAILED:
+                raise connection_error(self.host, err, started=True, what=f"{what} download") from None
+            raise RemoteError(f"{self.host}: downloading the {what} failed ({exc})") from None
+        rc = proc.wait()
+        err = tail.join()
+        if rc == SSH_FAILED:
+            raise connection_error(self.host, err, started=True, what=f"{what} download")
+        if rc != 0:
+            raise RemoteError(f"{self.host}: downloading the {what} failed: {err.strip()[-200:] or f'exit {rc}'}")
+        return count
+
+    def remove(self, remote_dir: str) -> None:
+        self.ssh.run(f'rm -rf "{remote_dir}"', what="cleanup", timeout=60)
+
+    def new_run_dir(self) -> str:
+        assert self.probe is not None
+        return f"{self.probe.cache_dir}/runs/{uuid.uuid4().hex[:16]}"
 
 
 def _hang_up(proc: subprocess.Popen) -> None:
