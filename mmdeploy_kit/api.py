@@ -56,9 +56,6 @@ def export(source: ModelLike, out: str | Path, target: str = "onnx", towers: Seq
     step = resolve_pass_name("export", {"target": target})
     fields = {k: v for k, v in _tuples(rest).items() if v is not None}
     config = _options(get_pass(step).config_cls, "export", target=target, towers=tuple(towers), **fields)
-    preflight = getattr(get_pass(step), "preflight", None)  # e.g. TensorRT: no GPU -> exit 3 before loading anything
-    if preflight is not None:
-        preflight(config)
     return _run_one(step, config, source, out, overwrite=overwrite, progress=progress, load_options=load_options,
                     save_recipe=save_recipe, force=force)
 
@@ -152,7 +149,7 @@ def distill(student: ModelLike, out: str | Path, teacher: ModelLike, data: str |
     return manifest
 
 
-def demo_fusion(out: str | Path = "mmdk_demo_fusion", force: bool = False, quiet: bool = False,
+def fusion_demo(out: str | Path = "mmdk_demo_fusion", force: bool = False, quiet: bool = False,
                 progress: Optional[Callable[[str], None]] = None, data_dir: Optional[str | Path] = None,
                 steps: Optional[int] = None, threads: Optional[int] = None) -> dict[str, Any]:
     """Train (or reuse) the late-fusion classifier demo (BERT-style text + ResNet image -> MLP), export it to

@@ -89,3 +89,13 @@ class Pass:
     def run(self, model: Any, config: PassConfig, ctx: RunContext, workdir: Path) -> Manifest:
         """Write this pass's artifacts into ``workdir`` and return their manifest (not yet written)."""
         raise NotImplementedError
+
+    @staticmethod
+    def preflight(config: Any) -> None:
+        """Refuse early (before any model is loaded or step run), e.g. a missing backend or GPU -> exit 3."""
+
+    @staticmethod
+    def machine_identity(config: Any) -> dict[str, Any]:
+        """What of this machine the output depends on (added to the cache key): a bench's CPU, the TensorRT
+        version and GPU an engine is built for. Empty for passes whose output is machine-independent."""
+        return {}

@@ -49,6 +49,14 @@ class BenchPass(Pass):
     produces: ClassVar[str] = "report"
     data_fields: ClassVar[tuple[str, ...]] = ("data", "processor")
 
+    @staticmethod
+    def machine_identity(config: Any) -> dict[str, Any]:
+        from ..bench import env
+
+        model, flags = env.cpu_info()
+        return {"cpu": model, "isa": sorted(f for f in flags if f.startswith(("avx", "amx", "neon", "sve"))),
+                "cores": env.available_cores(), "target": config.target}
+
     def run(self, model: Any, config: BenchStepConfig, ctx: RunContext, workdir: Path) -> Manifest:
         from ..bench.harness import parse_fraction, run_bench
         from ..bench.report import write_reports

@@ -60,7 +60,7 @@ def step_key(pass_cls: Any, config: Any, input_hash: str, data_hashes: dict[str,
     identity = {
         "pass": pass_cls.name, "pass_version": pass_cls.version, "config": json.loads(config.canonical_json()),
         "input": input_hash, "data": dict(sorted(data_hashes.items())), "reference": reference_hash,
-        "mmdk": __version__,
+        "mmdk": __version__, "machine": pass_cls.machine_identity(config),
         "versions": {k: v for k, v in package_versions(*KEY_VERSIONS).items() if k not in ("platform",)},
     }
     text = json.dumps(identity, sort_keys=True, separators=(",", ":"))

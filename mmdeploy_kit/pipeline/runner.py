@@ -142,6 +142,7 @@ def run_single_step(step: str, config: Any, source: Any, out: str | Path, *, ove
     from .validate import PlannedStep
 
     pass_cls = get_pass(step)
+    pass_cls.preflight(config)  # e.g. TensorRT without a GPU: exit 3 before loading anything
     model = source if isinstance(source, LoadedModel) else load(source, **(load_options or {}))
     if pass_cls.tower_field:
         model.select(getattr(config, pass_cls.tower_field, ()) or ())

@@ -99,6 +99,10 @@ def _plan_step(recipe: Recipe, index: int, step: Step) -> PlannedStep:
         raise UserInputError(f"{where}: step {step.name!r}: {exc.message}", hint=exc.hint) from None
     except ValueError as exc:  # pydantic ValidationError
         raise _option_error(recipe, step, pass_cls, exc) from None
+    try:
+        pass_cls.preflight(config)  # e.g. TensorRT without a GPU: exit 3 before anything runs
+    except MmdkError as exc:
+        raise type(exc)(f"{where}: step {step.name!r}: {exc.message}", hint=exc.hint) from None
     return PlannedStep(index=index, step=step, pass_name=pass_name, pass_cls=pass_cls, config=config,
                        input_format="?", data_files=data_files)
 

@@ -233,3 +233,37 @@ def test_resume_after_kill_9_reuses_finished_steps(clip_with_data, tmp_path):
     rec = _run_record(out)
     assert [s["cached"] for s in rec["steps"]] == [True, False, False]
     assert (out / "02-quantize" / "vision.onnx").is_file()
+
+
+@pytest.mark.slow
+def test_cpu_builtin_recipes_run_end_to_end(mmdk, clip_with_data, late_fusion_factory, tmp_path):
+    """clip-cpu-int8 on a tiny CLIP and fusion-classifier-int8 on the late-fusion factory model, for real.
+    Budgets are loosened: random weights make task metrics on 16 samples jump by whole samples."""
+    import numpy as np
+
+    import mmdeploy_kit as mk
+
+    clip, data = clip_with_data
+    out = tmp_path / "clip"
+    r = mmdk("run", "clip-cpu-int8", clip, "-o", out, "--data", f"calib={data / 'train.jsonl'}",
+             "--data", f"val={data / 'val.jsonl'}", "--set", "quantize.accuracy_budget=['cosine>=0.9']",
+             "--set", "bench.max_accuracy_drop=null", *FAST)
+    assert r.code == 0, r.err
+    rec = _run_record(out)
+    assert [s["name"] for s in rec["steps"]] == ["export", "quantize", "bench"]
+    q = json.loads((out / "02-quantize" / "mmdk_manifest.json").read_text())
+    assert {a["precision"] for a in q["artifacts"]} == {"int8"}
+    assert [h["pass_name"] for h in q["history"]][-1] == "export_onnx"
+    rows = json.loads((out / "run_report.json").read_text())["waterfall"]
+    assert [x["step"] for x in rows] == ["source", "export", "quantize"] and rows[2]["speedup"] is not None
+
+    src, io = late_fusion_factory
+    spec = mk.load(src, io=io).towers["model"].spec
+    calib = tmp_path / "calib.npz"
+    parts = [spec.dummy_inputs({"batch": 8, "seq": 8}, seed=i) for i in range(6)]
+    np.savez(calib, **{k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
+    out2 = tmp_path / "fusion"
+    r2 = mmdk("run", "fusion-classifier-int8", src, "--io", io, "-o", out2, "--data", f"calib={calib}",
+              "--set", "quantize.accuracy_budget=['cosine>=0.9']", *FAST)
+    assert r2.code == 0, r2.err
+    assert [s["cached"] for s in _run_record(out2)["steps"]] == [False, False, False]

@@ -200,6 +200,13 @@ class TensorRTExportPass(Pass):
     def preflight(config: TensorRTExportConfig) -> None:
         preflight(config)
 
+    @staticmethod
+    def machine_identity(config: TensorRTExportConfig) -> dict[str, Any]:
+        """A bundle deferred here and engines built there differ: the key holds what was found."""
+        caps = trt_env.detect().to_dict()
+        return {k: caps.get(k) for k in ("tensorrt_version", "gpu_names", "cuda_driver_version", "jetson_model",
+                                          "can_build")}
+
     def run(self, model: LoadedModel, config: TensorRTExportConfig, ctx: RunContext, workdir: Path) -> Manifest:
         from .onnx import source_info
         from .trt_lint import lint_file
