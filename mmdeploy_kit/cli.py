@@ -698,7 +698,7 @@ def _demo_fusion(out: Path, force: bool, data: Optional[Path], steps: Optional[i
     """``mmdk demo --variant fusion``: the late-fusion classifier demo (train/reuse, export, summary)."""
     from . import api
 
-    s = api.demo_fusion(out, force=force, quiet=_STATE["quiet"], progress=progress(), data_dir=data, steps=steps,
+    s = api.fusion_demo(out, force=force, quiet=_STATE["quiet"], progress=progress(), data_dir=data, steps=steps,
                         threads=threads)
     how = "reused from cache" if s["reused"] else "trained in {:.0f}s".format(s["train_seconds"])
     typer.echo(f"fusion demo checkpoint: {s['checkpoint']} ({how})")
@@ -706,6 +706,67 @@ def _demo_fusion(out: Path, force: bool, data: Optional[Path], steps: Optional[i
     for t, v in s["export"].items():
         typer.echo(f"ONNX {t}: cosine_min {v['cosine_min']:.6f}, max_abs_error {v['max_abs_error']:.2e}")
     typer.echo(f"exports in {s['onnx_dir']}")
+
+
+@app.command()
+def prune(
+    model: str = typer.Argument(..., help="Checkpoint: HF directory, file.py:factory (with --io), or a pruned / "
+                                "distilled mmdk directory."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output directory (model/ + hf/ when expressible + manifest)."),
+    tower: Optional[List[str]] = typer.Option(None, "--tower", help="Tower to prune (repeatable), paired in order "
+                                              "with --ratio / --target-params. Default: all towers."),
+    ratio: Optional[List[str]] = typer.Option(None, "--ratio", help="Fraction of the tower's parameters to remove, "
+                                              "0 < r < 1: one per --tower, one for all, or vision=0.4,text=0.3."),
+    target_params: Optional[List[str]] = typer.Option(None, "--target-params", help="Parameter count to reach "
+                                                      "instead of a ratio (same forms as --ratio)."),
+    importance: Optional[str] = typer.Option(None, "--importance", help="magnitude (no data) | taylor | hessian "
+                                             f"(need --calib-data) {_dflt('prune', 'importance')}."),
+    scope: Optional[str] = typer.Option(None, "--scope", help="What may shrink, comma-separated: heads, mlp, "
+                                        "channels (conv channels, LSTM hidden sizes). Default: all three."),
+    round_to: Optional[int] = typer.Option(None, "--round-to", help="Widths become multiples of this "
+                                           f"{_dflt('prune', 'round_to')}."),
+    ignore: Optional[List[str]] = typer.Option(None, "--ignore", help="Module name kept as it is, with its input "
+                                               "and output widths (repeatable or comma-separated)."),
+    calib_data: Optional[Path] = typer.Option(None, "--calib-data", help="JSONL manifest (image/text pairs: "
+                                              "contrastive loss; else agreement with the unpruned model), .npz or "
+                                              "folder of .npy. Taylor/Hessian gradients; held-out rows verify."),
+    calib_samples: Optional[int] = typer.Option(None, "--calib-samples", help="Rows for importance "
+                                                f"{_dflt('prune', 'calib_samples')}."),
+    min_cosine: Optional[float] = typer.Option(None, "--min-cosine", help="Fail if a pruned tower's cosine vs the "
+                                               "unpruned one is lower (default: record only; distill next)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output directory."),
+    save_recipe: Optional[Path] = SaveRecipeOpt,
+    force: bool = ForceOpt,
+    weights: Optional[Path] = WeightsOpt,
+    io: Optional[Path] = IoOpt,
+    trust_remote_code: bool = TrustOpt,
+) -> None:
+    """Structured pruning per tower (attention heads, MLP widths, channels) on Torch-Pruning; the output reloads
+    with mmdk.load without Torch-Pruning or pickle.
+
+    Examples:
+      mmdk prune ./my-clip --tower vision --ratio 0.4 --tower text --ratio 0.3 -o pruned/
+      mmdk prune ./my-clip --ratio vision=0.4,text=0.3 --importance taylor --calib-data train.jsonl -o pruned/
+      mmdk prune model.py:build --io io.yaml --ratio 0.3 --ignore fusion -o pruned/
+    """
+    from . import api
+
+    options = {"importance": importance, "scope": scope, "round_to": round_to, "calib_samples": calib_samples,
+               "min_cosine": min_cosine,
+               "ignore": tuple(p.strip() for item in ignore or [] for p in item.split(",") if p.strip()) or None}
+    manifest = api.prune(model, out, ratio=ratio or None, towers=tower or (), target_params=target_params or None,
+                         calib_data=calib_data, overwrite=overwrite, progress=progress(), quiet=_STATE["quiet"],
+                         load_options=load_kwargs(weights, io, trust_remote_code), save_recipe=save_recipe,
+                         force=force, **{k: v for k, v in options.items() if v is not None})
+    for a in manifest.artifacts:
+        d, v = a.details, a.verification
+        if not d.get("pruned"):
+            typer.echo(f"{a.tower}: unchanged")
+            continue
+        typer.echo(f"{a.tower}: {d['params_before']:,} -> {d['params_after']:,} parameters "
+                   f"(-{d['removed_fraction']:.1%}, asked {d['target_removed_fraction']:.1%}); cosine vs unpruned "
+                   f"{v['vs_unpruned']['cosine_min']:.4f} min ({v['data']})")
+    typer.echo(f"output in {out} ({manifest.metrics.get('save_pretrained')})")
 
 
 # ---- entry point ------------------------------------------------------------------------------------------

@@ -23,8 +23,6 @@ from ..artifacts import Manifest, package_versions
 from ..errors import UserInputError
 from .base import Pass, PassConfig, RunContext
 
-DUAL_ENCODER_LOSSES = (("feature", 1.0), ("affinity", 1.0), ("contrastive", 0.5))
-CLASSIFIER_LOSSES = (("logits", 1.0), ("label", 1.0))
 
 
 class DistillConfig(PassConfig):
@@ -67,7 +65,7 @@ class DistillConfig(PassConfig):
     @field_validator("losses")
     @classmethod
     def _losses(cls, v: tuple[tuple[str, float], ...]) -> tuple[tuple[str, float], ...]:
-        from ..train.losses import LOSS_NAMES
+        from ..train.loss_names import LOSS_NAMES
 
         for name, weight in v:
             if name not in LOSS_NAMES:
@@ -154,7 +152,7 @@ def _run_distributed(model: Any, teacher: Any, config: DistillConfig, ctx: RunCo
         "teacher": str(teacher.source), "teacher_load_options": _jsonable(ctx.extras.get("teacher_load_options", {})),
         "config": config.model_dump(mode="json"), "checkpoint_dir": _str(training.get("checkpoint_dir")),
         "resume": bool(training.get("resume", False)), "quiet": ctx.quiet, "out": str(scratch)}))
-    launch(job, config.nproc, quiet=ctx.quiet)
+    launch(job, config.nproc, "mmdeploy_kit.passes.distill_worker", quiet=ctx.quiet)
     result = json.loads((scratch / "result.json").read_text())
     state = read_state_dict(scratch / "student.safetensors")
     from ..train.save import student_modules

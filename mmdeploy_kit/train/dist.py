@@ -1,7 +1,7 @@
 """torch.distributed plumbing: launch N ranks with torchrun, join the process group, average gradients.
 
-``launch(job_file, nproc)`` runs ``python -m torch.distributed.run --standalone --nproc_per_node=N -m
-mmdeploy_kit.train.worker JOB`` (gloo on CPU, nccl when CUDA is visible; ``OMP_NUM_THREADS=1`` per rank
+``launch(job_file, nproc, worker)`` runs ``python -m torch.distributed.run --standalone --nproc_per_node=N -m
+WORKER JOB`` (gloo on CPU, nccl when CUDA is visible; ``OMP_NUM_THREADS=1`` per rank
 unless set). A rank that fails with an ``MmdkError`` writes it to ``<job>.error.json``; the launcher
 re-raises it, so a distributed run fails with the same one-line error as a single-process one.
 """
@@ -109,13 +109,13 @@ def write_error(job: Path, exc: MmdkError) -> None:
     error_file(job).write_text(json.dumps({"type": type(exc).__name__, "message": exc.message, "hint": exc.hint}))
 
 
-def launch(job: Path, nproc: int, quiet: bool = False) -> None:
+def launch(job: Path, nproc: int, worker: str, quiet: bool = False) -> None:
     """Run the worker on ``nproc`` local ranks and wait; re-raise a rank's MmdkError in this process."""
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")
     env.setdefault("PYTHONUNBUFFERED", "1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={int(nproc)}",
-           "-m", "mmdeploy_kit.train.worker", str(job)]
+           "-m", worker, str(job)]
     out = subprocess.DEVNULL if quiet else None
     proc = subprocess.run(cmd, env=env, stdout=out, stderr=out)
     err = error_file(job)

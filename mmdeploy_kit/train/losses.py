@@ -20,9 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-LOSS_NAMES = ("feature", "affinity", "contrastive", "logits", "label")
-SIMILARITY_LOSSES = ("affinity", "contrastive")
-CLASSIFIER_LOSSES = ("logits", "label")
+from .loss_names import CLASSIFIER_LOSSES, LOSS_NAMES, SIMILARITY_LOSSES  # noqa: F401 - re-exported
 
 
 class FeatureProjection(nn.Module):

@@ -27,12 +27,12 @@ def find_processor_dir(models: list[LoadedModel], explicit: Optional[str | Path]
 
 def loss_weights(config: Any, teacher: LoadedModel) -> dict[str, float]:
     from ..bench.accuracy import tower_roles
-    from ..passes.distill import CLASSIFIER_LOSSES, DUAL_ENCODER_LOSSES
+    from .loss_names import CLASSIFIER_DEFAULT, DUAL_ENCODER_DEFAULT
 
     if config.losses:
         return dict(config.losses)
     vision, text = tower_roles({n: t.spec for n, t in teacher.towers.items()})
-    return dict(DUAL_ENCODER_LOSSES if vision and text else CLASSIFIER_LOSSES)
+    return dict(DUAL_ENCODER_DEFAULT if vision and text else CLASSIFIER_DEFAULT)
 
 
 def run_distillation(student: LoadedModel, teacher: LoadedModel, config: Any, checkpoint_dir: Optional[Path] = None,

@@ -1,4 +1,4 @@
-"""One rank of a distributed distillation: ``python -m torch.distributed.run ... -m mmdeploy_kit.train.worker JOB``.
+"""One rank of a distributed distillation: ``python -m torch.distributed.run ... -m mmdeploy_kit.passes.distill_worker JOB``.
 
 Every rank loads the student and the teacher from their paths (JOB, written by the distill pass), joins the
 process group and runs the same loop; rank 0 writes the trained weights (``student.safetensors``) and the
@@ -15,17 +15,17 @@ from pathlib import Path
 
 def main(job_path: str) -> int:
     from ..errors import MmdkError
-    from . import dist
+    from ..train import dist
 
     job_file = Path(job_path)
     try:
         job = json.loads(job_file.read_text())
         info = dist.init_from_env()
         from ..model.loaders import load
-        from ..passes.distill import DistillConfig
-        from .checkpoint import flat_state
-        from .run import run_distillation
-        from .save import single_root, student_modules
+        from ..train.checkpoint import flat_state
+        from ..train.run import run_distillation
+        from ..train.save import single_root, student_modules
+        from .distill import DistillConfig
 
         student = single_root(load(job["student"], **job.get("student_load_options", {})))
         teacher = single_root(load(job["teacher"], **job.get("teacher_load_options", {})))
