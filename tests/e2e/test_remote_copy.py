@@ -148,3 +148,21 @@ def test_file_item_hash_is_content(tmp_path):
     assert file_item(a).sha256 == file_item(b).sha256
     b.write_bytes(b"other")
     assert file_item(a).sha256 != file_item(b).sha256
+
+
+def test_remote_argv_maps_labels_factories_and_paths(tmp_path):
+    from mmdeploy_kit.remote.bench import _Plan
+
+    (tmp_path / "q").mkdir()
+    (tmp_path / "q" / "vision.onnx").write_bytes(b"onnx")
+    (tmp_path / "models.py").write_text("def factory():\n    pass\n")
+    plan = _Plan()
+    plan.model(f"int8={tmp_path / 'q'}")
+    plan.model(f"{tmp_path / 'models.py'}:factory", "--reference")
+    plan.model("my_pkg.models:factory")           # not a local path: passed through for the device to import
+    args = plan.resolve("/home/nvidia/.cache/mmdeploy_kit/remote")
+    q, py = plan.items
+    assert args[0] == f"int8=/home/nvidia/.cache/mmdeploy_kit/remote/{q.sha256}/q"
+    assert args[1:3] == ["--reference", f"/home/nvidia/.cache/mmdeploy_kit/remote/{py.sha256}/models.py:factory"]
+    assert args[3] == "my_pkg.models:factory"
+    assert plan.back[f"/home/nvidia/.cache/mmdeploy_kit/remote/{q.sha256}/q"] == str(tmp_path / "q")
