@@ -18,9 +18,10 @@ the channels. This module decides *which* groups may shrink and by how much:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from ..._lazy import require
 from ...errors import UserInputError
@@ -76,6 +77,65 @@ def _lstm_pruner_cls() -> Any:
     return LSTMHiddenPruner
 
 
+def _frozen_pruner_cls() -> Any:
+    """For an ``--ignore``d recurrent module Torch-Pruning does not know: gives the dependency graph its widths
+    so that every group touching it is recognised (and kept); it never prunes."""
+    tp = require("torch_pruning", "prune")
+
+    class FrozenPruner(tp.pruner.function.BasePruningFunc):
+        def prune_out_channels(self, layer: Any, idxs: list) -> Any:
+            raise RuntimeError(f"{type(layer).__name__} is kept unpruned (--ignore)")
+
+        prune_in_channels = prune_out_channels
+
+        def get_out_channels(self, layer: Any) -> int:
+            return layer.hidden_size * (2 if layer.bidirectional else 1)
+
+        def get_in_channels(self, layer: Any) -> int:
+            return layer.input_size
+
+    return FrozenPruner
+
+
+@contextlib.contextmanager
+def _opaque(modules: list, torch: Any) -> Iterator[None]:
+    """While the graph is traced, run ``modules`` as one opaque autograd op each: on CPU a GRU's autograd
+    graph is its unrolled cell (splits, unbinds), whose index mapping Torch-Pruning gets wrong (or loops on);
+    an ignored module only has to show where its input comes from and where its output goes."""
+
+    class Opaque(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, fn: Any, x: Any, *rest: Any) -> Any:
+            with torch.no_grad():
+                out = fn(x, *rest)
+            return tuple(o.clone() if isinstance(o, torch.Tensor) else o for o in out) if isinstance(out, tuple) \
+                else out.clone()
+
+        @staticmethod
+        def backward(ctx: Any, *grads: Any) -> Any:
+            return (None,) * 64
+
+    saved = []
+    for m in modules:
+        saved.append((m, m.forward))
+        m.forward = (lambda fwd: lambda x, *a, **k: Opaque.apply(lambda *t: _flat(fwd(*t, **k)), x, *a))(m.forward)
+    try:
+        yield
+    finally:
+        for m, fwd in saved:
+            m.forward = fwd
+
+
+def _flat(out: Any) -> Any:
+    """(output, (h, c)) -> (output, h, c): autograd Functions return flat tuples of tensors."""
+    if isinstance(out, tuple):
+        flat = []
+        for o in out:
+            flat.extend(o if isinstance(o, tuple) else (o,))
+        return tuple(flat)
+    return out
+
+
 @dataclass
 class TowerPruneSpec:
     tower: str
@@ -128,10 +188,21 @@ class TowerPruner:
                 raise UserInputError(f"--ignore {name!r}: the model has no module of that name",
                                      hint="give module names as 'mmdk inspect' / model.named_modules() show them")
             self.ignored.update(modules[name].modules())
-        with torch.enable_grad():
+        custom: dict[Any, Any] = {torch.nn.LSTM: _lstm_pruner_cls()()}
+        for name, m in tower_module.named_modules():
+            if isinstance(m, torch.nn.RNNBase) and _is_unhandled(m, torch.nn):
+                rname = self.names.get(m, name)
+                if m not in self.ignored:  # unknown to Torch-Pruning: it would slice their weights blindly
+                    raise UnhandledModuleError(
+                        f"Torch-Pruning cannot prune {_is_unhandled(m, torch.nn)} at {rname!r}",
+                        hint=f"keep it with --ignore {rname} (its input and output widths then stay as they are)")
+                custom[type(m)] = _frozen_pruner_cls()()
+        frozen = [m for m in tower_module.modules() if type(m) in custom and type(m) is not torch.nn.LSTM]
+        with torch.enable_grad(), _opaque(frozen, torch):
             self.dg = tp.DependencyGraph().build_dependency(
-                tower_module, example_inputs=list(example_args),
-                customized_pruners={nn_cls: _lstm_pruner_cls()() for nn_cls in (torch.nn.LSTM,)}, verbose=False)
+                tower_module, example_inputs=list(example_args), customized_pruners=custom, verbose=False)
+        # layers whose output *is* a tower output (no output op follows them in the graph): width stays
+        self.terminal = {m for m, node in self.dg.module2node.items() if not node.outputs}
 
     # ---- groups -------------------------------------------------------------------------------------
     def _name(self, target: Any) -> str:
@@ -152,7 +223,9 @@ class TowerPruner:
         ops = self.tp.ops
         real = [(dep.target.module, dep) for dep, _ in group if dep.target.type != ops.OPTYPE.OUTPUT
                 and not type(dep.target.module).__name__.startswith("_")]
-        if any(dep.target.type == ops.OPTYPE.OUTPUT for dep, _ in group):
+        if any(dep.target.type == ops.OPTYPE.OUTPUT or (dep.target.module in self.terminal
+                                                        and self.dg.is_out_channel_pruning_fn(dep.handler))
+               for dep, _ in group):
             return "output"
         if any(m in self.ignored or (isinstance(m, self.nn.Parameter) and self._owner_ignored(m)) for m, _ in real):
             return "ignored"
@@ -282,7 +355,11 @@ def run_tower_pruning(pruner: TowerPruner, spec: TowerPruneSpec, importance: Any
                 f"{','.join(spec.scope)}; at most {removed / before:.1%} (every prunable layer cut to "
                 f"{1 - spec.max_layer_ratio:.0%} of its width)",
                 hint="ask for a smaller --ratio, widen --scope, or raise max_layer_ratio")
-        fraction = min(spec.max_layer_ratio, fraction + spec.step)
+        inc = spec.step
+        if removed > 0:  # near the target, smaller steps (the last step decides how far past it we land)
+            slope = removed / fraction
+            inc = min(spec.step, max(spec.step / 10, (spec.target_removed - removed) / slope))
+        fraction = min(spec.max_layer_ratio, fraction + inc)
         steps += 1
         prepare()
         pruner.prune_step(fraction, spec, importance, initial)

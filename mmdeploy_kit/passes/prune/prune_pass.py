@@ -170,11 +170,12 @@ def _verification_feeds(model: LoadedModel, config: PruneConfig, ctx: RunContext
         from ...bench.preprocess import processor_dir
         from ...data.calib import load_calibration
 
-        wanted = list(model.towers) if _paired(model) else names
+        paired = _paired(model) and (model.details.get("has_tokenizer") or not str(config.calib_data).endswith(".jsonl"))
+        wanted = list(model.towers) if paired else names
         calib = load_calibration(config.calib_data, {n: model.towers[n].spec for n in wanted},
                                  processor_dir([model]), n_calib=config.calib_samples,
                                  n_holdout=config.holdout_samples, batch_size=config.batch_size, seed=config.seed)
-    for n in (list(model.towers) if calib is not None and _paired(model) else names):
+    for n in (wanted if calib is not None else names):
         spec = model.towers[n].spec
         if calib is not None and n in calib.towers:
             td = calib.towers[n]
@@ -219,7 +220,7 @@ def _loss_targets(model: LoadedModel, names: list[str], feeds: dict, torch: Any)
     for n in names:
         if not feeds[n]["calib"]:
             continue
-        partner = next((p for p in model.towers if p != n), None) if _paired(model) else None
+        partner = next((p for p in model.towers if p != n and p in feeds), None) if _paired(model) else None
         with torch.no_grad():
             if partner is not None and len(feeds[partner]["calib"]) == len(feeds[n]["calib"]):
                 ptower = model.towers[partner]
