@@ -33,6 +33,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--max-minutes", type=float, default=10.0)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (1 on a machine shared with other jobs)")
     a = ap.parse_args()
     demo = train_fusion_demo()
     info = json.loads((demo.path / "mmdk_demo.json").read_text())
@@ -45,7 +46,7 @@ def main() -> None:
     prune_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     kd = mmdk.distill(tmp / "pruned", tmp / "kd", teacher=demo.path, data=train, val=val, loss="logits=1,label=1",
-                      steps=a.steps, batch=64, lr=a.lr, max_minutes=a.max_minutes, threads=2, progress=log, force=True)
+                      steps=a.steps, batch=64, lr=a.lr, max_minutes=a.max_minutes, threads=a.threads, progress=log, force=True)
     kd_s = time.perf_counter() - t0
     r = mmdk.bench([f"pruned={tmp / 'pruned'}", f"kd={tmp / 'kd'}"], reference=f"teacher={demo.path}", data=val,
                    processor=demo.path, batch=[8], quiet=True, threads=1,

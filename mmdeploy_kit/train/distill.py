@@ -76,10 +76,18 @@ def _text_trim(spec: Any) -> tuple[Optional[str], list[str]]:
     return mask, text
 
 
+def module_device(tower: Tower) -> torch.device:
+    p = next(iter(tower.module.parameters()), None) if tower.module is not None else None
+    return p.device if p is not None else torch.device("cpu")
+
+
 def batch_inputs(tower: Tower, feeds: dict[str, torch.Tensor], idx: torch.Tensor) -> list[torch.Tensor]:
-    """The tower's inputs for rows ``idx`` in spec order, text padding trimmed to the batch's longest row."""
+    """The tower's inputs for rows ``idx`` in spec order (on the tower's device), text padding trimmed to the
+    batch's longest row."""
     mask, text = _text_trim(tower.spec)
-    args = {n: feeds[n][idx] for n in tower.spec.input_names}
+    device = module_device(tower)
+    idx = idx.cpu()
+    args = {n: feeds[n][idx].to(device) for n in tower.spec.input_names}
     if mask is not None:
         length = max(int(args[mask].sum(dim=1).max()), 1)
         for n in text:
@@ -118,6 +126,7 @@ class DistillObjective(nn.Module):
         self.data, self.distance, self.temperature = data, feature_distance, float(temperature)
         self.scale = float(similarity_scale) if similarity_scale else teacher_scale(teacher)
         self.vision, self.text = tower_roles({n: t.spec for n, t in teacher.towers.items()})
+        self.device = module_device(student.towers[self.train_towers[0]])
         check_towers(student, teacher, self.train_towers)
         self._check_losses()
         n = len(data)
@@ -201,12 +210,12 @@ class DistillObjective(nn.Module):
         parts: dict[str, torch.Tensor] = {}
         w = self.weights
         if "feature" in w:
-            terms = [L.feature_loss(outs[t][o], self.cache[t][o][idx], self.distance,
+            terms = [L.feature_loss(outs[t][o], self.cache[t][o][idx.to(self.device)], self.distance,
                                     self.projections[f"{t}__{o}"] if f"{t}__{o}" in self.projections else None)
                      for t, o in self._feature_outputs()]
             parts["feature"] = sum(terms) / len(terms)
         if "affinity" in w or "contrastive" in w:
-            all_idx = L.gather_no_grad(idx)
+            all_idx = L.gather_no_grad(idx.to(self.device))
 
             def emb(t: str) -> torch.Tensor:
                 first = self.teacher.towers[t].spec.output_names[0]
@@ -222,10 +231,10 @@ class DistillObjective(nn.Module):
             if "contrastive" in w:
                 parts["contrastive"] = L.contrastive_loss(s_img, s_txt, self.scale)
         if "logits" in w:
-            terms = [L.logits_loss(outs[t][o], self.cache[t][o][idx], self.temperature) for t, o in self._logit_outputs()]
+            terms = [L.logits_loss(outs[t][o], self.cache[t][o][idx.to(self.device)], self.temperature) for t, o in self._logit_outputs()]
             parts["logits"] = sum(terms) / len(terms)
         if "label" in w:
-            labels = self.data.labels[idx]
+            labels = self.data.labels[idx.cpu()].to(self.device)
             parts["label"] = sum(L.label_loss(outs[t][o], labels) for t, o in self._logit_outputs()) / len(self._logit_outputs())
         loss = sum(w[k] * v for k, v in parts.items())
         return loss, {k: float(v.detach()) for k, v in parts.items()}

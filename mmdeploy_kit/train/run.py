@@ -70,8 +70,15 @@ def run_distillation(student: LoadedModel, teacher: LoadedModel, config: Any, ch
     if any(k in weights for k in ("affinity", "contrastive")) and vision and text:
         data_towers.update(dict.fromkeys([vision, text]))
     data = prepare_data(samples, {t: teacher.tower(t) for t in data_towers}, proc_dir)
+    device = torch.device(f"cuda:{current().local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    for m in student_modules(student).values():
+        m.to(device)
+    for t in teacher.towers.values():
+        if t.module is not None:
+            t.module.to(device)
     objective = DistillObjective(student, teacher, towers, weights, data, config.feature_distance,
                                  config.temperature, config.similarity_scale)
+    objective.projections.to(device)
     modules = {**student_modules(student), "projections": objective.projections}
     for m in student_modules(student).values():
         m.requires_grad_(True)
@@ -87,6 +94,8 @@ def run_distillation(student: LoadedModel, teacher: LoadedModel, config: Any, ch
                      config_digest=_resume_digest(config, student, teacher), desc="mmdk distill",
                      quiet=quiet or not current().main, on_checkpoint=on_checkpoint)
     r = loop.run(resume=resume)
+    for m in [*student_modules(student).values(), *(t.module for t in teacher.towers.values() if t.module is not None)]:
+        m.to("cpu")
     return {"proc_dir": str(proc_dir) if proc_dir else None, "teacher": str(teacher.source), "towers": towers,
             "losses": weights, "steps": r.steps_done, "steps_per_epoch": r.steps_per_epoch, "epochs": r.epochs,
             "batch": r.batch, "world_size": r.world, "train_rows": len(data), "train_seconds": round(r.wall_seconds, 2),
@@ -102,7 +111,9 @@ def _make_eval(student: LoadedModel, samples: list, data_path: str, proc_dir: Op
     from ..bench.backends.torch_eager import TorchEagerBackend
 
     def run() -> dict[str, float]:
-        backends = {n: TorchEagerBackend(t) for n, t in student.towers.items() if t.is_torch}
+        from .distill import module_device
+
+        backends = {n: TorchEagerBackend(t, device=module_device(t).type) for n, t in student.towers.items() if t.is_torch}
         report = evaluate([Contestant("student", backends)], "student", samples, data_path, proc_dir, templates)
         figures = dict(report.primary.get("student", {}))
         head = headline(figures)
