@@ -66,7 +66,8 @@ class _Plan:
         if not path.exists():
             self.args.append(str(spec))  # e.g. a package.module:factory installed on the device
             return
-        item = path_item(path.resolve(), local=text.rpartition(":")[0] if factory else text)
+        local = text.rpartition(":")[0] if factory else text
+        item = path_item(path.resolve(), local=local.rstrip("/") or local)
         self.args.append(f"{label + '=' if label else ''}{self.add_item(item)}{':' + factory if factory else ''}")
 
     def file(self, flag: str, value: Optional[str | Path], what: str) -> None:
