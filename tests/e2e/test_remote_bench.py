@@ -71,20 +71,27 @@ def test_copy_then_cache_hit_and_local_rendering(server, model, tmp_path, mmdk):
     assert "0 input(s) copied, 1 from the device cache" in " ".join(json.loads(rep2.read_text())["warnings"])
 
 
-def test_cache_is_content_addressed(server, model, tmp_path, mmdk):
-    """The same bytes from another path are not copied again; changed weights are."""
+def test_cache_is_content_addressed(server, model, tmp_path):
+    """The same bytes from another path are not copied again; changed weights are (session level: no bench)."""
+    from mmdeploy_kit.remote.cache import file_item
+    from mmdeploy_kit.remote.session import RemoteSession
+    from mmdeploy_kit.remote.ssh import SshTarget
     from tests.unit.test_jetson_bench import _tiny_onnx
 
-    assert mmdk("bench", model, *QUICK, *remote(server), "--report", tmp_path / "r.json").code == 0
     same = tmp_path / "elsewhere" / "mm.onnx"
     same.parent.mkdir()
     same.write_bytes(model.read_bytes())
-    assert mmdk("bench", same, *QUICK, *remote(server), "--report", tmp_path / "r3.json").code == 0
-    assert len(server.uploads()) == 1
     (tmp_path / "other").mkdir()
     other = _tiny_onnx(tmp_path / "other" / "mm.onnx", seed=1)
-    assert mmdk("bench", other, *QUICK, *remote(server), "--report", tmp_path / "r4.json").code == 0
-    assert len(server.uploads()) == 2
+    opts = (f"UserKnownHostsFile={server.known_hosts}", "GlobalKnownHostsFile=/dev/null")
+    copied = []
+    for path in (model, same, other, model):
+        session = RemoteSession(SshTarget(server.host, key=str(server.client_key), options=opts), remote_mmdk=str(MMDK))
+        item = file_item(path)
+        session.connect([item])
+        copied.append(len(session.upload([item])))
+    assert copied == [1, 0, 1, 0] and len(server.uploads()) == 2
+    assert len([p for p in _cache(server).iterdir() if len(p.name) == 64]) == 2
 
 
 def test_remote_version_mismatch(server, model, tmp_path, mmdk):
