@@ -303,7 +303,8 @@ def bench(
                                                    "(repeatable), e.g. ProxyJump=bastion."),
     accept_new_host_key: bool = typer.Option(False, "--accept-new-host-key", help="--host: trust the device's key on "
                                              "first connection (StrictHostKeyChecking=accept-new)."),
-    remote_mmdk: str = typer.Option("mmdk", "--remote-mmdk", help="--host: the mmdk command on the device."),
+    remote_mmdk: Optional[str] = typer.Option(None, "--remote-mmdk", help="--host: the mmdk command on the device "
+                                              "(default: mmdk on its PATH, ~/.local/bin included)."),
 ) -> None:
     """Benchmark latency (interleaved, with speedup ratios + confidence intervals) and task accuracy.
 
@@ -323,7 +324,8 @@ def bench(
                   max_accuracy_drop=max_accuracy_drop, quiet=quiet,
                   progress=None if quiet else progress(), **load_kwargs(weights, io, trust_remote_code),
                   **({"host": host, "ssh_key": ssh_key, "ssh_options": tuple(ssh_option or ()),
-                      "accept_new_host_key": accept_new_host_key, "remote_mmdk": remote_mmdk} if host else {}))
+                      "accept_new_host_key": accept_new_host_key,
+                      **({"remote_mmdk": remote_mmdk} if remote_mmdk else {})} if host else {}))
     _print_bench(r)
     failed = r.failed_gates()
     if failed:
@@ -512,7 +514,8 @@ def build_engines(
     ssh_option: Optional[List[str]] = typer.Option(None, "--ssh-option", help="--host: extra ssh option KEY=VALUE."),
     accept_new_host_key: bool = typer.Option(False, "--accept-new-host-key", help="--host: trust the device's key "
                                              "on first connection."),
-    remote_mmdk: str = typer.Option("mmdk", "--remote-mmdk", help="--host: the mmdk command on the device."),
+    remote_mmdk: Optional[str] = typer.Option(None, "--remote-mmdk", help="--host: the mmdk command on the device "
+                                              "(default: mmdk on its PATH, ~/.local/bin included)."),
 ) -> None:
     """Build and verify the TensorRT engines of a bundle on this machine (the target device), or on --host.
 
@@ -521,7 +524,8 @@ def build_engines(
     from . import api
 
     remote = {"host": host, "ssh_key": ssh_key, "ssh_options": tuple(ssh_option or ()),
-              "accept_new_host_key": accept_new_host_key, "remote_mmdk": remote_mmdk} if host else {}
+              "accept_new_host_key": accept_new_host_key,
+              **({"remote_mmdk": remote_mmdk} if remote_mmdk else {})} if host else {}
     manifest = api.build_engines(bundle, out=out, min_cosine=min_cosine, overwrite=overwrite, progress=progress(),
                                  **remote)
     _print_trt_export(out or bundle, manifest)
@@ -678,7 +682,8 @@ def doctor(
     ssh_option: Optional[List[str]] = typer.Option(None, "--ssh-option", help="--host: extra ssh option KEY=VALUE."),
     accept_new_host_key: bool = typer.Option(False, "--accept-new-host-key", help="--host: trust the device's key "
                                              "on first connection."),
-    remote_mmdk: str = typer.Option("mmdk", "--remote-mmdk", help="--host: the mmdk command on the device."),
+    remote_mmdk: Optional[str] = typer.Option(None, "--remote-mmdk", help="--host: the mmdk command on the device "
+                                              "(default: mmdk on its PATH, ~/.local/bin included)."),
 ) -> None:
     """What this machine (or --host device) has: CPU ISA, GPU/driver/CUDA, TensorRT, ORT providers, Jetson
     model/L4T/power mode; and which mmdk features are available there and what each needs."""
@@ -686,7 +691,7 @@ def doctor(
     from .bench.doctor import render
 
     info = api.doctor(host=host, ssh_key=ssh_key, ssh_options=tuple(ssh_option or ()),
-                      accept_new_host_key=accept_new_host_key, remote_mmdk=remote_mmdk)
+                      accept_new_host_key=accept_new_host_key, **({"remote_mmdk": remote_mmdk} if remote_mmdk else {}))
     if as_json:
         typer.echo(json.dumps(info, indent=2))
         return
