@@ -66,7 +66,10 @@ class RemoteSession:
         script = (self._env() + 'echo "home=$HOME"; echo "conn=${SSH_CONNECTION:-}"; '
                   f'v=$({mmdk} --version 2>&1); echo "mmdk_rc=$?"; echo "mmdk=$v" | head -n 1; '
                   f'mkdir -p "$HOME/{CACHE_REL}" 2>/dev/null; echo "df=$(df -Pk "$HOME/{CACHE_REL}" | tail -n 1)"; '
-                  f'for h in {hashes}; do [ -d "$HOME/{CACHE_REL}/$h" ] && echo "have=$h"; done; true')
+                  f'for h in {hashes}; do [ -d "$HOME/{CACHE_REL}/$h" ] && echo "have=$h"; done; '
+                  # run folders left by lost connections, staging folders of interrupted copies: gone after a day
+                  f'find "$HOME/{CACHE_REL}" "$HOME/{CACHE_REL}/runs" -mindepth 1 -maxdepth 1 -mmin +1440 '
+                  '\\( -name ".incoming-*" -o -path "*/runs/*" \\) -exec rm -rf {} + 2>/dev/null; true')
         res = self.ssh.run(script, what="probe", timeout=60)
         out = res.stdout.decode(errors="replace")
         vals: dict[str, list[str]] = {}

@@ -166,3 +166,24 @@ def test_remote_argv_maps_labels_factories_and_paths(tmp_path):
     assert args[1:3] == ["--reference", f"/home/nvidia/.cache/mmdeploy_kit/remote/{py.sha256}/models.py:factory"]
     assert args[3] == "my_pkg.models:factory"
     assert plan.back[f"/home/nvidia/.cache/mmdeploy_kit/remote/{q.sha256}/q"] == str(tmp_path / "q")
+
+
+def test_stale_run_and_staging_folders_are_cleaned(server, tmp_path):
+    import os
+    import sys
+    import time
+
+    from mmdeploy_kit.remote.session import RemoteSession
+
+    cache = server.home / ".cache" / "mmdeploy_kit" / "remote"
+    old, fresh, staging = cache / "runs" / "old", cache / "runs" / "fresh", cache / ".incoming-abc"
+    keep = cache / ("a" * 64)
+    for d in (old, fresh, staging, keep):
+        d.mkdir(parents=True)
+    day_ago = time.time() - 2 * 86400
+    for d in (old, staging, keep):
+        os.utime(d, (day_ago, day_ago))
+    opts = (f"UserKnownHostsFile={server.known_hosts}", "GlobalKnownHostsFile=/dev/null")
+    RemoteSession(SshTarget(server.host, key=str(server.client_key), options=opts),
+                  remote_mmdk=str(Path(sys.executable).with_name("mmdk"))).connect()
+    assert not old.exists() and not staging.exists() and fresh.exists() and keep.exists()
