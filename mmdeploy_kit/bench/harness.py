@@ -315,6 +315,11 @@ def run_bench(artifacts: Sequence[Any], reference: Any = None, *, target: str = 
     per_artifact: dict[str, list[RatioEstimate]] = {}
     warnings: list[str] = []
     noisy: list[tuple[float, str]] = []
+    from .cpu_check import NoiseProbe, noise_assessment, round_ratio_cv, target_cpu_warnings
+
+    warnings += target_cpu_warnings(models, base if has_ref else None, log)  # INT8 made for another ISA
+    ratio_cvs: list[float] = []  # scatter of each config's per-round speedup ratios (noise detection)
+    steal_probe = NoiseProbe().start()
     for t in all_towers:
         owners = [m for m in models if t in m.backends]
         ref_spec = owners[0].model.towers[t].spec
@@ -337,6 +342,7 @@ def run_bench(artifacts: Sequence[Any], reference: Any = None, *, target: str = 
                     est = paired_speedup(base_c.clock_rounds(timing.clock), c.clock_rounds(timing.clock),
                                          confidence=timing.confidence, n_boot=timing.bootstrap, seed=timing.seed)
                     per_artifact.setdefault(c.label, []).append(est)
+                    ratio_cvs.append(round_ratio_cv(base_c.clock_rounds(timing.clock), c.clock_rounds(timing.clock)))
                     sp = _speedup(est, base_c.label, timing.clock)
                 latency.append(LatencyResult(
                     artifact=c.label, tower=t, backend=c.backend.name, batch=batch, seq=seq, sizes=sizes, stats=stats,
@@ -348,6 +354,8 @@ def run_bench(artifacts: Sequence[Any], reference: Any = None, *, target: str = 
                     noisy.append((stats.cv, f"{c.label} / {desc}"))
             if meas.hit_max_time:
                 warnings.append(f"{desc}: stopped at max_time_s={timing.max_time_s} before min runs/time were met")
+    latency_gate, noise_warnings = noise_assessment(steal_probe.stop(), ratio_cvs, timing.clock, max_latency_regression)
+    warnings += noise_warnings
     if noisy:
         worst = max(noisy)
         warnings.append(f"{len(noisy)} of {len(latency)} timings are noisy (CV > {NOISY_CV}; worst {worst[0]:.2f} for "
@@ -382,7 +390,7 @@ def run_bench(artifacts: Sequence[Any], reference: Any = None, *, target: str = 
         environment=env.fingerprint(threads), reference=baseline if has_ref else None, baseline=baseline,
         artifacts=artifacts_info, latency=latency, speedups=speedups, scenarios=scenarios(latency), accuracy=acc,
         warnings=warnings, telemetry=telemetry.finish() if telemetry is not None else None)
-    report.gates = bench_gates(report, max_latency_regression, max_accuracy_drop)
+    report.gates = bench_gates(report, latency_gate, max_accuracy_drop)
     report.passed = not report.failed_gates()
     return report
 

@@ -140,8 +140,8 @@ class QuantizeConfig(PassConfig):
         from .isa import resolve_isa
 
         data = self.model_dump(mode="json")
-        if data.get("target_cpu") == "auto":
-            data["target_cpu"] = f"auto:{resolve_isa('auto')}"
+        if data.get("target_cpu") == "auto":  # still a valid config: it round-trips to the same digest
+            data["target_cpu"] = resolve_isa("auto")
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 

@@ -83,6 +83,8 @@ class Int8Quantizer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.op_types = plan.op_types_for(method)
         self.model = onnx.load(str(self.fp32_path))
+        if method in ("dynamic", "hybrid") and any(n.op_type == "Gemm" for n in self.model.graph.node):
+            self._gemm_as_matmul(plan.tower)
         self.input_names = [i.name for i in self.model.graph.input]
         self.candidates: list[Candidate] = candidates(self.model, self.op_types, "static" if method == "hybrid" else method,
                                                       plan.matmul_const_b_only)
@@ -100,6 +102,21 @@ class Int8Quantizer:
             raise UserInputError(f"tower {plan.tower!r} has no {'/'.join(self.op_types)} nodes to quantize "
                                  f"with {method} INT8", hint="choose other --op-types, or --precision fp16")
         self.calibration_seconds: Optional[float] = None
+
+    def _gemm_as_matmul(self, tower: str) -> None:
+        """ORT's dynamic quantizer rewrites every Gemm as MatMul (+ Add) named ``<gemm>_MatMul`` before it
+        quantizes: node lists naming the Gemm then match nothing (the node silently stays FP32), and in a hybrid
+        graph it also splits the static stage's QDQ Gemms. Do that rewrite once, up front, on the FP32 graph,
+        so candidates, exclusions and the sensitivity surgery all use the names that get quantized."""
+        onnx = require("onnx")
+        from onnxruntime.quantization.onnx_model import ONNXModel
+
+        wrapped = ONNXModel(self.model)
+        wrapped.replace_gemm_with_matmul()
+        wrapped.remove_unused_constant()
+        self.fp32_path = self.workdir / f"{tower}.{self.method}.fp32.onnx"
+        onnx.save(wrapped.model, str(self.fp32_path))
+        self.model = onnx.load(str(self.fp32_path))
 
     # ------------------------------------------------------------------------------------------------
     def quantize(self, exclude: Sequence[str], dst: Path) -> Path:
