@@ -184,23 +184,18 @@ def prune(source: ModelLike, out: str | Path, ratio: Any = None, *, towers: Sequ
     a parameter count per tower instead (same forms). ``options``: further ``PruneConfig`` fields
     (importance, scope, round_to, ignore, step, max_layer_ratio, min_cosine, calib_samples, seed, ...).
     """
-    from .passes.prune.config import PruneConfig, tower_values
+    from .passes.prune.config import ALL_TOWERS, PruneConfig, tower_values
 
     save_recipe = options.pop("save_recipe", None)
     force = bool(options.pop("force", False))
     l_opts = {k: v for k, v in (load_options or {}).items() if v is not None}
-    model = source
-    needs_names = not towers and not isinstance(ratio, (dict, str)) and not isinstance(target_params, (dict, str)) \
-        and (ratio is not None or target_params is not None)
-    if needs_names and not isinstance(source, LoadedModel):
-        model = load(source, **l_opts)
-    all_towers = list(model.towers) if isinstance(model, LoadedModel) else None
-    fields = dict(ratio=tower_values(ratio, tuple(towers), all_towers, "ratio"),
-                  target_params=tower_values(target_params, tuple(towers), all_towers, "target-params",
+    every = [ALL_TOWERS]  # one value and no tower named: every tower (resolved by the pass)
+    fields = dict(ratio=tower_values(ratio, tuple(towers), every, "ratio"),
+                  target_params=tower_values(target_params, tuple(towers), every, "target-params",
                                              cast=lambda v: int(float(v))),
                   calib_data=str(calib_data) if calib_data is not None else None, **_tuples(options))
     config = _options(PruneConfig, "prune", **{k: v for k, v in fields.items() if v is not None})
-    return _run_one("prune", config, model, out, overwrite=overwrite, progress=progress, load_options=l_opts,
+    return _run_one("prune", config, source, out, overwrite=overwrite, progress=progress, load_options=l_opts,
                     quiet=quiet, save_recipe=save_recipe, force=force)
 
 

@@ -61,3 +61,13 @@ def test_registry_declares_the_prune_pass():
     cls = get_pass("prune")
     assert (cls.accepts, cls.produces, cls.forbidden_after, cls.data_fields) == (("torch",), "torch", (), ("calib_data",))
     assert "prune" in get_pass("quantize").forbidden_after
+
+
+def test_recipe_forms_and_every_tower():
+    """Recipes write ``prune: {ratio: 0.3}`` or ``ratio: "vision=0.4,text=0.3"``; one number means every tower."""
+    cfg = PruneConfig(ratio=0.3, target_params={"text": 500})
+    assert cfg.ratio == (("*", 0.3),) and cfg.towers == ("text",)
+    ratios, counts = cfg.tower_targets(["vision", "text", "audio"])
+    assert ratios == {"vision": 0.3, "audio": 0.3} and counts == {"text": 500}   # a named tower wins over "*"
+    assert PruneConfig(ratio="vision=0.4,text=0.3").ratio == (("vision", 0.4), ("text", 0.3))
+    assert PruneConfig(ratio=[["vision", 0.4]]).tower_targets(["vision", "text"]) == ({"vision": 0.4}, {})

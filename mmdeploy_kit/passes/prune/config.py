@@ -12,11 +12,19 @@ from ..base import PassConfig
 SCOPES = ("heads", "mlp", "channels")
 
 
+ALL_TOWERS = "*"
+
+
 def _pairs(v: Any, what: str) -> Any:
+    """``{"vision": 0.4}``, ``[["vision", 0.4]]``, ``"vision=0.4,text=0.3"`` or one number (``"*"``: every
+    tower, resolved by the pass) -> ``(("vision", 0.4), ...)``."""
     if isinstance(v, dict):
         return tuple((str(k), val) for k, val in v.items())
-    if isinstance(v, (list, tuple)):
-        return tuple(tuple(x) if isinstance(x, list) else x for x in v)
+    if isinstance(v, (list, tuple)) and all(isinstance(x, (list, tuple)) for x in v):
+        return tuple(tuple(x) for x in v)
+    if isinstance(v, (int, float, str, list, tuple)) and not isinstance(v, bool):
+        return tower_values(v, (), [ALL_TOWERS], what.replace("_", "-"),
+                            cast=float if what == "ratio" else (lambda x: int(float(x))))
     return v
 
 
@@ -101,8 +109,20 @@ class PruneConfig(PassConfig):
 
     @property
     def towers(self) -> tuple[str, ...]:
-        """The towers this config prunes (what the runner validates against the model)."""
-        return tuple(t for t, _ in self.ratio) + tuple(t for t, _ in self.target_params)
+        """The towers this config names (what the runner validates against the model; empty: every tower)."""
+        return tuple(t for t, _ in self.ratio + self.target_params if t != ALL_TOWERS)
+
+    def tower_targets(self, tower_names: list[str]) -> tuple[dict[str, float], dict[str, int]]:
+        """(ratio per tower, target parameter count per tower), with ``"*"`` expanded to ``tower_names``."""
+        named = {t for t, _ in self.ratio + self.target_params if t != ALL_TOWERS}
+
+        def expand(pairs: tuple) -> dict:
+            out = {t: v for t, v in pairs if t != ALL_TOWERS}
+            for t, v in pairs:
+                if t == ALL_TOWERS:
+                    out.update({n: v for n in tower_names if n not in named})
+            return out
+        return expand(self.ratio), expand(self.target_params)
 
 
 def tower_values(value: Any, towers: tuple[str, ...], all_towers: Optional[list[str]], what: str,

@@ -49,7 +49,10 @@ class PrunePass(Pass):
         require("torch_pruning", "prune")
         model = _torch_model(model)
         source = _source_record(model)
-        names = list(config.towers)
+        ratios, counts = config.tower_targets([n for n, t in model.towers.items() if t.is_torch])
+        names = [n for n in model.towers if n in ratios or n in counts]
+        for n in [*ratios, *counts]:
+            model.tower(n)  # unknown tower -> one-line error naming the towers
         for n in names:
             t = model.tower(n)
             if not t.is_torch or model.root is None:
@@ -65,7 +68,8 @@ class PrunePass(Pass):
         targets = _loss_targets(model, names, feeds, torch)
         results: dict[str, Any] = {}
         for n in names:
-            results[n] = self._prune_tower(model, n, config, ctx, feeds, param_names, targets.get(n), torch)
+            results[n] = self._prune_tower(model, n, config, ctx, feeds, param_names, targets.get(n), torch,
+                                           ratios.get(n), counts.get(n))
         for n in names:
             cmp = _compare(reference[n], _run(model.towers[n], feeds[n]["verify"]))
             results[n]["verification"] = {"vs_unpruned": {k: cmp[k] for k in ("cosine_min", "cosine_mean", "max_abs_error")},
@@ -82,7 +86,8 @@ class PrunePass(Pass):
         for n, t in model.towers.items():
             details = {"pruned": n in results, **({k: v for k, v in results[n].items() if k != "verification"}
                                                   if n in results else {})}
-            verification = {**results[n]["verification"], "reload": reload_figs[n]} if n in results else {}
+            verification = {"cosine_min": results[n]["verification"]["vs_unpruned"]["cosine_min"],
+                            **results[n]["verification"], "reload": reload_figs[n]} if n in results else {}
             artifacts.append(Artifact(kind=kind, tower=n, path=rel, precision="fp32", io_spec=t.spec.to_dict(),
                                       verification=verification, details=details,
                                       sha256=sha256_file(workdir / rel), size_bytes=size_on_disk(workdir / rel)))
@@ -96,18 +101,18 @@ class PrunePass(Pass):
                         artifacts=artifacts, metrics=metrics)
 
     def _prune_tower(self, model: LoadedModel, name: str, config: PruneConfig, ctx: RunContext, feeds: dict,
-                     param_names: dict[str, set[str]], targets: Optional[list], torch: Any) -> dict[str, Any]:
+                     param_names: dict[str, set[str]], targets: Optional[list], torch: Any,
+                     ratio: Optional[float], count: Optional[int]) -> dict[str, Any]:
         tower = model.towers[name]
         root = model.root
         before = count_params(root, param_names[name])
-        ratios, counts = dict(config.ratio), dict(config.target_params)
-        if name in ratios:
-            target_removed = int(np.ceil(float(ratios[name]) * before))
+        if ratio is not None:
+            target_removed = int(np.ceil(float(ratio) * before))
         else:
-            if counts[name] >= before:
-                raise UserInputError(f"--target-params {counts[name]:,} for tower {name!r} is not below its "
+            if int(count) >= before:
+                raise UserInputError(f"--target-params {int(count):,} for tower {name!r} is not below its "
                                      f"{before:,} parameters", hint="give a smaller count")
-            target_removed = before - int(counts[name])
+            target_removed = before - int(count)
         others = set().union(*[v for k, v in param_names.items() if k != name]) if len(param_names) > 1 else set()
         spec = TowerPruneSpec(tower=name, target_removed=target_removed, scope=tuple(config.scope),
                               round_to=config.round_to, step=config.step, max_layer_ratio=config.max_layer_ratio)
