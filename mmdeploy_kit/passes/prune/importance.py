@@ -30,14 +30,6 @@ def make_importance(kind: str) -> Any:
     return tp.importance.GroupHessianImportance()
 
 
-def _info_nce(a: Any, b: Any, torch: Any) -> Any:
-    F = torch.nn.functional
-    a, b = F.normalize(a.flatten(1).float(), dim=-1), F.normalize(b.flatten(1).float(), dim=-1)
-    logits = a @ b.t() / TEMPERATURE
-    labels = torch.arange(len(a))
-    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
-
-
 def per_sample_losses(outputs: tuple, targets: dict[str, Any], output_names: list[str], torch: Any) -> Any:
     """One loss per sample ``[batch]`` (summed over outputs): per-sample terms for Hessian, mean for Taylor."""
     F = torch.nn.functional

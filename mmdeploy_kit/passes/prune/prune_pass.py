@@ -47,7 +47,9 @@ class PrunePass(Pass):
     def run(self, model: LoadedModel, config: PruneConfig, ctx: RunContext, workdir: Path) -> Manifest:
         torch = require("torch")
         require("torch_pruning", "prune")
-        model = _torch_model(model)
+        from ...train.save import single_root
+
+        model = single_root(model)  # a pruned / distilled mmdk dir: its one torch model, towers sharing a root
         source = _source_record(model)
         ratios, counts = config.tower_targets([n for n, t in model.towers.items() if t.is_torch])
         names = [n for n in model.towers if n in ratios or n in counts]
@@ -130,23 +132,6 @@ class PrunePass(Pass):
                 "removed_fraction": round(1 - res.params_after / res.params_before, 6),
                 "target_removed_fraction": round(target_removed / before, 6), "steps": res.steps,
                 "layer_fraction": round(res.layer_fraction, 4), "layers": res.layers, "kept_groups": res.kept}
-
-
-# ---- inputs ----------------------------------------------------------------------------------------------
-def _torch_model(model: LoadedModel) -> LoadedModel:
-    """An mmdk output dir whose towers all live in one torch model (a pruned or distilled dir) -> that model,
-    loaded whole (``load_mmdk_dir`` splits it into towers and drops the root)."""
-    if model.format != "mmdk" or model.root is not None:
-        return model
-    manifest = model.details["manifest"]
-    paths = {a.path for a in manifest.artifacts if a.kind in ("torch", "hf")}
-    if len(paths) != 1 or len(manifest.artifacts) != len(model.towers):
-        return model
-    from ...model.loaders import load
-
-    inner = load(Path(model.source) / paths.pop())
-    inner.details["manifest"] = manifest
-    return inner
 
 
 # ---- feeds and targets ---------------------------------------------------------------------------------
@@ -282,11 +267,11 @@ def _write(model: LoadedModel, root: Any, source: dict[str, Any], param_names: d
     return {"hf": hf, "hf_reason": reason}
 
 
-def _copy_side_files(src: Path, dst: Path) -> None:
-    """config.json, tokenizer and image-processor files (everything but weights and mmdk's own files)."""
+def _copy_side_files(src: Path, dst: Path, skip: tuple[str, ...] = ()) -> None:
+    """config.json, tokenizer and image-processor files (everything but weights, mmdk's own files, ``skip``)."""
     for f in sorted(src.iterdir()):
         if f.is_file() and not f.name.endswith(_WEIGHT_SUFFIXES) and not f.name.startswith("mmdk_") \
-                and not f.name.endswith(".index.json"):
+                and not f.name.endswith(".index.json") and f.name not in skip:
             shutil.copy2(f, dst / f.name)
 
 
@@ -313,10 +298,7 @@ def _save_pretrained_if_expressible(root: Any, changes: dict, src_dir: Path, out
         return False, "the pruned shapes are not expressible as config fields"
     root.config = config
     root.save_pretrained(str(out), safe_serialization=True)
-    for f in sorted(src_dir.iterdir()):
-        if f.is_file() and f.name != "config.json" and not f.name.endswith(_WEIGHT_SUFFIXES) \
-                and not f.name.startswith("mmdk_") and not (out / f.name).exists():
-            shutil.copy2(f, out / f.name)
+    _copy_side_files(src_dir, out, skip=("config.json", *(f.name for f in out.iterdir())))
     return True, "hf/ (config intermediate sizes updated)"
 
 
