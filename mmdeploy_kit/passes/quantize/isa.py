@@ -7,8 +7,10 @@ ONNX Runtime's x86 INT8 GEMM kernels differ by instruction set, and so do accura
 - ``avx2`` (AVX2 + FMA, no VNNI - many cloud VMs and older servers): u8 x s8 goes through ``vpmaddubsw``,
   which adds two u8*s8 products into a *saturating* int16 (255*127*2 > 32767). ORT's documentation
   recommends ``reduce_range`` (7-bit weights: 255*63*2 fits) or U8U8 there. Measured on this project's
-  AVX2 VM (``benchmarks/quant_isa_presets.py``, results in ``benchmarks/results/quant_isa_presets_avx2.md``):
-  see ``AVX2_CHOICE`` below for the figures the choice rests on.
+  AVX2 VM: ``benchmarks/quant_clip_vit.py`` (U8S8 / U8S8 reduce_range / U8U8 on CLIP ViT-B/32) and
+  ``benchmarks/quant_fusion.py`` (hybrid with and without reduce_range), results in
+  ``benchmarks/results/quant_{clip_vit,fusion}_avx2.md``. reduce_range keeps the u8s8 kernels (same speed)
+  and removes the saturation: the preset uses it (``AVX2_CHOICE``).
 - ``arm64`` (Jetson Orin's Cortex-A78AE, Graviton, Apple): not measured here (no ARM machine). Chosen by
   reasoning: ARMv8.2 dot-product instructions (SDOT/UDOT, ``asimddp``) accumulate 4 products in 32 bit, so
   there is no saturation to avoid; reduce_range would only throw away a bit. Preset: U8S8, 8-bit weights
