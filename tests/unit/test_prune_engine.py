@@ -53,6 +53,18 @@ MODELS = textwrap.dedent('''
             h, _ = self.gru(self.proj(self.emb(input_ids)))
             return self.out(torch.relu(self.mid(h.mean(1))))
 
+    class GNNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.g, self.c2 = nn.Conv2d(3, 32, 3, padding=1), nn.GroupNorm(4, 32), nn.Conv2d(32, 16, 3, padding=1)
+            self.fc = nn.Linear(16, 3)
+        def forward(self, pixel_values):
+            return self.fc(self.c2(torch.relu(self.g(self.c1(pixel_values)))).mean((2, 3)))
+
+    def gn():
+        torch.manual_seed(0)
+        return GNNet()
+
     def resnet():
         torch.manual_seed(0)
         m = ResNetish()
@@ -172,3 +184,10 @@ def test_unreachable_ratio_says_how_far_it_can_go(late_fusion_factory, tmp_path)
     with pytest.raises(UserInputError, match=r"cannot remove .* at most \d+\.\d%"):
         mmdk.prune(src, tmp_path / "x", ratio=0.6, load_options={"io": io}, force=True)
     assert not (tmp_path / "x").exists()
+
+
+def test_group_norm_widths_stay_multiples_of_its_groups(models_py, tmp_path):
+    man = mmdk.prune(f"{models_py}:gn", tmp_path / "p", ratio=0.3, load_options={"io": IMG}, force=True)
+    assert man.artifacts[0].details["removed_fraction"] >= 0.3
+    g = mmdk.load(tmp_path / "p" / "model").root.g
+    assert g.num_channels < 32 and g.num_channels % g.num_groups == 0

@@ -300,8 +300,12 @@ class TowerPruner:
         current = self.dg.get_out_channels(root)
         c0 = initial.setdefault(root, current)
         keep = c0 - int(math.floor(fraction * c0 + 1e-9))
-        if spec.round_to > 1:
-            keep = max(spec.round_to, spec.round_to * int(round(keep / spec.round_to)))
+        unit = spec.round_to  # GroupNorm needs its channel count to stay a multiple of its group count
+        for dep, _ in group:
+            if isinstance(dep.target.module, self.nn.GroupNorm):
+                unit = math.lcm(unit, dep.target.module.num_groups)
+        if unit > 1:
+            keep = max(unit, unit * int(round(keep / unit)))
         keep = max(keep, 1, int(math.ceil(c0 * (1 - spec.max_layer_ratio))))
         n_remove = current - keep
         if n_remove <= 0:
