@@ -140,3 +140,25 @@ def test_a_pruned_dir_can_be_pruned_again(pruned_clip, tmp_path):
     assert again.artifact("vision").details["params_before"] == man.artifact("vision").details["params_after"]
     assert mmdk.load(tmp_path / "again").towers["vision"].parameter_count() == \
         again.artifact("vision").details["params_after"]
+
+
+def test_pruning_history_replays_on_the_unpruned_model(pruned_clip, tiny_clip_dir):
+    """The record also says which channels / heads went (Torch-Pruning's pruning_history): replayed on the
+    original checkpoint it gives the pruned model back."""
+    import torch_pruning as tp
+
+    from mmdeploy_kit.passes.prune.hf_attention import discover_attention, patch_attention
+
+    out, _ = pruned_clip
+    history = json.loads((out / "model" / "mmdk_arch.json").read_text())["pruned"]["vision"]["history"]
+    orig = mmdk.load(tiny_clip_dir)
+    tower = orig.towers["vision"]
+    x = tower.spec.dummy_inputs({"batch": 2})
+    attention = {id(i): i for i in discover_attention(orig.root).values()}
+    with torch.enable_grad():
+        dg = tp.DependencyGraph().build_dependency(tower.module, example_inputs=[torch.from_numpy(x["pixel_values"])])
+    dg.load_pruning_history(history)
+    for info in attention.values():
+        patch_attention(info)
+    np.testing.assert_allclose(tower.module.run_numpy(x)["image_embeds"],
+                               mmdk.load(out).towers["vision"].module.run_numpy(x)["image_embeds"], atol=1e-6)

@@ -154,6 +154,7 @@ class TowerPruneResult:
     layer_fraction: float
     layers: dict[str, dict[str, Any]] = field(default_factory=dict)
     kept: dict[str, int] = field(default_factory=dict)
+    history: list = field(default_factory=list)   # Torch-Pruning's pruning_history (JSON-ready)
 
 
 def _is_unhandled(m: Any, nn: Any) -> Optional[str]:
@@ -370,4 +371,5 @@ def run_tower_pruning(pruner: TowerPruner, spec: TowerPruneSpec, importance: Any
         removed = before - count_params(pruner.root, pruner.param_names)
         log(f"tower {spec.tower!r}: step {steps}, layer fraction {fraction:.2f}, removed {removed / before:.1%}")
     layers, kept = pruner.layer_report()
-    return TowerPruneResult(before, before - removed, steps, fraction, layers, kept)
+    history = [[str(name), bool(out), [int(i) for i in idxs]] for name, out, idxs in pruner.dg.pruning_history()]
+    return TowerPruneResult(before, before - removed, steps, fraction, layers, kept, history)

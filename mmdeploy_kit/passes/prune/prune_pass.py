@@ -86,8 +86,8 @@ class PrunePass(Pass):
         artifacts = []
         kind, rel = ("hf", "hf") if layout["hf"] else ("torch", "model")
         for n, t in model.towers.items():
-            details = {"pruned": n in results, **({k: v for k, v in results[n].items() if k != "verification"}
-                                                  if n in results else {})}
+            details = {"pruned": n in results, **({k: v for k, v in results[n].items()
+                                                   if k not in ("verification", "history")} if n in results else {})}
             verification = {"cosine_min": results[n]["verification"]["vs_unpruned"]["cosine_min"],
                             **results[n]["verification"], "reload": reload_figs[n]} if n in results else {}
             artifacts.append(Artifact(kind=kind, tower=n, path=rel, precision="fp32", io_spec=t.spec.to_dict(),
@@ -131,7 +131,8 @@ class PrunePass(Pass):
         return {"params_before": res.params_before, "params_after": res.params_after,
                 "removed_fraction": round(1 - res.params_after / res.params_before, 6),
                 "target_removed_fraction": round(target_removed / before, 6), "steps": res.steps,
-                "layer_fraction": round(res.layer_fraction, 4), "layers": res.layers, "kept_groups": res.kept}
+                "layer_fraction": round(res.layer_fraction, 4), "layers": res.layers, "kept_groups": res.kept,
+                "history": res.history}
 
 
 # ---- feeds and targets ---------------------------------------------------------------------------------
@@ -260,7 +261,9 @@ def _write(model: LoadedModel, root: Any, source: dict[str, Any], param_names: d
     save_pruned(root, mdir, {"source": {k: v for k, v in source.items() if k != "dir"}, "modules": changes,
                              "towers": {n: {"parameters": count_params(root, param_names[n]),
                                             "modules": len(prefixes[n])} for n in param_names},
-                             "pruned": {n: {"layers": r["layers"]} for n, r in results.items()}})
+                             # which channels / heads went: Torch-Pruning's pruning_history, module names relative
+                             # to the tower module (tp.DependencyGraph.load_pruning_history replays it)
+                             "pruned": {n: {"layers": r["layers"], "history": r["history"]} for n, r in results.items()}})
     hf, reason = False, "not an HF model"
     if source["kind"] == "hf":
         hf, reason = _save_pretrained_if_expressible(root, changes, src_dir, workdir / "hf")
