@@ -156,7 +156,8 @@ def test_pruning_history_replays_on_the_unpruned_model(pruned_clip, tiny_clip_di
     x = tower.spec.dummy_inputs({"batch": 2})
     attention = {id(i): i for i in discover_attention(orig.root).values()}
     with torch.enable_grad():
-        dg = tp.DependencyGraph().build_dependency(tower.module, example_inputs=[torch.from_numpy(x["pixel_values"])])
+        dg = tp.DependencyGraph().build_dependency(tower.module, example_inputs=[torch.from_numpy(x["pixel_values"])],
+                                                 verbose=False)
     dg.load_pruning_history(history)
     for info in attention.values():
         patch_attention(info)
