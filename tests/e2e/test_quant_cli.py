@@ -406,6 +406,7 @@ def test_library_api_mixed_int8_and_fp16(clip_onnx, tmp_path):
         mmdk_api.quantize(clip_onnx, tmp_path / "bad", calibration="kl")
 
 
+@pytest.mark.slow  # ~50 s on 2 cores: two static calibrations, one with 2048-bin histograms
 def test_entropy_calibration_is_not_minmax_in_disguise(clip_onnx, calib_npz, tmp_path):
     """ORT's defaults make Entropy return the MinMax range (FIELD_NOTES); mmdk calibrates it itself."""
     scales = {}
