@@ -34,3 +34,30 @@ def test_bench_warns_and_reverifies_when_the_isa_differs(mmdk, tiny_clip_dir, tm
     assert f"--target-cpu {here}" in warns[0] and "warning: int8 was quantized for" in r.err
     r = mmdk("bench", f"int8={q}", *FAST, "--quiet")  # no reference: says it could not re-verify
     assert r.code == 0 and "not re-verified (no --reference" in r.err
+
+
+def test_noisy_machine_widens_a_wall_clock_gate_with_a_warning(mmdk, tiny_clip_dir, tmp_path, monkeypatch):
+    """Steal time (faked: 40% of /proc/stat's CPU time) -> the report warns and widens the latency gate."""
+    from mmdeploy_kit.bench import cpu_check
+
+    ticks = iter(range(1, 1000))
+
+    def fake_times(path="/proc/stat"):
+        k = next(ticks)
+        return 1000.0 * k, 400.0 * k
+
+    monkeypatch.setattr(cpu_check, "read_cpu_times", fake_times)
+    fp32 = tmp_path / "fp32"
+    mmdk_api.export(tiny_clip_dir, fp32, towers=["vision"])
+    r = mmdk("bench", f"a={fp32}", "--reference", f"b={fp32}", *FAST, "--quiet", "--max-latency-regression", "50%",
+             "--report", tmp_path / "r.json")
+    report = json.loads((tmp_path / "r.json").read_text())
+    noise = [w for w in report["warnings"] if w.startswith("noisy machine")]
+    assert len(noise) == 1 and "40% of CPU time was stolen" in noise[0] and "widened from 50% to" in noise[0]
+    gate = next(g for g in report["gates"] if g["kind"] == "latency")
+    assert gate["threshold"] > 0.5 and "warning: noisy machine" in r.err
+    r = mmdk("bench", f"a={fp32}", "--reference", f"b={fp32}", *FAST, "--quiet", "--clock", "cpu",
+             "--max-latency-regression", "50%", "--report", tmp_path / "c.json")
+    report = json.loads((tmp_path / "c.json").read_text())
+    assert next(g for g in report["gates"] if g["kind"] == "latency")["threshold"] == 0.5
+    assert any("CPU clock" in w for w in report["warnings"])

@@ -417,3 +417,18 @@ def test_entropy_calibration_is_not_minmax_in_disguise(clip_onnx, calib_npz, tmp
                           if i.name.endswith("_scale") and not i.dims}
     shared = set(scales["minmax"]) & set(scales["entropy"])
     assert shared and sum(scales["minmax"][n] != scales["entropy"][n] for n in shared) > len(shared) // 2
+
+
+def test_target_cpu_is_recorded_and_picks_the_preset(mmdk, clip_onnx, tmp_path):
+    from mmdeploy_kit.bench.env import detect_isa
+
+    for target, reduce_range in (("arm64", False), ("avx2", True)):
+        out = tmp_path / target
+        r = mmdk("-q", "quantize", clip_onnx, "--method", "dynamic", "--tower", "text", "--target-cpu", target, "-o", out)
+        assert r.code == 0, r.err
+        man = _man(out)
+        assert man["metrics"]["target_cpu"] == {"isa": target, "requested": target, "quantized_on": detect_isa()}
+        plan = _art(man, "text")["details"]["plan"]
+        assert plan["target_cpu"] == target and plan["reduce_range"] is reduce_range
+    r = mmdk("-q", "quantize", clip_onnx, "--method", "dynamic", "--target-cpu", "avx9000", "-o", tmp_path / "bad")
+    assert r.code == 2 and r.one_line_error() and "target_cpu" in r.err and _no_output(tmp_path / "bad")
