@@ -44,7 +44,3 @@ def cpu_int8_options(target_cpu: Optional[str], preset: str = "cpu") -> dict[str
         return {"isa": isa, **AVX2_CHOICE}
     return {"isa": isa, "reduce_range": False, "weight_type": "int8"}
 
-
-def same_kind(a: Optional[str], b: Optional[str]) -> bool:
-    """Two ISAs run ORT's INT8 kernels alike (both VNNI, both AVX2-only, both ARM)."""
-    return (a or "") == (b or "")
