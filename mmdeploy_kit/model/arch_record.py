@@ -179,7 +179,7 @@ def build_source(directory: Path, source: dict[str, Any]) -> Any:
         cls = getattr(transformers, source.get("class") or "", None) or transformers.AutoModel
         return cls._from_config(config) if hasattr(cls, "_from_config") else cls.from_config(config)
     if kind == "factory":
-        from .loaders import _import_target
+        from .module_tools import _import_target
 
         target = source["target"]
         if not Path(target).is_file() and (directory / Path(target).name).is_file():
@@ -234,7 +234,7 @@ def load_pruned_dir(directory: Path) -> Any:
                            details={"model_type": source.get("model_type", ""), "has_tokenizer": _has_tokenizer(directory),
                                     "has_image_processor": (directory / "preprocessor_config.json").exists(),
                                     "arch_record": record})
-    from .loaders import _towers_from_spec
+    from .module_tools import _towers_from_spec
 
     spec_file = SpecFile.parse(source["io"], source=str(directory / ARCH_RECORD_NAME))
     towers = _towers_from_spec(root, spec_file, str(directory))
