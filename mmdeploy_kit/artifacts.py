@@ -7,6 +7,7 @@ once everything succeeded, so a failure never leaves a half-written output behin
 from __future__ import annotations
 
 import contextlib
+import functools
 import datetime as _dt
 import hashlib
 import json
@@ -119,6 +120,12 @@ def describe_file(directory: Path, rel: str) -> dict[str, Any]:
 
 def package_versions(*names: str) -> dict[str, str]:
     """Installed versions of the given distributions (plus python/platform), without importing them."""
+    return dict(_package_versions(names))
+
+
+@functools.lru_cache(maxsize=None)
+def _package_versions(names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """Memoised (metadata look-ups cost ~15 ms each; the pipeline asks several times per step)."""
     from importlib import metadata
 
     out = {"python": platform.python_version(), "platform": f"{sys.platform}-{platform.machine()}"}
@@ -127,7 +134,7 @@ def package_versions(*names: str) -> dict[str, str]:
             out[n] = metadata.version(n)
         except metadata.PackageNotFoundError:
             continue
-    return out
+    return tuple(out.items())
 
 
 @contextlib.contextmanager
