@@ -255,7 +255,8 @@ def run(recipe: str | Path | dict, model: Optional[ModelLike] = None, out: Optio
 
     r = load_recipe(recipe, overrides=list(overrides) if isinstance(overrides, (list, tuple)) else overrides,
                     data=data)
-    plan = plan_recipe(r, model, load_options={k: v for k, v in load_options.items() if v is not None})
+    plan = plan_recipe(r, model, load_options={k: v for k, v in load_options.items() if v is not None},
+                       preflight=not dry_run)
     if dry_run:
         return plan
     if out is None:

@@ -75,6 +75,7 @@ class Pass:
     - ``data_fields``: config fields holding data paths (a recipe may give a ``data:`` name instead); their
       content hashes go into the cache key.
     - ``tower_field``: the config field listing the towers the step applies to (validated against the model).
+    - ``uses_reference``: the pass reads ``ctx.reference``, so the reference's hash is part of its cache key.
     """
 
     name: ClassVar[str]
@@ -85,6 +86,7 @@ class Pass:
     forbidden_after: ClassVar[tuple[str, ...]] = ()
     data_fields: ClassVar[tuple[str, ...]] = ()
     tower_field: ClassVar[Optional[str]] = "towers"
+    uses_reference: ClassVar[bool] = False    # reads ctx.reference (bench: compares with it; distill: its teacher)
 
     def run(self, model: Any, config: PassConfig, ctx: RunContext, workdir: Path) -> Manifest:
         """Write this pass's artifacts into ``workdir`` and return their manifest (not yet written)."""

@@ -47,6 +47,7 @@ class BenchPass(Pass):
     config_cls: ClassVar[type[PassConfig]] = BenchStepConfig
     accepts: ClassVar[tuple[str, ...]] = MODEL_FORMATS[:3]
     produces: ClassVar[str] = "report"
+    uses_reference: ClassVar[bool] = True
     data_fields: ClassVar[tuple[str, ...]] = ("data", "processor")
 
     @staticmethod

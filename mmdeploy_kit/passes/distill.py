@@ -102,6 +102,7 @@ class DistillPass(Pass):
     produces: ClassVar[str] = "torch"
     data_fields: ClassVar[tuple[str, ...]] = ("data", "val")
     tower_field: ClassVar[Optional[str]] = "towers"
+    uses_reference: ClassVar[bool] = True   # the teacher
 
     def run(self, model: Any, config: PassConfig, ctx: RunContext, workdir: Path) -> Manifest:
         from ..model.loaders import load

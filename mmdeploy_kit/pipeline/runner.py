@@ -72,8 +72,10 @@ def _identity(planned: Any, model: Any, reference: Any, extras: dict[str, Any]) 
     for k, v in sorted(extras.items()):  # paths handed over at run time (e.g. a processor dir)
         if isinstance(v, (str, Path)) and Path(v).exists():
             data_hashes[f"extra:{k}"] = content_hash(v)
-    ref_hash = model_hash(reference) if reference is not None and hasattr(reference, "towers") else (
-        content_hash(reference) if isinstance(reference, (str, Path)) and Path(reference).exists() else None)
+    ref_hash = None
+    if planned.pass_cls.uses_reference:  # only a pass that reads the reference depends on it
+        ref_hash = model_hash(reference) if reference is not None and hasattr(reference, "towers") else (
+            content_hash(reference) if isinstance(reference, (str, Path)) and Path(reference).exists() else None)
     return step_key(planned.pass_cls, planned.config, input_hash, data_hashes, ref_hash), input_hash, data_hashes
 
 

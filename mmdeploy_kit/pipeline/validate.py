@@ -42,10 +42,11 @@ class Plan:
     model_source: str
     model: Any = None               # the loaded source model (LoadedModel)
     model_format: str = "torch"
+    warnings: list[str] = field(default_factory=list)   # machine checks a dry run did not enforce
 
     def describe(self) -> list[str]:
         head = f"recipe {self.recipe.source}: {len(self.steps)} step(s) on {self.model_source} ({self.model_format})"
-        return [head] + [s.describe() for s in self.steps]
+        return [head] + [s.describe() for s in self.steps] + [f"warning: {w}" for w in self.warnings]
 
 
 def resolve_model_source(recipe: Recipe, model: Any) -> Any:
@@ -58,11 +59,16 @@ def resolve_model_source(recipe: Recipe, model: Any) -> Any:
     return str(p if p.is_absolute() else (recipe.base_dir / p))
 
 
-def plan_recipe(recipe: Recipe, model: Any = None, load_options: Optional[dict[str, Any]] = None) -> Plan:
-    """Check everything a run needs (passes, options, data, towers, order) and load the source model."""
+def plan_recipe(recipe: Recipe, model: Any = None, load_options: Optional[dict[str, Any]] = None,
+                preflight: bool = True) -> Plan:
+    """Check everything a run needs (passes, options, data, towers, order) and load the source model.
+
+    ``preflight``: also run each pass's machine checks (a TensorRT build without a GPU exits 3 here); a dry run
+    turns them into warnings, so a recipe for another machine still validates."""
     from ..model.tower import LoadedModel
 
-    steps = [_plan_step(recipe, i, s) for i, s in enumerate(recipe.steps, 1)]
+    warnings: list[str] = []
+    steps = [_plan_step(recipe, i, s, preflight, warnings) for i, s in enumerate(recipe.steps, 1)]
     source = resolve_model_source(recipe, model)
     if isinstance(source, LoadedModel):
         loaded = source
@@ -73,10 +79,12 @@ def plan_recipe(recipe: Recipe, model: Any = None, load_options: Optional[dict[s
     fmt = model_format(loaded)
     _check_towers(recipe, steps, loaded)
     _check_order(recipe, steps, fmt)
-    return Plan(recipe=recipe, steps=steps, model_source=str(loaded.source), model=loaded, model_format=fmt)
+    return Plan(recipe=recipe, steps=steps, model_source=str(loaded.source), model=loaded, model_format=fmt,
+                warnings=warnings)
 
 
-def _plan_step(recipe: Recipe, index: int, step: Step) -> PlannedStep:
+def _plan_step(recipe: Recipe, index: int, step: Step, preflight: bool = True,
+               warnings: Optional[list[str]] = None) -> PlannedStep:
     where = recipe.where(step.line)
     try:
         pass_name = resolve_pass_name(step.pass_step, step.options)
@@ -102,7 +110,10 @@ def _plan_step(recipe: Recipe, index: int, step: Step) -> PlannedStep:
     try:
         pass_cls.preflight(config)  # e.g. TensorRT without a GPU: exit 3 before anything runs
     except MmdkError as exc:
-        raise type(exc)(f"{where}: step {step.name!r}: {exc.message}", hint=exc.hint) from None
+        if preflight:
+            raise type(exc)(f"{where}: step {step.name!r}: {exc.message}", hint=exc.hint) from None
+        if warnings is not None:
+            warnings.append(f"step {step.name!r} would stop here (exit {exc.exit_code}): {exc}")
     return PlannedStep(index=index, step=step, pass_name=pass_name, pass_cls=pass_cls, config=config,
                        input_format="?", data_files=data_files)
 

@@ -267,3 +267,18 @@ def test_cpu_builtin_recipes_run_end_to_end(mmdk, clip_with_data, late_fusion_fa
               "--set", "quantize.accuracy_budget=['cosine>=0.9']", *FAST)
     assert r2.code == 0, r2.err
     assert [s["cached"] for s in _run_record(out2)["steps"]] == [False, False, False]
+
+
+def test_gpu_recipe_dry_run_warns_and_a_real_run_exits_3_before_any_work(mmdk, clip_with_data, tmp_path):
+    """No GPU/TensorRT here: the dry run validates and says what would stop; the run stops before writing."""
+    from mmdeploy_kit.bench.trt_env import detect
+
+    if detect().can_build:
+        pytest.skip("this machine can build TensorRT engines")
+    clip, data = clip_with_data
+    dry = mmdk("run", "clip-gpu-fp16-tensorrt", clip, "--data", f"val={data / 'val.jsonl'}", "--dry-run")
+    assert dry.code == 0 and "would stop here (exit 3)" in dry.out, dry.out
+    out = tmp_path / "trt"
+    r = mmdk("run", "clip-gpu-fp16-tensorrt", clip, "--data", f"val={data / 'val.jsonl'}", "-o", out)
+    assert r.code == 3 and r.one_line_error() and "NVIDIA GPU" in r.err, r.err
+    assert not out.exists()
