@@ -62,7 +62,7 @@ def main() -> None:
                            **(common if label == "kd" else {**common, "steps": runs["kd"]["steps"], "max_minutes": None}))
         runs[label] = {**{k: man.metrics[k] for k in ("steps", "epochs", "train_seconds", "stopped_by_time", "best",
                                                       "losses", "final_loss")},
-                       "wall_seconds": round(time.perf_counter() - t0, 1)}
+                       "last_eval": man.metrics["eval"][-1], "wall_seconds": round(time.perf_counter() - t0, 1)}
         print(f"{label}: {runs[label]['steps']} steps in {runs[label]['wall_seconds']:.0f}s, best {runs[label]['best']}")
 
     r = mmdk.bench([f"pruned={tmp / 'pruned'}", f"kd={tmp / 'kd'}", f"contrastive_only={tmp / 'contrastive_only'}"],
@@ -80,21 +80,26 @@ def main() -> None:
     speed = {x.tower: x.speedup.model_dump() for x in lat.latency if x.artifact == "pruned_onnx" and x.speedup}
     p50 = {f"{x.artifact}/{x.tower}": round(x.stats.p50_ms, 3) for x in lat.latency}
 
-    ratio = top1["kd"] / top1["teacher"]
+    ratio = min(top1["kd"], runs["kd"]["last_eval"]["zero_shot_top1"]) / top1["teacher"]
     lines = [f"# Demo CLIP: prune {a.ratio:.0%} of each tower, distill <= {a.max_minutes:g} min (2 cores, AVX2)", "",
              "| tower | params before | after | removed |", "|---|---|---|---|"]
     lines += [f"| {t} | {v['params_before']:,} | {v['params_after']:,} | {v['removed_fraction']:.1%} |"
               for t, v in towers.items()]
     lines += ["", f"val split: {r.accuracy.n_images} images, {r.accuracy.n_classes} classes, "
               f"{len(DEFAULT_TEMPLATES)} templates.", "",
-              "| model | zero-shot top-1 | vs teacher | steps | training |", "|---|---|---|---|---|",
-              f"| teacher (unpruned) | {top1['teacher']:.2f} | 100% | | |",
-              f"| pruned, no training | {top1['pruned']:.2f} | {top1['pruned'] / top1['teacher']:.1%} | 0 | |"]
+              "| model | zero-shot top-1 (kept weights) | vs teacher | top-1 at the last step | steps | training |",
+              "|---|---|---|---|---|---|",
+              f"| teacher (unpruned) | {top1['teacher']:.2f} | 100% | | | |",
+              f"| pruned, no training | {top1['pruned']:.2f} | {top1['pruned'] / top1['teacher']:.1%} | | 0 | |"]
     for label, name in (("kd", f"pruned + distilled ({KD_LOSS})"), ("contrastive_only", "pruned + contrastive only")):
         run = runs[label]
-        lines.append(f"| {name} | {top1[label]:.2f} | {top1[label] / top1['teacher']:.1%} | {run['steps']} | "
+        last = run["last_eval"]["zero_shot_top1"]
+        lines.append(f"| {name} | {top1[label]:.2f} | {top1[label] / top1['teacher']:.1%} | {last:.2f} "
+                     f"({last / top1['teacher']:.1%}) | {run['steps']} | "
                      f"{run['wall_seconds']:.0f}s{' (time cap)' if run['stopped_by_time'] else ''} |")
-    lines += ["", f"Target zero-shot top-1 >= 97% of the teacher's: {ratio:.1%} "
+    lines += ["", "Kept weights = the best of the per-epoch evals on this same val split (so that column is "
+              "optimistic); the last-step column involves no selection.",
+              "", f"Target zero-shot top-1 >= 97% of the teacher's: {ratio:.1%} "
               f"[{'PASS' if ratio >= 0.97 else 'FAIL'}]; >= 40% params removed in both towers: "
               f"{'PASS' if all(v['removed_fraction'] >= 0.40 for v in towers.values()) else 'FAIL'}", "",
               "ONNX Runtime FP32, batch 8, 1 thread, interleaved in one run (AVX2): pruned+distilled vs unpruned",
