@@ -79,7 +79,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS / "bench_stability.txt")
     args = ap.parse_args()
 
-    from mmdeploy_kit.bench.stats import relative_difference
+    from mmdeploy_kit.runtime.stats import relative_difference
 
     demo = demo_checkpoint(args.checkpoint, quiet=True)
     ckpt, data_dir, variant = demo.path, Path(demo.data_dir), demo.variant

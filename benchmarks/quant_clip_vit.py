@@ -54,7 +54,7 @@ def main() -> None:
     from transformers import CLIPImageProcessor
 
     import mmdeploy_kit as mmdk
-    from mmdeploy_kit.bench.preprocess import load_image_reader
+    from mmdeploy_kit.runtime.preprocess import load_image_reader
     from mmdeploy_kit.data.manifest import load_manifest
     from mmdeploy_kit.model.iospec import IOSpec
 

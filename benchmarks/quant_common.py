@@ -3,7 +3,7 @@ comparison, embedding accuracy, timing, result files.
 
 Timing goes through mmdk's own bench harness (interleaved rounds, paired speedup ratios with 95% CIs),
 so every path is measured in the same run on the same inputs. Cosines, L2 normalisation, ONNX Runtime
-sessions and the machine fingerprint come from the package (``mmdeploy_kit.bench``), not from copies here.
+sessions and the machine fingerprint come from the package (``mmdeploy_kit.runtime``), not from copies here.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def optimum_json(opt: dict[bool, dict[str, Any]]) -> dict[str, dict[str, str]]:
 
 
 def ort_outputs(path: Path, batches: list[dict[str, np.ndarray]], threads: int = 2) -> np.ndarray:
-    from mmdeploy_kit.bench.backends.ort import ort_session
+    from mmdeploy_kit.runtime.backends.ort import ort_session
 
     sess = ort_session(path, threads=threads, spinning=False)
     names = [i.name for i in sess.get_inputs()]
@@ -84,7 +84,7 @@ def embedding_accuracy(ref: np.ndarray, paths: dict[str, Path], batches: list[di
                        extra: Optional[Callable[[np.ndarray, np.ndarray], dict[str, float]]] = None
                        ) -> dict[str, dict[str, float]]:
     """Per path: mean / min per-sample cosine of its ONNX Runtime output vs ``ref`` (+ ``extra(ref, out)``)."""
-    from mmdeploy_kit.bench.metrics import drift
+    from mmdeploy_kit.runtime.metrics import drift
 
     out = {}
     for label, p in paths.items():
@@ -125,9 +125,9 @@ def timed_threads(artifacts: list[str], reference: str, batch: int, seq: Optiona
 
 
 def environment() -> dict[str, Any]:
-    """A short fingerprint for the result files, from mmdk's own probes (mmdeploy_kit.bench.env, .artifacts)."""
+    """A short fingerprint for the result files, from mmdk's own probes (mmdeploy_kit.runtime.env, .artifacts)."""
     from mmdeploy_kit.artifacts import package_versions
-    from mmdeploy_kit.bench.env import available_cores, cpu_info, load_average
+    from mmdeploy_kit.runtime.env import available_cores, cpu_info, load_average
 
     names = ("torch", "onnxruntime", "optimum-onnx", "transformers")
     versions = package_versions(*names)

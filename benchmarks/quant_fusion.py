@@ -39,7 +39,7 @@ def fusion_large():
 
 def main() -> None:
     import mmdeploy_kit as mmdk
-    from mmdeploy_kit.bench.env import detect_isa
+    from mmdeploy_kit.runtime.env import detect_isa
     from mmdeploy_kit.passes.quantize.isa import cpu_int8_options
 
     isa = detect_isa()

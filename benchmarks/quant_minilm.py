@@ -108,7 +108,7 @@ def sentence_encoder():
 
 def nn_agreement(ref: np.ndarray, cand: np.ndarray) -> float:
     """Share of sentences whose nearest other sentence (cosine) is the same under ``cand`` as under ``ref``."""
-    from mmdeploy_kit.bench.metrics import l2_normalize
+    from mmdeploy_kit.runtime.metrics import l2_normalize
 
     def nn(e: np.ndarray) -> np.ndarray:
         e = l2_normalize(e)

@@ -47,7 +47,7 @@ def main() -> None:
     import os
     import subprocess
 
-    from mmdeploy_kit.bench import env
+    from mmdeploy_kit.runtime import env
     from mmdeploy_kit.remote.cache import file_item
     from mmdeploy_kit.remote.session import RemoteSession
     from mmdeploy_kit.remote.ssh import SshTarget

@@ -71,7 +71,7 @@ def calibration(tmp: Path) -> Path:
     import mmdeploy_kit as mmdk
     from transformers import CLIPImageProcessor
 
-    from mmdeploy_kit.bench.preprocess import load_image_reader
+    from mmdeploy_kit.runtime.preprocess import load_image_reader
     from mmdeploy_kit.data.manifest import load_manifest
     from mmdeploy_kit.model.iospec import SpecFile
 
@@ -88,7 +88,7 @@ def calibration(tmp: Path) -> Path:
 
 
 def main() -> int:
-    from mmdeploy_kit.bench import trt_env
+    from mmdeploy_kit.runtime import trt_env
 
     caps = trt_env.detect()
     if not caps.can_build:

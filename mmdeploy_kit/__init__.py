@@ -18,18 +18,6 @@ _API = ("load", "inspect", "export", "synth_data", "demo", "bench", "compare", "
 __all__ = [*_API, "__version__"]
 
 
-# The subpackage ``mmdeploy_kit.bench`` is imported first (its __init__ is empty), so importing any of its
-# modules later does not rebind the package attribute: ``mmdk.bench(...)`` stays the library function below.
-from . import bench as _bench_package  # noqa: E402,F401
-
-
-def bench(*args: Any, **kwargs: Any) -> Any:
-    """Benchmark artifacts against a reference: see :func:`mmdeploy_kit.api.bench`."""
-    from .api import bench as _bench
-
-    return _bench(*args, **kwargs)
-
-
 def __getattr__(name: str) -> Any:
     if name in _API:
         from . import api

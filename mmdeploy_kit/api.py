@@ -356,9 +356,9 @@ def bench(artifacts: ModelLike | Sequence[ModelLike], reference: Optional[ModelL
     is rendered here (``mmdeploy_kit.remote``). ``ssh_key``, ``ssh_options`` (``Key=Value``) and
     ``accept_new_host_key`` go to ``ssh``.
     """
-    from .bench.harness import parse_fraction, run_bench
-    from .bench.report import write_reports
-    from .bench.schema import TimingConfig
+    from .runtime.harness import parse_fraction, run_bench
+    from .runtime.report import write_reports
+    from .runtime.schema import TimingConfig
 
     items = list(artifacts) if isinstance(artifacts, (list, tuple)) else [artifacts]
     if host is not None:
@@ -386,7 +386,7 @@ def doctor(host: Optional[str] = None, ssh_key: Optional[str] = None, ssh_option
            accept_new_host_key: bool = False, remote_mmdk: str = "mmdk") -> dict[str, Any]:
     """What this machine (or, with ``host``, a device over SSH) has - CPU ISA, GPU/driver/CUDA, TensorRT, ORT
     providers, Jetson model/L4T/power mode - and which mmdk features are available there (``features``)."""
-    from .bench import doctor as _doctor
+    from .runtime import doctor as _doctor
 
     if host is not None:
         from .remote.doctor import remote_doctor
@@ -402,15 +402,15 @@ def compare(base: str | Path | Any, new: str | Path | Any, max_latency_regressio
     """Compare two bench reports (paths or ``BenchReport``): latency per artifact/tower/batch/seq and the
     headline accuracy metrics. Returns a ``CompareResult``; ``.passed`` is False on any regression.
     Two Jetson reports taken in different power modes are refused unless ``allow_power_mode_mismatch``."""
-    from .bench.gates import compare_reports
-    from .bench.harness import parse_fraction
-    from .bench.schema import BenchReport
+    from .runtime.gates import compare_reports
+    from .runtime.harness import parse_fraction
+    from .runtime.schema import BenchReport
 
     if latency_metric not in ("p50", "speedup"):
         raise UserInputError(f"unknown latency metric {latency_metric!r}", hint="use p50 or speedup")
     b = base if isinstance(base, BenchReport) else BenchReport.read(base)
     n = new if isinstance(new, BenchReport) else BenchReport.read(new)
-    from .bench.jetson import check_power_modes
+    from .runtime.jetson import check_power_modes
 
     power_warning = check_power_modes(b, n, allow=allow_power_mode_mismatch)
     result = compare_reports(b, n, parse_fraction(max_latency_regression, "max-latency-regression"), max_accuracy_drop,
@@ -422,8 +422,8 @@ def compare(base: str | Path | Any, new: str | Path | Any, max_latency_regressio
     if power_warning:
         result.warnings.append(power_warning)
     if junit is not None:
-        from .bench.report import write_report_file
-        from .bench.report.junit import render_junit
+        from .runtime.report import write_report_file
+        from .runtime.report.junit import render_junit
 
         write_report_file(junit, render_junit(result.gates(), suite="mmdk.compare"))
     return result

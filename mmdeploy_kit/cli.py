@@ -311,7 +311,7 @@ def bench(
     Example: mmdk bench out/onnx --reference ./clip-dir --data val.jsonl --batch 1,8 --report r.json --html r.html
     """
     from . import api
-    from .bench.harness import parse_int_list
+    from .runtime.harness import parse_int_list
     from .errors import RegressionError
 
     quiet = quiet or _STATE["quiet"]
@@ -334,8 +334,8 @@ def bench(
 
 
 def _print_bench(r: Any) -> None:
-    from .bench.accuracy import headline_metric
-    from .bench.report.markdown import fmt_speedup
+    from .runtime.accuracy import headline_metric
+    from .runtime.report.markdown import fmt_speedup
 
     typer.echo(f"target {r.target.name}; baseline {r.baseline}; {r.environment.short()}")
     for x in r.latency:
@@ -688,7 +688,7 @@ def doctor(
     """What this machine (or --host device) has: CPU ISA, GPU/driver/CUDA, TensorRT, ORT providers, Jetson
     model/L4T/power mode; and which mmdk features are available there and what each needs."""
     from . import api
-    from .bench.doctor import render
+    from .runtime.doctor import render
 
     info = api.doctor(host=host, ssh_key=ssh_key, ssh_options=tuple(ssh_option or ()),
                       accept_new_host_key=accept_new_host_key, **({"remote_mmdk": remote_mmdk} if remote_mmdk else {}))

@@ -32,7 +32,7 @@ from typing import Any, Literal, Sequence
 import numpy as np
 
 from .artifacts import atomic_output_dir, default_cache_dir, package_versions
-from .bench.metrics import l2_normalize, recall_at_k, zero_shot_topk
+from .runtime.metrics import l2_normalize, recall_at_k, zero_shot_topk
 from .data.manifest import CLIP_MEAN, CLIP_STD, Sample, class_names, label_indices, load_images, load_manifest, tokenize
 from .errors import MissingBackendError, MmdkError, UserInputError
 

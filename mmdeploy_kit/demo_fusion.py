@@ -153,7 +153,7 @@ def _train(model: nn.Module, tokenizer: Any, processor: Any, train: list[Sample]
            proc_dir: Path, recipe: dict, seed: int, quiet: bool) -> dict[str, Any]:
     import torch.nn.functional as F
 
-    from .bench.accuracy import headline_metric
+    from .runtime.accuracy import headline_metric
     from .train.distill import batch_inputs
     from .train.loop import LoopSettings, TrainLoop
     from .train.run import _make_eval

@@ -223,7 +223,7 @@ def _from_manifest(path: Path, specs: dict[str, IOSpec], processor_dir: Optional
 
 
 def _images(rows: Sequence[Sample], spec: IOSpec, processor_dir: Optional[Path]):
-    from ..bench.preprocess import load_image_reader
+    from ..runtime.preprocess import load_image_reader
 
     name = spec.inputs[0].name
     reader = load_image_reader(processor_dir, spec, name)
@@ -234,7 +234,7 @@ def _images(rows: Sequence[Sample], spec: IOSpec, processor_dir: Optional[Path])
 
 
 def _texts(rows: Sequence[Sample], spec: IOSpec, processor_dir: Optional[Path]):
-    from ..bench.preprocess import load_tokenizer, seq_length
+    from ..runtime.preprocess import load_tokenizer, seq_length
 
     cap = seq_length(spec, default=128) or 128
     tok = load_tokenizer(processor_dir)

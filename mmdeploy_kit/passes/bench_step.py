@@ -52,16 +52,16 @@ class BenchPass(Pass):
 
     @staticmethod
     def machine_identity(config: Any) -> dict[str, Any]:
-        from ..bench import env
+        from ..runtime import env
 
         model, flags = env.cpu_info()
         return {"cpu": model, "isa": sorted(f for f in flags if f.startswith(("avx", "amx", "neon", "sve"))),
                 "cores": env.available_cores(), "target": config.target}
 
     def run(self, model: Any, config: BenchStepConfig, ctx: RunContext, workdir: Path) -> Manifest:
-        from ..bench.harness import parse_fraction, run_bench
-        from ..bench.report import write_reports
-        from ..bench.schema import TimingConfig
+        from ..runtime.harness import parse_fraction, run_bench
+        from ..runtime.report import write_reports
+        from ..runtime.schema import TimingConfig
 
         timing = TimingConfig(warmup_runs=config.warmup_runs, min_runs=config.min_runs, min_time_s=config.min_time_s,
                               min_rounds=config.min_rounds, max_time_s=config.max_time_s, clock=config.clock)
@@ -84,7 +84,7 @@ class BenchPass(Pass):
 
 def bench_metrics(report: Any, label: str, ref_label: str) -> dict[str, Any]:
     """The figures a run's waterfall shows: speedup vs the source, task metrics, gates."""
-    from ..bench.accuracy import headline_metric
+    from ..runtime.accuracy import headline_metric
 
     sp = report.speedups.get(label)
     acc = report.accuracy.primary if report.accuracy is not None else {}

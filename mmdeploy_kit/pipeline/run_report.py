@@ -41,7 +41,7 @@ def waterfall(result: Any) -> list[dict[str, Any]]:
 
 
 def _cells(row: dict[str, Any]) -> list[str]:
-    from ..bench.report.markdown import fmt_bytes
+    from ..runtime.report.markdown import fmt_bytes
 
     speed = "—" if row.get("speedup") is None else f"{row['speedup']:.2f}x"
     if row.get("speedup_ci"):
@@ -57,7 +57,7 @@ def _cells(row: dict[str, Any]) -> list[str]:
 
 
 def render_markdown(result: Any, rows: list[dict[str, Any]]) -> str:
-    from ..bench.report.markdown import table
+    from ..runtime.report.markdown import table
 
     status = "passed" if result.passed else "**FAILED** (a bench gate failed)"
     lines = [f"## mmdk run: {result.recipe.get('description') or 'recipe'}", "",
@@ -70,7 +70,7 @@ def render_markdown(result: Any, rows: list[dict[str, Any]]) -> str:
 
 
 def render_html(result: Any, rows: list[dict[str, Any]]) -> str:
-    from ..bench.report.html import CSS, esc, html_table
+    from ..runtime.report.html import CSS, esc, html_table
 
     bench_links = "".join(f'<li><a href="{esc(Path(s.output_dir).name)}/bench.html">{esc(s.name)}</a></li>'
                           for s in result.steps if s.pass_name == "bench")
@@ -83,7 +83,7 @@ def render_html(result: Any, rows: list[dict[str, Any]]) -> str:
 
 def write_run_reports(result: Any, summary_env: Optional[str] = "GITHUB_STEP_SUMMARY") -> dict[str, Path]:
     from ..artifacts import write_json_atomic
-    from ..bench.report import write_report_file
+    from ..runtime.report import write_report_file
 
     rows = waterfall(result)
     out = Path(result.out)

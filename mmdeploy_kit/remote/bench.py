@@ -53,7 +53,7 @@ class _Plan:
         """An artifact / reference argument: ``[LABEL=]PATH`` or ``file.py:factory`` (copied), else passed as is."""
         if not isinstance(spec, (str, Path)):
             raise UserInputError("--host needs paths, not loaded models", hint="pass the checkpoint's path")
-        from ..bench.harness import split_label
+        from ..runtime.harness import split_label
 
         label, src = split_label(str(spec))
         text = str(src)
@@ -82,7 +82,7 @@ class _Plan:
 def _processor_from_manifests(paths: Sequence[Any]) -> Optional[Path]:
     """The tokenizer/processor dir an export's manifest points back to (``source.hf_dir``), if it exists here."""
     from ..artifacts import MANIFEST_NAME, Manifest
-    from ..bench.harness import split_label
+    from ..runtime.harness import split_label
 
     for spec in paths:
         p = Path(str(split_label(str(spec))[1]))
@@ -109,12 +109,12 @@ def remote_bench(host: str, artifacts: Sequence[Any], reference: Any = None, *, 
                  weights: Optional[str | Path] = None, io: Optional[str | Path] = None,
                  trust_remote_code: bool = False, **unknown: Any) -> Any:
     """Run the benchmark on ``host`` and return its ``BenchReport`` (not yet written locally)."""
-    from ..bench.env import RemoteHost
-    from ..bench.schema import BenchReport
+    from ..runtime.env import RemoteHost
+    from ..runtime.schema import BenchReport
 
     if unknown:
         raise UserInputError(f"option {sorted(unknown)[0]!r} is not supported with --host")
-    from ..bench.targets import BACKEND_CHOICES, get_target
+    from ..runtime.targets import BACKEND_CHOICES, get_target
 
     get_target(target)  # a typo is a local one-line error, before any connection
     if backend not in BACKEND_CHOICES:

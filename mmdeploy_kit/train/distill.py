@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..bench.accuracy import _Inputs, tower_roles
+from ..runtime.accuracy import _Inputs, tower_roles
 from ..data.manifest import Sample
 from ..errors import DataError, UserInputError
 from ..model.tower import LoadedModel, Tower

@@ -12,7 +12,7 @@ from ..model.tower import LoadedModel
 def find_processor_dir(models: list[LoadedModel], explicit: Optional[str | Path] = None) -> Optional[Path]:
     """The teacher's tokenizer / image-processor directory: explicit, an HF dir, an mmdk dir's recorded
     source, or the folder of a factory checkpoint's files that holds tokenizer / preprocessor configs."""
-    from ..bench.preprocess import processor_dir
+    from ..runtime.preprocess import processor_dir
 
     found = processor_dir(models, explicit)
     if found is not None:
@@ -26,7 +26,7 @@ def find_processor_dir(models: list[LoadedModel], explicit: Optional[str | Path]
 
 
 def loss_weights(config: Any, teacher: LoadedModel) -> dict[str, float]:
-    from ..bench.accuracy import tower_roles
+    from ..runtime.accuracy import tower_roles
     from .loss_names import CLASSIFIER_DEFAULT, DUAL_ENCODER_DEFAULT
 
     if config.losses:
@@ -41,7 +41,7 @@ def run_distillation(student: LoadedModel, teacher: LoadedModel, config: Any, ch
     """Train ``student`` in place; return the figures the manifest records (and ``proc_dir``)."""
     import torch
 
-    from ..bench.accuracy import headline_metric
+    from ..runtime.accuracy import headline_metric
     from ..data.manifest import load_manifest
     from .dist import current
     from .distill import DistillObjective, check_towers, prepare_data
@@ -63,7 +63,7 @@ def run_distillation(student: LoadedModel, teacher: LoadedModel, config: Any, ch
             m.module.eval()
             m.module.requires_grad_(False)
     samples = load_manifest(config.data)
-    from ..bench.accuracy import tower_roles
+    from ..runtime.accuracy import tower_roles
 
     vision, text = tower_roles({n: t.spec for n, t in teacher.towers.items()})
     data_towers = dict.fromkeys(towers)
@@ -107,8 +107,8 @@ def run_distillation(student: LoadedModel, teacher: LoadedModel, config: Any, ch
 def _make_eval(student: LoadedModel, samples: list, data_path: str, proc_dir: Optional[Path],
                templates: tuple[str, ...], headline: Callable) -> Callable[[], dict[str, float]]:
     """Zero-shot top-1 / recall / accuracy of the student's towers with the bench harness's evaluator."""
-    from ..bench.accuracy import Contestant, evaluate
-    from ..bench.backends.torch_eager import TorchEagerBackend
+    from ..runtime.accuracy import Contestant, evaluate
+    from ..runtime.backends.torch_eager import TorchEagerBackend
 
     def run() -> dict[str, float]:
         from .distill import module_device

@@ -70,7 +70,7 @@ def run(setup):
 
 def test_bench_writes_every_report_format(run):
     jsonschema = pytest.importorskip("jsonschema")
-    from mmdeploy_kit.bench.schema import schema_path
+    from mmdeploy_kit.runtime.schema import schema_path
 
     code, out = run
     assert code == 0
@@ -129,7 +129,7 @@ def test_compare_exit_codes(run, tmp_path, mmdk):
 
 def test_library_api_pairs_a_single_tower_with_the_reference(setup):
     import mmdeploy_kit as mk
-    from mmdeploy_kit.bench.schema import BenchReport
+    from mmdeploy_kit.runtime.schema import BenchReport
 
     clip, onnx, val, _ = setup
     r = mk.bench(onnx / "vision.onnx", reference=clip, data=val, batch=[2], quiet=True, threads=1,
@@ -183,7 +183,7 @@ def test_quiet_prints_results_only(setup, mmdk):
 
 
 def test_gpu_target_without_gpu_is_refused(setup, mmdk):
-    from mmdeploy_kit.bench import env
+    from mmdeploy_kit.runtime import env
 
     if env.has_nvidia_gpu():
         pytest.skip("this machine has an NVIDIA GPU")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import mmdeploy_kit as mmdk_api
-from mmdeploy_kit.bench.env import detect_isa
+from mmdeploy_kit.runtime.env import detect_isa
 
 FAST = ["--batch", "2", "--min-runs", "2", "--min-time", "0.01", "--min-rounds", "2", "--warmup", "1"]
 
@@ -38,7 +38,7 @@ def test_bench_warns_and_reverifies_when_the_isa_differs(mmdk, tiny_clip_dir, tm
 
 def test_noisy_machine_widens_a_wall_clock_gate_with_a_warning(mmdk, tiny_clip_dir, tmp_path, monkeypatch):
     """Steal time (faked: 40% of /proc/stat's CPU time) -> the report warns and widens the latency gate."""
-    from mmdeploy_kit.bench import cpu_check
+    from mmdeploy_kit.runtime import cpu_check
 
     ticks = iter(range(1, 1000))
 

@@ -271,7 +271,7 @@ def test_cpu_builtin_recipes_run_end_to_end(mmdk, clip_with_data, late_fusion_fa
 
 def test_gpu_recipe_dry_run_warns_and_a_real_run_exits_3_before_any_work(mmdk, clip_with_data, tmp_path):
     """No GPU/TensorRT here: the dry run validates and says what would stop; the run stops before writing."""
-    from mmdeploy_kit.bench.trt_env import detect
+    from mmdeploy_kit.runtime.trt_env import detect
 
     if detect().can_build:
         pytest.skip("this machine can build TensorRT engines")

@@ -376,7 +376,7 @@ def test_inc_backend_pt2e_static_int8(mmdk, tiny_clip_dir, calib_npz, tmp_path):
 def test_sensitivity_surgery_matches_real_exclusion(clip_onnx, calib_npz, tmp_path, tower, method):
     """restore_fp32 (the sensitivity shortcut) gives the outputs of re-quantizing with nodes excluded."""
     from mmdeploy_kit.data.calib import load_calibration
-    from mmdeploy_kit.bench.backends.ort import ort_session
+    from mmdeploy_kit.runtime.backends.ort import ort_session
     from mmdeploy_kit.passes.quantize.config import QuantizeConfig, TowerPlan
     from mmdeploy_kit.passes.quantize.graph import restore_fp32
     from mmdeploy_kit.passes.quantize.ort_int8 import Int8Quantizer, prepare_fp32
@@ -420,7 +420,7 @@ def test_entropy_calibration_is_not_minmax_in_disguise(clip_onnx, calib_npz, tmp
 
 
 def test_target_cpu_is_recorded_and_picks_the_preset(mmdk, clip_onnx, tmp_path):
-    from mmdeploy_kit.bench.env import detect_isa
+    from mmdeploy_kit.runtime.env import detect_isa
 
     for target, reduce_range in (("arm64", False), ("avx2", True)):
         out = tmp_path / target

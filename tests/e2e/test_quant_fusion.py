@@ -89,7 +89,7 @@ def test_sensitivity_surgery_on_folded_batchnorm_convs(fusion, tmp_path):
     """restore_fp32 on a static QDQ graph whose Convs carry quantized (int32) biases and whose last Gemm writes
     the graph output: every variant loads in ONNX Runtime (no duplicate names) and changes the output."""
     import mmdeploy_kit as mmdk_api
-    from mmdeploy_kit.bench.backends.ort import ort_session
+    from mmdeploy_kit.runtime.backends.ort import ort_session
     from mmdeploy_kit.data.calib import load_calibration
     from mmdeploy_kit.passes.quantize.config import QuantizeConfig, TowerPlan
     from mmdeploy_kit.passes.quantize.graph import restore_fp32

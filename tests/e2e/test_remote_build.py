@@ -52,7 +52,7 @@ def test_remote_folder_comes_back_identical(server, tmp_path):
 
 def test_build_engines_on_a_device_without_gpu_keeps_the_bundle(server, tmp_path, tiny_clip_dir, mmdk):
     import mmdeploy_kit as mk
-    from mmdeploy_kit.bench import trt_env
+    from mmdeploy_kit.runtime import trt_env
 
     if trt_env.detect().can_build:
         pytest.skip("this machine can build TensorRT engines")

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from onnx import TensorProto, helper, numpy_helper
 
-from mmdeploy_kit.bench import trt_env
+from mmdeploy_kit.runtime import trt_env
 
 CAN_BUILD = trt_env.detect().can_build
 needs_no_trt = pytest.mark.skipif(CAN_BUILD, reason="this machine can build TensorRT engines")
@@ -87,7 +87,7 @@ def test_bundle_onnx_matches_torch_at_min_opt_max(fp16_bundle, tiny_clip_dir):
     import onnxruntime as ort
 
     import mmdeploy_kit as mmdk
-    from mmdeploy_kit.bench.metrics import drift
+    from mmdeploy_kit.runtime.metrics import drift
     from mmdeploy_kit.model.profiles import profile_sizes
 
     src = mmdk.load(tiny_clip_dir)

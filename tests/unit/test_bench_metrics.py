@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mmdeploy_kit.bench.accuracy import gated_metrics, headline_metric, tower_roles
-from mmdeploy_kit.bench.metrics import accuracy, drift, recall_at_k, top1_agreement, zero_shot_topk
+from mmdeploy_kit.runtime.accuracy import gated_metrics, headline_metric, tower_roles
+from mmdeploy_kit.runtime.metrics import accuracy, drift, recall_at_k, top1_agreement, zero_shot_topk
 from mmdeploy_kit.model.iospec import IOSpec
 
 CLASSES = np.eye(3)  # class c's prompt embedding is the unit vector e_c

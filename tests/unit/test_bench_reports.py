@@ -8,14 +8,14 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from mmdeploy_kit.bench import env
-from mmdeploy_kit.bench.gates import bench_gates, compare_reports
-from mmdeploy_kit.bench.report import render, write_reports
-from mmdeploy_kit.bench.schema import (AccuracyReport, ArtifactInfo, BenchConfig, BenchReport, DriftResult,
+from mmdeploy_kit.runtime import env
+from mmdeploy_kit.runtime.gates import bench_gates, compare_reports
+from mmdeploy_kit.runtime.report import render, write_reports
+from mmdeploy_kit.runtime.schema import (AccuracyReport, ArtifactInfo, BenchConfig, BenchReport, DriftResult,
                                        LatencyResult, LatencyStats, PairResult, Speedup, TowerInfo, json_schema,
                                        schema_path)
-from mmdeploy_kit.bench.stats import summarize
-from mmdeploy_kit.bench.targets import get_target
+from mmdeploy_kit.runtime.stats import summarize
+from mmdeploy_kit.runtime.targets import get_target
 from mmdeploy_kit.errors import UserInputError
 
 jsonschema = pytest.importorskip("jsonschema")
@@ -70,7 +70,7 @@ def make_report(scale: float = 1.0, onnx_top1: float = 90.0, onnx_ratio: float =
 def test_committed_schema_is_current_and_validates_reports():
     committed = json.loads(schema_path().read_text())
     assert committed == json.loads(json.dumps(json_schema(), sort_keys=True)), \
-        "regenerate with: python -m mmdeploy_kit.bench.schema"
+        "regenerate with: python -m mmdeploy_kit.runtime.schema"
     jsonschema.Draft202012Validator.check_schema(committed)
     jsonschema.validate(json.loads(render(make_report(), "json")), committed)
     bad = json.loads(render(make_report(), "json"))
@@ -158,7 +158,7 @@ def test_compare_flags_20_percent_slower_p50_only():
 
 
 def test_write_reports_is_all_or_nothing(tmp_path, monkeypatch):
-    import mmdeploy_kit.bench.report.html as html_mod
+    import mmdeploy_kit.runtime.report.html as html_mod
 
     def boom(_r):
         raise RuntimeError("render failed")

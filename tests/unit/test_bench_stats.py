@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from mmdeploy_kit.bench.stats import (coefficient_of_variation, combine_speedups, paired_speedup, percentile,
+from mmdeploy_kit.runtime.stats import (coefficient_of_variation, combine_speedups, paired_speedup, percentile,
                                       relative_difference, round_ratios, summarize)
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from mmdeploy_kit.bench import env
-from mmdeploy_kit.bench.backends.base import REGISTRY, backend_class, choose_backend
-from mmdeploy_kit.bench.env import JetsonInfo
-from mmdeploy_kit.bench.targets import TARGETS, get_target, resolve_target
+from mmdeploy_kit.runtime import env
+from mmdeploy_kit.runtime.backends.base import REGISTRY, backend_class, choose_backend
+from mmdeploy_kit.runtime.env import JetsonInfo
+from mmdeploy_kit.runtime.targets import TARGETS, get_target, resolve_target
 from mmdeploy_kit.errors import BackendUnavailableError, MissingBackendError, UserInputError
 from mmdeploy_kit.model.iospec import IOSpec
 from mmdeploy_kit.model.tower import Tower
@@ -110,8 +110,8 @@ def test_bench_modules_and_help_do_not_import_heavy_runtimes():
     import sys
 
     code = ("import sys\n"
-            "import mmdeploy_kit.bench.harness, mmdeploy_kit.bench.gates, mmdeploy_kit.bench.report.html\n"
-            "import mmdeploy_kit.bench.report.markdown, mmdeploy_kit.bench.report.junit, mmdeploy_kit.bench.backends.ort\n"
+            "import mmdeploy_kit.runtime.harness, mmdeploy_kit.runtime.gates, mmdeploy_kit.runtime.report.html\n"
+            "import mmdeploy_kit.runtime.report.markdown, mmdeploy_kit.runtime.report.junit, mmdeploy_kit.runtime.backends.ort\n"
             "from mmdeploy_kit.cli import main\n"
             "for a in (['bench', '--help'], ['compare', '--help']):\n"
             "    try:\n        main(a)\n    except SystemExit:\n        pass\n"
@@ -123,7 +123,7 @@ def test_bench_modules_and_help_do_not_import_heavy_runtimes():
 def test_bench_stays_the_api_function_after_importing_the_subpackage(monkeypatch):
     import mmdeploy_kit
     import mmdeploy_kit.api as api
-    import mmdeploy_kit.bench.harness  # noqa: F401  importing the subpackage must not shadow the function
+    import mmdeploy_kit.runtime.harness  # noqa: F401
 
     calls = []
     monkeypatch.setattr(api, "bench", lambda *a, **k: calls.append((a, k)) or "report")
@@ -132,7 +132,7 @@ def test_bench_stays_the_api_function_after_importing_the_subpackage(monkeypatch
 
 
 def test_reference_must_have_the_same_towers_and_inputs():
-    from mmdeploy_kit.bench.harness import _match_towers
+    from mmdeploy_kit.runtime.harness import _match_towers
     from mmdeploy_kit.model.tower import LoadedModel
 
     other = IOSpec.model_validate({"inputs": [{"name": "z", "shape": ["batch", 4]}], "outputs": ["y"]})

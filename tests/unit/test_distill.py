@@ -21,7 +21,7 @@ def _isolated_cache(cache):
 
 
 def _image_embeds(model_dir: Path, data: Path) -> np.ndarray:
-    from mmdeploy_kit.bench.preprocess import load_image_reader
+    from mmdeploy_kit.runtime.preprocess import load_image_reader
     from mmdeploy_kit.data.manifest import load_manifest
 
     model = mmdk.load(model_dir)

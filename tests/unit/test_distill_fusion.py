@@ -22,7 +22,7 @@ def fusion_pair(tmp_path_factory, small_data):
 
 
 def _logits(model_dir, manifest):
-    from mmdeploy_kit.bench.accuracy import _Inputs
+    from mmdeploy_kit.runtime.accuracy import _Inputs
     from mmdeploy_kit.data.manifest import load_manifest
 
     model = mmdk.load(model_dir)

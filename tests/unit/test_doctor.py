@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from mmdeploy_kit.bench import doctor
-from mmdeploy_kit.bench import env
+from mmdeploy_kit.runtime import doctor
+from mmdeploy_kit.runtime import env
 
 JET = Path(__file__).resolve().parents[1] / "fixtures" / "jetson"
 
@@ -42,14 +42,14 @@ def test_tensorrt_fallback_without_trt_env(monkeypatch):
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "mmdeploy_kit.bench.trt_env" else real(name, *a))
+                        lambda name, *a: None if name == "mmdeploy_kit.runtime.trt_env" else real(name, *a))
     t = doctor._tensorrt()
     assert t["detected_by"].startswith("importlib.util.find_spec")
     assert t["tensorrt_importable"] is (real("tensorrt") is not None)
 
 
 def test_fake_jetson(monkeypatch, tmp_path):
-    from mmdeploy_kit.bench.env import JetsonInfo
+    from mmdeploy_kit.runtime.env import JetsonInfo
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mmdeploy_kit.bench.env import detect_isa
+from mmdeploy_kit.runtime.env import detect_isa
 from mmdeploy_kit.model.iospec import IOSpec
 from mmdeploy_kit.model.tower import LoadedModel, Tower
 from mmdeploy_kit.passes.quantize.config import QuantizeConfig, is_fusion_tower, resolve_plans

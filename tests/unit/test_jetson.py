@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mmdeploy_kit.bench import env
-from mmdeploy_kit.bench.jetson import (energy, mean_total_w, parse_jetson_clocks, parse_nvpmodel,
+from mmdeploy_kit.runtime import env
+from mmdeploy_kit.runtime.jetson import (energy, mean_total_w, parse_jetson_clocks, parse_nvpmodel,
                                        parse_tegrastats_line, rail_stats)
 from tests.conftest import FIXTURES
 
@@ -119,8 +119,8 @@ def test_l4t_release_parsing_reuses_env(monkeypatch, tmp_path):
 
 
 def _jetson_report(mode: str | None, tmp_path, name: str):
-    from mmdeploy_kit.bench.env import JetsonInfo
-    from mmdeploy_kit.bench.schema import Telemetry
+    from mmdeploy_kit.runtime.env import JetsonInfo
+    from mmdeploy_kit.runtime.schema import Telemetry
     from tests.unit.test_bench_reports import make_report
 
     r = make_report()

@@ -3,7 +3,7 @@
 Imports are read from the source (module level and inside functions, where the heavy ones live), so a lazy
 import that points upwards fails here as well. Layers, lowest first (DESIGN.md, "Layout"):
 core (errors, lazy imports, artifacts) <- model loading <- data (manifests, synthetic data) <- runtime
-(bench: backends, metrics, verification, reports; calibration arrays) <- training <- passes <- remote /
+(runtime: backends, metrics, verification, bench harness, reports; calibration arrays) <- training <- passes <- remote /
 pipeline <- api <- cli.
 """
 
@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("core", ("errors", "_lazy", "_quiet", "_progress", "artifacts", "__init__")),
     ("model", ("model",)),
     ("data", ("data.manifest", "data.synth", "data")),
-    ("runtime", ("bench", "data.calib")),
+    ("runtime", ("runtime", "data.calib")),
     ("train", ("train", "demo_checkpoint", "demo_fusion")),
     ("passes", ("passes",)),
     ("pipeline", ("pipeline", "remote", "doctor")),
@@ -130,4 +130,4 @@ def test_the_check_sees_function_level_imports():
     """The graph includes lazy (function-level) imports, so the checks above can fail on them."""
     graph = _graph()
     assert "pipeline.runner" in graph["api"]          # api imports the runner inside functions
-    assert "model.loaders" in graph["bench.harness"]  # harness loads models inside a function
+    assert "model.loaders" in graph["runtime.harness"]  # harness loads models inside a function

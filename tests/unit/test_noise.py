@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mmdeploy_kit.bench.cpu_check import NoiseProbe, noise_assessment, read_cpu_times, round_ratio_cv
+from mmdeploy_kit.runtime.cpu_check import NoiseProbe, noise_assessment, read_cpu_times, round_ratio_cv
 
 
 def _stat(path, user, idle, steal):

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from mmdeploy_kit.bench import env
-from mmdeploy_kit.bench.backends.tensorrt import TensorRTBackend, check_engine_compat, read_sidecar
+from mmdeploy_kit.runtime import env
+from mmdeploy_kit.runtime.backends.tensorrt import TensorRTBackend, check_engine_compat, read_sidecar
 from mmdeploy_kit.errors import BackendUnavailableError, MmdkError, UserInputError
-from mmdeploy_kit.bench import trt_env
+from mmdeploy_kit.runtime import trt_env
 from mmdeploy_kit.passes.export.tensorrt import TensorRTExportConfig
 from mmdeploy_kit.passes.export.trt_build import check_plan_version
 

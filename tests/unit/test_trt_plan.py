@@ -150,7 +150,7 @@ def test_polygraphy_script_runs_fake_polygraphy(bundle, tmp_path):
 
 
 def test_onnxruntime_trt_ep_gets_the_same_profile():
-    from mmdeploy_kit.bench.backends.ort import OrtTensorrtBackend
+    from mmdeploy_kit.runtime.backends.ort import OrtTensorrtBackend
     from mmdeploy_kit.model.tower import Tower
 
     backend = OrtTensorrtBackend.__new__(OrtTensorrtBackend)  # no session: only the provider options

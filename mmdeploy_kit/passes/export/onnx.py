@@ -11,7 +11,7 @@ from ..._lazy import require
 from ...artifacts import Artifact, Manifest, describe_file, package_versions
 from ..._quiet import quiet
 from ...errors import ExportError, MmdkError, UserInputError, VerificationError
-from ...bench.verify import verify_tower
+from ...runtime.verify import verify_tower
 from ...model.tower import LoadedModel, Tower
 from ..base import Pass, PassConfig, RunContext
 

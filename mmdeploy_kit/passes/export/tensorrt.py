@@ -33,7 +33,7 @@ from ...errors import DataError, ExportError, UserInputError
 from ...model.profiles import profile_sizes
 from ...model.tower import LoadedModel, Tower
 from ..base import Pass, PassConfig, RunContext
-from ...bench import trt_env
+from ...runtime import trt_env
 from . import trt_plan
 
 ONNX_MIN_COSINE = {"fp32": 0.9999, "fp16": 0.999, "int8": 0.98}  # bundle ONNX vs the source, in ONNX Runtime
@@ -70,7 +70,7 @@ class TensorRTExportConfig(PassConfig):
 
     @model_validator(mode="after")
     def _check_target(self) -> "TensorRTExportConfig":
-        from ...bench.targets import TARGETS
+        from ...runtime.targets import TARGETS
 
         profile = TARGETS.get(self.device)
         if profile is None or profile.device != "cuda":
@@ -177,7 +177,7 @@ def _mk(p: Path) -> Path:
 def verify_onnx_bundle(source: Tower, onnx_path: Path, precision: str, seed: int = 0) -> dict[str, Any]:
     """The bundle's ONNX in ONNX Runtime vs the source tower at the profile's min / opt / max shapes."""
     from ...model.loaders import load_onnx_file
-    from ...bench.verify import verify_tower
+    from ...runtime.verify import verify_tower
 
     cand = load_onnx_file(onnx_path, spec=source.spec, tower=source.name).towers[source.name]
     sizes = [profile_sizes(source.spec, w) for w in ("min", "opt", "max")]

@@ -41,7 +41,7 @@ class TorchTensorRTExportPass(Pass):
     @staticmethod
     def preflight(config: TorchTensorRTExportConfig) -> None:
         """Exit 3 before any work where torch-tensorrt or the GPU is missing."""
-        from ...bench import trt_env
+        from ...runtime import trt_env
 
         caps = trt_env.detect()
         if not (caps.torch_tensorrt_importable and caps.cuda_gpu):
@@ -50,9 +50,9 @@ class TorchTensorRTExportPass(Pass):
                                                              "for the device instead")
 
     def run(self, model: LoadedModel, config: TorchTensorRTExportConfig, ctx: RunContext, workdir: Path) -> Manifest:
-        from ...bench.backends.tensorrt import TorchTensorRTBackend, compile_torch_tensorrt
-        from ...bench.backends.torch_eager import TorchEagerBackend
-        from ...bench.verify import compare_outputs
+        from ...runtime.backends.tensorrt import TorchTensorRTBackend, compile_torch_tensorrt
+        from ...runtime.backends.torch_eager import TorchEagerBackend
+        from ...runtime.verify import compare_outputs
         from .onnx import source_info
 
         self.preflight(config)

@@ -21,11 +21,11 @@ from typing import Any, Callable, Optional
 
 from ..._lazy import require
 from ...artifacts import sha256_file
-from ...bench.backends.tensorrt import check_engine_compat  # noqa: F401 - re-exported: the refusal rule
+from ...runtime.backends.tensorrt import check_engine_compat  # noqa: F401 - re-exported: the refusal rule
 from ...errors import BackendUnavailableError, ExportError, VerificationError
 from ...model.profiles import profile_sizes
 from ...model.tower import Tower
-from ...bench.trt_env import TrtCapabilities
+from ...runtime.trt_env import TrtCapabilities
 from .trt_plan import major
 
 DEFAULT_MIN_COSINE = {"fp32": 0.9999, "fp16": 0.999, "int8": 0.99}  # engine vs the bundle's own ONNX
@@ -166,8 +166,8 @@ def verify_engines(bundle: Path, plan: dict[str, Any], references: dict[str, Tow
                    log: Callable[[str], None] = lambda m: None) -> dict[str, dict[str, Any]]:
     """Each engine vs its reference tower (torch, or the bundle's ONNX in ONNX Runtime) at the profile's
     min / opt / max shapes; VerificationError (exit 5) below ``min_cosine`` (default per precision)."""
-    from ...bench.backends.tensorrt import TensorRTBackend
-    from ...bench.verify import TowerRunner, compare_outputs
+    from ...runtime.backends.tensorrt import TensorRTBackend
+    from ...runtime.verify import TowerRunner, compare_outputs
 
     floor = min_cosine if min_cosine is not None else DEFAULT_MIN_COSINE[plan["precision"]]
     figures = {}

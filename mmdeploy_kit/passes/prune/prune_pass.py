@@ -21,7 +21,7 @@ from ..._lazy import require
 from ...artifacts import Artifact, Manifest, package_versions, sha256_file, size_on_disk
 from ...errors import UserInputError, VerificationError
 from ...model.arch_record import ARCH_RECORD_NAME, WEIGHTS_NAME, build_source, module_changes, save_pruned
-from ...bench.verify import compare_outputs
+from ...runtime.verify import compare_outputs
 from ...model.tower import LoadedModel, Tower
 from ..base import Pass, PassConfig, RunContext
 from ..export.onnx import source_info
@@ -158,7 +158,7 @@ def _verification_feeds(model: LoadedModel, config: PruneConfig, ctx: RunContext
     out: dict[str, dict[str, Any]] = {}
     calib = None
     if config.calib_data:
-        from ...bench.preprocess import processor_dir
+        from ...runtime.preprocess import processor_dir
         from ...data.calib import load_calibration
 
         paired = _paired(model) and (model.details.get("has_tokenizer") or not str(config.calib_data).endswith(".jsonl"))

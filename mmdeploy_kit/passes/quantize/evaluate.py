@@ -12,7 +12,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ...bench.metrics import drift
+from ...runtime.metrics import drift
 from ...data.manifest import Sample
 from ...errors import BudgetError, SpecError
 from ...model.tower import LoadedModel, Tower
@@ -28,7 +28,7 @@ def run_outputs(path: Path, batches: Sequence[dict[str, np.ndarray]]) -> Outputs
 
     Kept per batch: batches may differ in a sequence length that the outputs carry.
     """
-    from ...bench.backends.ort import ort_session
+    from ...runtime.backends.ort import ort_session
 
     sess = ort_session(path, spinning=False)
     names = [i.name for i in sess.get_inputs()]
@@ -117,8 +117,8 @@ class TaskEval:
         self.reference = self._primary(fp32)
 
     def _primary(self, towers: dict[str, Tower]) -> dict[str, float]:
-        from ...bench.accuracy import Contestant, evaluate
-        from ...bench.backends.ort import OrtBackend
+        from ...runtime.accuracy import Contestant, evaluate
+        from ...runtime.backends.ort import OrtBackend
 
         backends = {n: OrtBackend(t) for n, t in towers.items()}
         report = evaluate([Contestant("m", backends)], "m", self.samples, self.source, self.processor_dir,
@@ -165,7 +165,7 @@ def check_budgets(budgets: Sequence[Budget], tower_figs: dict[str, dict[str, Any
 def load_tower_data(model: LoadedModel, config: QuantizeConfig, ctx: RunContext,
                     towers: list[str]) -> tuple[Any, Optional[Path]]:
     """``--calib-data`` for ``towers`` (preprocessed with the checkpoint's own processor), and that processor's dir."""
-    from ...bench.preprocess import processor_dir
+    from ...runtime.preprocess import processor_dir
     from ...data.calib import load_calibration
 
     proc = processor_dir([model], config.processor or ctx.extras.get("processor_dir"))

@@ -81,7 +81,7 @@ def convert(src: Path, dst: Path, block_ops: Iterable[str], block_nodes: Iterabl
 
 def tensor_stats(path: Path, batches: Sequence[dict[str, np.ndarray]]) -> tuple[Any, dict[str, tuple[float, bool]]]:
     """Run ``path`` with every float intermediate exposed: {tensor: (max |x| over finite values, all finite)}."""
-    from ...bench.backends.ort import ort_session
+    from ...runtime.backends.ort import ort_session
 
     onnx = require("onnx")
     model = onnx.load(str(path))

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from ...bench.env import CPU_ISAS as ISAS, detect_isa  # noqa: F401 - detection lives with the env probes
+from ...runtime.env import CPU_ISAS as ISAS, detect_isa  # noqa: F401 - detection lives with the env probes
 
 # AVX2 without VNNI: what the cpu preset uses (see the module docstring and the benchmark result file).
 AVX2_CHOICE = {"reduce_range": True, "weight_type": "int8"}

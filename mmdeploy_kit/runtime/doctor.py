@@ -32,10 +32,10 @@ def _version(dist: str) -> Optional[str]:
 
 
 def _tensorrt() -> dict[str, Any]:
-    if importlib.util.find_spec("mmdeploy_kit.bench.trt_env") is not None:
+    if importlib.util.find_spec("mmdeploy_kit.runtime.trt_env") is not None:
         from .trt_env import detect
 
-        return {**detect().to_dict(), "detected_by": "mmdeploy_kit.bench.trt_env"}
+        return {**detect().to_dict(), "detected_by": "mmdeploy_kit.runtime.trt_env"}
     importable = available("tensorrt")
     return {"tensorrt_importable": importable, "tensorrt_version": _version("tensorrt") if importable else None,
             "can_build": importable and env.has_nvidia_gpu(),

@@ -20,11 +20,11 @@ class TowerRunner:
     def __init__(self, tower: Tower, threads: Optional[int] = None):
         self.tower = tower
         if tower.kind == "onnx":
-            from ..bench.backends.ort import OrtBackend
+            from ..runtime.backends.ort import OrtBackend
 
             self._backend: Any = OrtBackend(tower, device="cpu", threads=threads)
         elif tower.kind == "torch":
-            from ..bench.backends.torch_eager import TorchEagerBackend
+            from ..runtime.backends.torch_eager import TorchEagerBackend
 
             self._backend = TorchEagerBackend(tower, device="cpu", threads=threads)
         else:

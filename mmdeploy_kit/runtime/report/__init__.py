@@ -1,4 +1,4 @@
-"""Renderings of a :class:`~mmdeploy_kit.bench.schema.BenchReport`: JSON (source of truth), Markdown,
+"""Renderings of a :class:`~mmdeploy_kit.runtime.schema.BenchReport`: JSON (source of truth), Markdown,
 self-contained HTML and JUnit XML. ``write_reports`` renders everything first, then writes each file
 atomically, so a failure never leaves a partial report behind."""
 
