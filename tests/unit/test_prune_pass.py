@@ -163,3 +163,31 @@ def test_pruning_history_replays_on_the_unpruned_model(pruned_clip, tiny_clip_di
         patch_attention(info)
     np.testing.assert_allclose(tower.module.run_numpy(x)["image_embeds"],
                                mmdk.load(out).towers["vision"].module.run_numpy(x)["image_embeds"], atol=1e-6)
+
+
+def test_a_classifier_head_inside_a_sequential_keeps_its_class_count(tmp_path):
+    """The last Linear of an nn.Sequential head *is* the tower output: pruning must not cut classes."""
+    import mmdeploy_kit as mk
+
+    factory = tmp_path / "seqhead.py"
+    factory.write_text(
+        "import torch.nn as nn\n"
+        "class M(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.body = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU())\n"
+        "        self.head = nn.Sequential(nn.Linear(64, 48), nn.ReLU(), nn.Linear(48, 7))\n"
+        "    def forward(self, features):\n"
+        "        return self.head(self.body(features))\n"
+        "def build():\n    return M().eval()\n")
+    io = tmp_path / "io.yaml"
+    io.write_text("inputs: [{name: features, modality: tabular, dtype: float32, shape: [batch, 16]}]\n"
+                  "outputs: [{name: logits}]\ndims: {batch: [1, 4]}\n")
+    mk.prune(f"{factory}:build", tmp_path / "out", ratio=0.4, load_options={"io": io})
+    pruned = mk.load(tmp_path / "out")
+    tower = next(iter(pruned.towers.values()))
+    import torch
+
+    out = tower.module(torch.zeros(2, 16))
+    out = out[0] if isinstance(out, (tuple, list)) else out
+    assert tuple(out.shape) == (2, 7)
