@@ -195,8 +195,8 @@ def test_every_builtin_recipe_validates(mmdk, name, clip_with_data, late_fusion_
         src, io = late_fusion_factory
         model = [src, "--io", io]
     datas = []
-    for ref in ("calib", "val"):
-        datas += ["--data", f"{ref}={data / ('train.jsonl' if ref == 'calib' else 'val.jsonl')}"]
+    for ref in ("calib", "train", "val"):
+        datas += ["--data", f"{ref}={data / ('val.jsonl' if ref == 'val' else 'train.jsonl')}"]
     r = mmdk("run", name, *model, "--dry-run", *datas)
     assert r.code == 0, r.err
     assert "dry run" in r.out
@@ -267,6 +267,18 @@ def test_cpu_builtin_recipes_run_end_to_end(mmdk, clip_with_data, late_fusion_fa
               "--set", "quantize.accuracy_budget=['cosine>=0.9']", *FAST)
     assert r2.code == 0, r2.err
     assert [s["cached"] for s in _run_record(out2)["steps"]] == [False, False, False]
+
+    # prune -> distill (the teacher is the source model) -> INT8 -> bench, a few steps of everything
+    out3 = tmp_path / "small"
+    r3 = mmdk("run", "clip-prune-distill-int8", clip, "-o", out3, "--data", f"train={data / 'train.jsonl'}",
+              "--data", f"val={data / 'val.jsonl'}", "--set", "prune.ratio=0.3", "--set", "distill.steps=4",
+              "--set", "distill.batch=8", "--set", "quantize.min_cosine=0.5", *FAST)
+    assert r3.code == 0, r3.err
+    rows = json.loads((out3 / "run_report.json").read_text())["waterfall"]
+    assert [x["step"] for x in rows] == ["source", "prune", "distill", "quantize"]
+    assert rows[1]["parameters"] < 0.8 * rows[0]["parameters"]
+    d = json.loads((out3 / "02-distill" / "mmdk_manifest.json").read_text())
+    assert [h["pass_name"] for h in d["history"]][-1] == "prune"
 
 
 def test_gpu_recipe_dry_run_warns_and_a_real_run_exits_3_before_any_work(mmdk, clip_with_data, tmp_path):
