@@ -41,6 +41,13 @@ TowerOpt = typer.Option(None, "--tower", help="Only these towers (repeatable). D
 SaveRecipeOpt = typer.Option(None, "--save-recipe", help="Also write this command as a one-step recipe YAML "
                              "(run it later with `mmdk run FILE`).")
 ForceOpt = typer.Option(False, "--force", help="Ignore the step cache ($MMDK_CACHE_DIR/steps) and recompute.")
+SshKeyOpt = typer.Option(None, "--ssh-key", help="--host: private key file (ssh -i).")
+SshOptionOpt = typer.Option(None, "--ssh-option", help="--host: extra ssh option KEY=VALUE (repeatable), e.g. "
+                            "ProxyJump=bastion.")
+AcceptNewHostKeyOpt = typer.Option(False, "--accept-new-host-key", help="--host: trust the device's key on first "
+                                   "connection (StrictHostKeyChecking=accept-new; otherwise an unknown key is refused).")
+RemoteMmdkOpt = typer.Option(None, "--remote-mmdk", help="--host: the mmdk command on the device (default: mmdk on "
+                             "its PATH, ~/.local/bin included).")
 
 
 def _dflt(pass_name: str, field: str) -> str:
@@ -298,13 +305,10 @@ def bench(
     host: Optional[str] = typer.Option(None, "--host", help="Run on this device over SSH (USER@HOST[:PORT] or an "
                                        "~/.ssh/config alias) with its own mmdk; inputs are copied to its cache, the "
                                        "report comes back. Failures exit 7."),
-    ssh_key: Optional[str] = typer.Option(None, "--ssh-key", help="--host: private key file (ssh -i)."),
-    ssh_option: Optional[List[str]] = typer.Option(None, "--ssh-option", help="--host: extra ssh option KEY=VALUE "
-                                                   "(repeatable), e.g. ProxyJump=bastion."),
-    accept_new_host_key: bool = typer.Option(False, "--accept-new-host-key", help="--host: trust the device's key on "
-                                             "first connection (StrictHostKeyChecking=accept-new)."),
-    remote_mmdk: Optional[str] = typer.Option(None, "--remote-mmdk", help="--host: the mmdk command on the device "
-                                              "(default: mmdk on its PATH, ~/.local/bin included)."),
+    ssh_key: Optional[str] = SshKeyOpt,
+    ssh_option: Optional[List[str]] = SshOptionOpt,
+    accept_new_host_key: bool = AcceptNewHostKeyOpt,
+    remote_mmdk: Optional[str] = RemoteMmdkOpt,
 ) -> None:
     """Benchmark latency (interleaved, with speedup ratios + confidence intervals) and task accuracy.
 
@@ -510,12 +514,10 @@ def build_engines(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out directory."),
     host: Optional[str] = typer.Option(None, "--host", help="Build on this device over SSH (USER@HOST[:PORT] or an "
                                        "~/.ssh/config alias) with its own mmdk; the built bundle comes back."),
-    ssh_key: Optional[str] = typer.Option(None, "--ssh-key", help="--host: private key file (ssh -i)."),
-    ssh_option: Optional[List[str]] = typer.Option(None, "--ssh-option", help="--host: extra ssh option KEY=VALUE."),
-    accept_new_host_key: bool = typer.Option(False, "--accept-new-host-key", help="--host: trust the device's key "
-                                             "on first connection."),
-    remote_mmdk: Optional[str] = typer.Option(None, "--remote-mmdk", help="--host: the mmdk command on the device "
-                                              "(default: mmdk on its PATH, ~/.local/bin included)."),
+    ssh_key: Optional[str] = SshKeyOpt,
+    ssh_option: Optional[List[str]] = SshOptionOpt,
+    accept_new_host_key: bool = AcceptNewHostKeyOpt,
+    remote_mmdk: Optional[str] = RemoteMmdkOpt,
 ) -> None:
     """Build and verify the TensorRT engines of a bundle on this machine (the target device), or on --host.
 
@@ -678,12 +680,10 @@ def doctor(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     host: Optional[str] = typer.Option(None, "--host", help="Run on this device over SSH (USER@HOST[:PORT] or an "
                                        "~/.ssh/config alias) with its own mmdk."),
-    ssh_key: Optional[str] = typer.Option(None, "--ssh-key", help="--host: private key file (ssh -i)."),
-    ssh_option: Optional[List[str]] = typer.Option(None, "--ssh-option", help="--host: extra ssh option KEY=VALUE."),
-    accept_new_host_key: bool = typer.Option(False, "--accept-new-host-key", help="--host: trust the device's key "
-                                             "on first connection."),
-    remote_mmdk: Optional[str] = typer.Option(None, "--remote-mmdk", help="--host: the mmdk command on the device "
-                                              "(default: mmdk on its PATH, ~/.local/bin included)."),
+    ssh_key: Optional[str] = SshKeyOpt,
+    ssh_option: Optional[List[str]] = SshOptionOpt,
+    accept_new_host_key: bool = AcceptNewHostKeyOpt,
+    remote_mmdk: Optional[str] = RemoteMmdkOpt,
 ) -> None:
     """What this machine (or --host device) has: CPU ISA, GPU/driver/CUDA, TensorRT, ORT providers, Jetson
     model/L4T/power mode; and which mmdk features are available there and what each needs."""
