@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
-from pydantic import field_validator, model_validator
+from pydantic import WithJsonSchema, field_validator, model_validator
 
 from ...errors import UserInputError
 from ..base import PassConfig
@@ -28,6 +28,13 @@ def _pairs(v: Any, what: str) -> Any:
     return v
 
 
+# What a recipe may write for a per-tower figure (the validators turn each into (tower, value) pairs):
+# 0.4 (every tower), "vision=0.4,text=0.3", {vision: 0.4}, or [[vision, 0.4], ...].
+_PER_TOWER_SCHEMA = {"anyOf": [{"type": "number"}, {"type": "string"},
+                               {"type": "object", "additionalProperties": {"type": "number"}},
+                               {"type": "array", "items": {"type": "array", "minItems": 2, "maxItems": 2}}]}
+
+
 class PruneConfig(PassConfig):
     """``ratio``: per tower, the fraction of its parameters to remove (0 < r < 1); ``target_params``: per
     tower, the parameter count to reach instead. A tower named in neither is left as it is.
@@ -41,8 +48,8 @@ class PruneConfig(PassConfig):
     the pruned tower's outputs fall below this cosine vs the unpruned ones (default: record only).
     """
 
-    ratio: tuple[tuple[str, float], ...] = ()
-    target_params: tuple[tuple[str, int], ...] = ()
+    ratio: Annotated[tuple[tuple[str, float], ...], WithJsonSchema(_PER_TOWER_SCHEMA)] = ()
+    target_params: Annotated[tuple[tuple[str, int], ...], WithJsonSchema(_PER_TOWER_SCHEMA)] = ()
     importance: Literal["magnitude", "taylor", "hessian"] = "magnitude"
     scope: tuple[Literal["heads", "mlp", "channels"], ...] = SCOPES
     round_to: int = 1
