@@ -1,0 +1,5 @@
+"""``python -m mmdeploy_kit.cli``."""
+
+from . import main
+
+main()

@@ -1,0 +1,177 @@
+"""Commands that measure: bench, compare, doctor."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+
+from .app import (app, _STATE, WeightsOpt, IoOpt, TrustOpt, TowerOpt, SshKeyOpt, SshOptionOpt, AcceptNewHostKeyOpt,
+                  RemoteMmdkOpt, load_kwargs, echo, progress)
+
+
+@app.command()
+def bench(
+    artifacts: List[str] = typer.Argument(..., help="Artifacts: .onnx files, anything MODEL accepts, or mmdk output "
+                                          "directories (all towers in them). LABEL=PATH names one in reports."),
+    reference: Optional[str] = typer.Option(None, "--reference", "-r", help="Reference model, matched tower by "
+                                            "tower (speedups and accuracy drops are relative to it)."),
+    target: str = typer.Option("cpu", "--target", help="cpu, gpu, jetson-orin-nano, jetson-orin-nx, "
+                               "jetson-agx-orin, jetson-xavier-nx."),
+    backend: str = typer.Option("auto", "--backend", help="auto (target's order), torch, onnxruntime, "
+                                "onnxruntime-trt, tensorrt, torch-tensorrt."),
+    batch: Optional[str] = typer.Option(None, "--batch", help="Batch sizes, e.g. 1,8 (default: 1,8 clipped to "
+                                        "the I/O spec)."),
+    seq: Optional[str] = typer.Option(None, "--seq", help="Text sequence lengths, e.g. 16,77 (default: 77 "
+                                      "clipped to the I/O spec)."),
+    tower: Optional[List[str]] = TowerOpt,
+    data: Optional[Path] = typer.Option(None, "--data", help="JSONL manifest for task accuracy (image/text/label)."),
+    data_limit: Optional[int] = typer.Option(None, "--data-limit", help="Use only the first N manifest rows."),
+    template: Optional[List[str]] = typer.Option(None, "--template", help="Zero-shot prompt template with {label} "
+                                                 "(repeatable; averaged). Default: 'a photo of a {label}.'"),
+    processor: Optional[Path] = typer.Option(None, "--processor", help="HF dir with tokenizer / image processor "
+                                             "(default: found next to the models)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Intra-op threads for every backend "
+                                          "(default: available cores)."),
+    warmup: int = typer.Option(5, "--warmup", help="Warm-up runs per artifact and shape."),
+    min_runs: int = typer.Option(20, "--min-runs", help="Minimum timed runs per artifact and shape."),
+    min_time: float = typer.Option(1.0, "--min-time", help="Minimum timed seconds per artifact and shape."),
+    min_rounds: int = typer.Option(10, "--min-rounds", help="Minimum interleaved rounds per shape."),
+    clock: str = typer.Option("wall", "--clock", help="Speedups from wall-clock latency (wall) or from process "
+                              "CPU time per run (cpu: immune to preemption on busy shared CPU machines)."),
+    max_time: float = typer.Option(60.0, "--max-time", help="Stop a shape after this many seconds."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write the JSON report (versioned schema)."),
+    markdown: Optional[Path] = typer.Option(None, "--markdown", help="Write Markdown tables (CI step summary)."),
+    html: Optional[Path] = typer.Option(None, "--html", help="Write a self-contained HTML report with plots."),
+    junit: Optional[Path] = typer.Option(None, "--junit", help="Write JUnit XML, one test case per gate."),
+    max_latency_regression: Optional[str] = typer.Option(None, "--max-latency-regression", help="Fail if an "
+                                                         "artifact is slower than the reference by more, e.g. 10%."),
+    max_accuracy_drop: Optional[float] = typer.Option(None, "--max-accuracy-drop", help="Fail if a task metric "
+                                                      "drops more than this many points vs the reference."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or messages (CI logs)."),
+    weights: Optional[Path] = WeightsOpt,
+    io: Optional[Path] = IoOpt,
+    trust_remote_code: bool = TrustOpt,
+    host: Optional[str] = typer.Option(None, "--host", help="Run on this device over SSH (USER@HOST[:PORT] or an "
+                                       "~/.ssh/config alias) with its own mmdk; inputs are copied to its cache, the "
+                                       "report comes back. Failures exit 7."),
+    ssh_key: Optional[str] = SshKeyOpt,
+    ssh_option: Optional[List[str]] = SshOptionOpt,
+    accept_new_host_key: bool = AcceptNewHostKeyOpt,
+    remote_mmdk: Optional[str] = RemoteMmdkOpt,
+) -> None:
+    """Benchmark latency (interleaved, with speedup ratios + confidence intervals) and task accuracy.
+
+    Example: mmdk bench out/onnx --reference ./clip-dir --data val.jsonl --batch 1,8 --report r.json --html r.html
+    """
+    from .. import api
+    from ..runtime.harness import parse_int_list
+    from ..errors import RegressionError
+
+    quiet = quiet or _STATE["quiet"]
+    timing = {"warmup_runs": warmup, "min_runs": min_runs, "min_time_s": min_time, "min_rounds": min_rounds,
+              "max_time_s": max_time, "clock": clock}
+    r = api.bench(artifacts, reference, target=target, backend=backend, batch=parse_int_list(batch, "batch"),
+                  seq=parse_int_list(seq, "seq"), towers=tower or (), data=data, data_limit=data_limit,
+                  templates=template or None, processor=processor, threads=threads, timing=timing, report=report,
+                  markdown=markdown, html=html, junit=junit, max_latency_regression=max_latency_regression,
+                  max_accuracy_drop=max_accuracy_drop, quiet=quiet,
+                  progress=None if quiet else progress(), **load_kwargs(weights, io, trust_remote_code),
+                  **({"host": host, "ssh_key": ssh_key, "ssh_options": tuple(ssh_option or ()),
+                      "accept_new_host_key": accept_new_host_key,
+                      **({"remote_mmdk": remote_mmdk} if remote_mmdk else {})} if host else {}))
+    _print_bench(r)
+    failed = r.failed_gates()
+    if failed:
+        raise RegressionError(f"{len(failed)} gate(s) failed, first: {failed[0].name}: {failed[0].message}",
+                              hint="see the Gates section of the report")
+
+
+def _print_bench(r: Any) -> None:
+    from ..runtime.accuracy import headline_metric
+    from ..runtime.report.markdown import fmt_speedup
+
+    typer.echo(f"target {r.target.name}; baseline {r.baseline}; {r.environment.short()}")
+    for x in r.latency:
+        seq = f" seq={x.seq}" if x.seq is not None else ""
+        typer.echo(f"  {x.artifact:<16} {x.tower:<8} b={x.batch:<3}{seq:<8} {x.backend:<12} p50 {x.stats.p50_ms:9.3f} ms"
+                   f"  p90 {x.stats.p90_ms:9.3f} ms  cv {x.stats.cv:5.2f}  {x.stats.throughput_items_per_s:9.1f} items/s"
+                   f"  {fmt_speedup(x.speedup)}")
+    for label, s in r.speedups.items():
+        typer.echo(f"speedup {label} vs {r.baseline}: {fmt_speedup(s)} ({int(s.confidence * 100)}% CI, geomean, "
+                   f"{s.clock} clock)")
+    if r.accuracy is not None:
+        for p in r.accuracy.pairs:
+            zs = f"zero-shot top-1 {p.zero_shot_top1:.2f} top-5 {p.zero_shot_top5:.2f}" if p.zero_shot_top1 is not None else ""
+            rec = " ".join(f"i2t {k} {v:.1f}" for k, v in p.image_to_text.items())
+            typer.echo(f"  image:{p.vision} + text:{p.text}{' (cross)' if p.cross else ''}: {zs} {rec}".rstrip())
+        for d in r.accuracy.drift:
+            typer.echo(f"  drift {d.artifact}/{d.tower}/{d.output}: cosine mean {d.cosine_mean:.6f} min {d.cosine_min:.6f}")
+        for label, fig in r.accuracy.primary.items():
+            head = headline_metric(fig)
+            if head and not r.accuracy.pairs:
+                typer.echo(f"  {label}: {head[0]} {head[1]:.2f}")
+    for w in r.warnings:
+        echo(f"warning: {w}")
+    for g in r.failed_gates():
+        typer.echo(f"FAIL {g.name}: {g.message}")
+
+
+@app.command()
+def compare(
+    base: Path = typer.Argument(..., help="Baseline bench report (JSON)."),
+    new: Path = typer.Argument(..., help="New bench report (JSON)."),
+    max_latency_regression: str = typer.Option("10%", "--max-latency-regression", help="Allowed latency increase."),
+    max_accuracy_drop: float = typer.Option(0.5, "--max-accuracy-drop", help="Allowed drop of a task metric, "
+                                            "in points."),
+    latency_metric: str = typer.Option("p50", "--latency-metric", help="p50 (absolute latency) or speedup "
+                                       "(each report's ratio vs its reference; robust across machines)."),
+    junit: Optional[Path] = typer.Option(None, "--junit", help="Write JUnit XML, one test case per comparison."),
+    allow_power_mode_mismatch: bool = typer.Option(False, "--allow-power-mode-mismatch", help="Compare Jetson "
+                                                   "reports taken in different nvpmodel power modes anyway."),
+) -> None:
+    """Side-by-side table of two bench reports; exits 1 on a latency or accuracy regression, 0 otherwise."""
+    from .. import api
+    from ..errors import RegressionError
+
+    res = api.compare(base, new, max_latency_regression=max_latency_regression, max_accuracy_drop=max_accuracy_drop,
+                      latency_metric=latency_metric, junit=junit, allow_power_mode_mismatch=allow_power_mode_mismatch)
+    typer.echo(f"{'':4} {'kind':<9} {'artifact':<16} {'subject':<28} {'base':>11} {'new':>11} {'change':>9}")
+    for row in res.rows:
+        change = f"{row.change * 100:+.1f}%" if row.kind == "latency" else f"{row.change:+.2f}pt"
+        flag = "FAIL" if row.regression else "ok"
+        typer.echo(f"{flag:<4} {row.kind:<9} {row.artifact:<16} {row.subject:<28} {row.base:>11.4g} {row.new:>11.4g} "
+                   f"{change:>9}")
+    for w in res.warnings:
+        echo(f"warning: {w}")
+    if res.regressions:
+        worst = res.regressions[0]
+        raise RegressionError(f"{len(res.regressions)} regression(s), first: {worst.kind} {worst.artifact} "
+                              f"{worst.subject}", hint="see the table above")
+    typer.echo("no regressions")
+
+
+@app.command()
+def doctor(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    host: Optional[str] = typer.Option(None, "--host", help="Run on this device over SSH (USER@HOST[:PORT] or an "
+                                       "~/.ssh/config alias) with its own mmdk."),
+    ssh_key: Optional[str] = SshKeyOpt,
+    ssh_option: Optional[List[str]] = SshOptionOpt,
+    accept_new_host_key: bool = AcceptNewHostKeyOpt,
+    remote_mmdk: Optional[str] = RemoteMmdkOpt,
+) -> None:
+    """What this machine (or --host device) has: CPU ISA, GPU/driver/CUDA, TensorRT, ORT providers, Jetson
+    model/L4T/power mode; and which mmdk features are available there and what each needs."""
+    from .. import api
+    from ..runtime.doctor import render
+
+    info = api.doctor(host=host, ssh_key=ssh_key, ssh_options=tuple(ssh_option or ()),
+                      accept_new_host_key=accept_new_host_key, **({"remote_mmdk": remote_mmdk} if remote_mmdk else {}))
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    remote = info.get("remote")
+    typer.echo(render(info, host=f"{remote['host']} ({remote['address']})" if remote else None))
