@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from .app import app, data_app, recipes_app, _STATE, WeightsOpt, IoOpt, TrustOpt, load_kwargs, progress, _pairs_opt
+from .app import app, data_app, recipes_app, _STATE, WeightsOpt, IoOpt, TrustOpt, load_kwargs, echo, progress, _pairs_opt
 
 
 @data_app.command("synth")
@@ -72,6 +72,8 @@ def demo(
                    f"({int(b['confidence'] * 100)}% CI); zero-shot top-1 torch {b['torch_zero_shot_top1']:.1f}% / "
                    f"onnx {b['onnx_zero_shot_top1']:.1f}%")
         typer.echo(f"reports in {Path(b['reports']['html']).parent} (bench.json / .md / .html / .xml)")
+    for w in b.get("warnings") or []:
+        echo(f"warning: {w}")
 
 
 @app.command()
@@ -121,6 +123,9 @@ def run(
         typer.echo(f"{row['step']:<16} {row['pass']:<16} size {row['size_bytes'] / 1e6:8.2f} MB  params {params:>12}"
                    f"  speedup {sp:>7}  {task}")
     typer.echo(f"run in {res.out} (mmdk_run.json, run_report.md / .html)")
+    for step in res.steps:
+        for w in step.metrics.get("warnings") or []:
+            echo(f"warning: {step.name}: {w}")
 
 
 @recipes_app.command("list")
