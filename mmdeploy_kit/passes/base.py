@@ -97,6 +97,11 @@ class Pass:
         """Refuse early (before any model is loaded or step run), e.g. a missing backend or GPU -> exit 3."""
 
     @staticmethod
+    def cacheable(manifest: Manifest) -> bool:
+        """Whether this output may be reused by later runs (a bench measured on a busy machine may not)."""
+        return True
+
+    @staticmethod
     def machine_identity(config: Any) -> dict[str, Any]:
         """What of this machine the output depends on (added to the cache key): a bench's CPU, the TensorRT
         version and GPU an engine is built for. Empty for passes whose output is machine-independent."""

@@ -16,6 +16,7 @@ from ..artifacts import Manifest, package_versions
 from .base import MODEL_FORMATS, Pass, PassConfig, RunContext, model_format
 
 REPORT_FILES = {"json": "bench.json", "markdown": "bench.md", "html": "bench.html", "junit": "bench.xml"}
+NOISY_WARNINGS = ("noisy machine", "the machine was busy")   # the harness's warnings that timings are unreliable
 
 
 class BenchStepConfig(PassConfig):
@@ -49,6 +50,11 @@ class BenchPass(Pass):
     produces: ClassVar[str] = "report"
     uses_reference: ClassVar[bool] = True
     data_fields: ClassVar[tuple[str, ...]] = ("data", "processor")
+
+    @staticmethod
+    def cacheable(manifest: Manifest) -> bool:
+        """Timings taken on a noisy or busy machine are not kept: the next run measures again."""
+        return not any(w.startswith(NOISY_WARNINGS) for w in manifest.metrics.get("warnings") or [])
 
     @staticmethod
     def machine_identity(config: Any) -> dict[str, Any]:

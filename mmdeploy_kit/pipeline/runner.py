@@ -105,7 +105,7 @@ def _execute(planned: Any, model: Any, dest: Path, *, cache: Optional[StepCache]
                                                     "created": prev.created, "source": prev.source}]
             manifest.metrics.setdefault("step", {"key": key, "input_sha256": input_hash, "data_sha256": data_hashes})
             manifest.write(tmp)
-            if cache is not None:
+            if cache is not None and planned.pass_cls.cacheable(manifest):
                 cache.store(key, tmp, {"pass": planned.pass_name, "step": planned.step.name,
                                        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
     res.seconds = round(time.perf_counter() - t0, 3)
