@@ -61,11 +61,16 @@ def test_recipe_runs_then_reruns_from_cache_and_reruns_only_changed_steps(mmdk, 
     assert rows[1]["speedup"] is not None and rows[1]["task_metric"] == "zero_shot_top1"
     assert "mmdk run" in summary.read_text() and (out / "run_report.html").is_file()
 
+    # a bench timed on a noisy/busy machine is not kept (this tiny one usually is noisy): it then runs again
+    from mmdeploy_kit.artifacts import Manifest
+    from mmdeploy_kit.passes.bench_step import BenchPass
+
+    bench_kept = BenchPass.cacheable(Manifest.read(out / "02-bench"))
     t0 = time.perf_counter()
     r2 = mmdk(*args)
     assert r2.code == 0, r2.err
-    assert [s["cached"] for s in _run_record(out)["steps"]] == [True, True]
-    assert "cached" in r2.err
+    assert [s["cached"] for s in _run_record(out)["steps"]] == [True, bench_kept]
+    assert "export cached" in r2.err
 
     # one option changed: that step and those after it run again, the ones before come from the cache
     r3 = mmdk(*args, "--set", "bench.batch=[1]")
