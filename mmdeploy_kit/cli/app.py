@@ -41,6 +41,7 @@ TrustOpt = typer.Option(False, "--trust-remote-code", help="Allow executing code
 TowerOpt = typer.Option(None, "--tower", help="Only these towers (repeatable). Default: all.")
 SaveRecipeOpt = typer.Option(None, "--save-recipe", help="Also write this command as a one-step recipe YAML "
                              "(run it later with `mmdk run FILE`).")
+OverwriteOpt = typer.Option(False, "--overwrite", help="Replace a non-empty output directory.")
 ForceOpt = typer.Option(False, "--force", help="Ignore the step cache ($MMDK_CACHE_DIR/steps) and recompute.")
 SshKeyOpt = typer.Option(None, "--ssh-key", help="--host: private key file (ssh -i).")
 SshOptionOpt = typer.Option(None, "--ssh-option", help="--host: extra ssh option KEY=VALUE (repeatable), e.g. "

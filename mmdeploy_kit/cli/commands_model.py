@@ -9,8 +9,9 @@ from typing import Any, List, Optional
 
 import typer
 
-from .app import (app, _STATE, WeightsOpt, IoOpt, TrustOpt, TowerOpt, SaveRecipeOpt, ForceOpt, SshKeyOpt, SshOptionOpt,
-                  AcceptNewHostKeyOpt, RemoteMmdkOpt, _dflt, load_kwargs, progress, _pairs_opt)
+from .app import (app, OverwriteOpt, _STATE, WeightsOpt, IoOpt, TrustOpt, TowerOpt, SaveRecipeOpt, ForceOpt,
+                  SshKeyOpt, SshOptionOpt, AcceptNewHostKeyOpt, RemoteMmdkOpt, _dflt, load_kwargs, progress,
+                  _pairs_opt)
 
 
 @app.command()
@@ -69,7 +70,7 @@ def export(
                                            "the readiness lint finds errors."),
     trt_version: Optional[str] = typer.Option(None, "--trt-version", help="tensorrt: target TensorRT version, e.g. "
                                               "10.3 (default: the installed one; 10.3 for jetson-*; else 10.x)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output directory."),
+    overwrite: bool = OverwriteOpt,
     save_recipe: Optional[Path] = SaveRecipeOpt,
     force: bool = ForceOpt,
     weights: Optional[Path] = WeightsOpt,
@@ -165,7 +166,7 @@ def quantize(
     target_cpu: Optional[str] = typer.Option(None, "--target-cpu", help="CPU the INT8 model will run on: auto "
                                              "(this machine), avx512_vnni, avx2, arm64; the cpu preset picks per ISA "
                                              "(reduce_range on AVX2 without VNNI). Recorded in the manifest."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output directory."),
+    overwrite: bool = OverwriteOpt,
     save_recipe: Optional[Path] = SaveRecipeOpt,
     force: bool = ForceOpt,
     weights: Optional[Path] = WeightsOpt,
@@ -263,7 +264,7 @@ def distill(
                                              "processor (default: the teacher's)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads per process."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run whose checkpoints are in OUT.ckpt."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output directory."),
+    overwrite: bool = OverwriteOpt,
     weights: Optional[Path] = WeightsOpt,
     io: Optional[Path] = IoOpt,
     trust_remote_code: bool = TrustOpt,
@@ -323,7 +324,7 @@ def prune(
                                                 f"{_dflt('prune', 'calib_samples')}."),
     min_cosine: Optional[float] = typer.Option(None, "--min-cosine", help="Fail if a pruned tower's cosine vs the "
                                                "unpruned one is lower (default: record only; distill next)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output directory."),
+    overwrite: bool = OverwriteOpt,
     save_recipe: Optional[Path] = SaveRecipeOpt,
     force: bool = ForceOpt,
     weights: Optional[Path] = WeightsOpt,

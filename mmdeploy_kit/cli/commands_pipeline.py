@@ -8,7 +8,8 @@ from typing import List, Optional
 
 import typer
 
-from .app import app, data_app, recipes_app, _STATE, WeightsOpt, IoOpt, TrustOpt, load_kwargs, echo, progress, _pairs_opt
+from .app import (app, OverwriteOpt, data_app, recipes_app, _STATE, WeightsOpt, IoOpt, TrustOpt, load_kwargs, echo,
+                  progress, _pairs_opt)
 
 
 @data_app.command("synth")
@@ -18,7 +19,7 @@ def data_synth(
     n_val: int = typer.Option(400, "--n-val", help="Held-out validation samples."),
     image_size: int = typer.Option(32, "--image-size", help="Square image size in pixels (the demo trains at 32)."),
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed -> identical files)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output directory."),
+    overwrite: bool = OverwriteOpt,
 ) -> None:
     """Write a deterministic synthetic image-caption dataset (PNG + train/val JSONL manifests)."""
     from .. import api
