@@ -278,12 +278,29 @@ def _options(config_cls: Any, what: str, **fields: Any) -> Any:
         raise UserInputError(f"invalid {what} option {validation_message(exc)}") from None
 
 
-def synth_data(out: str | Path, n_train: int = 4000, n_val: int = 400, image_size: int = 32, seed: int = 0,
-               overwrite: bool = False) -> Path:
-    """Write the deterministic synthetic image-caption dataset (PNG + JSONL manifests, train/val)."""
+def synth_data(out: str | Path, n_train: Optional[int] = None, n_val: Optional[int] = None, image_size: int = 32,
+               seed: int = 0, overwrite: bool = False, modality: str = "image", sampling_rate: int = 16000,
+               duration: float = 1.0, frames: int = 8) -> Path:
+    """Write a deterministic synthetic dataset (JSONL manifests, train/val): image-caption (PNG) by default,
+    ``modality="audio"`` tones / chirps / noise bursts (WAV), ``"video"`` moving shapes (frame folders)."""
+    if modality == "audio":
+        from .data.synth_media import synthesize_audio_dataset
+
+        return synthesize_audio_dataset(out, n_train=600 if n_train is None else n_train,
+                                        n_val=120 if n_val is None else n_val, sampling_rate=sampling_rate,
+                                        duration=duration, seed=seed, overwrite=overwrite)
+    if modality == "video":
+        from .data.synth_media import synthesize_video_dataset
+
+        return synthesize_video_dataset(out, n_train=240 if n_train is None else n_train,
+                                        n_val=60 if n_val is None else n_val, image_size=image_size,
+                                        num_frames=frames, seed=seed, overwrite=overwrite)
+    if modality != "image":
+        raise UserInputError(f"unknown modality {modality!r} for synthetic data", hint="use image, audio or video")
     from .data.synth import synthesize_dataset
 
-    return synthesize_dataset(out, n_train=n_train, n_val=n_val, image_size=image_size, seed=seed,
+    return synthesize_dataset(out, n_train=4000 if n_train is None else n_train,
+                              n_val=400 if n_val is None else n_val, image_size=image_size, seed=seed,
                               overwrite=overwrite)
 
 

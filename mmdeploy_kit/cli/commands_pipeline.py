@@ -15,17 +15,31 @@ from .app import (app, OverwriteOpt, data_app, recipes_app, _STATE, WeightsOpt, 
 @data_app.command("synth")
 def data_synth(
     out: Path = typer.Option(..., "-o", "--out", help="Output directory."),
-    n_train: int = typer.Option(4000, "--n-train", help="Training samples (the demo default)."),
-    n_val: int = typer.Option(400, "--n-val", help="Held-out validation samples."),
-    image_size: int = typer.Option(32, "--image-size", help="Square image size in pixels (the demo trains at 32)."),
+    n_train: Optional[int] = typer.Option(None, "--n-train", help="Training samples (default: 4000 images, the "
+                                          "demo default; 600 audio clips; 240 videos)."),
+    n_val: Optional[int] = typer.Option(None, "--n-val", help="Held-out validation samples (default: 400 images; "
+                                        "120 audio clips; 60 videos)."),
+    image_size: int = typer.Option(32, "--image-size", help="Square image / video frame size in pixels (the demo "
+                                   "trains at 32)."),
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed -> identical files)."),
     overwrite: bool = OverwriteOpt,
+    modality: str = typer.Option("image", "--modality", help="image (coloured shapes), audio (tones, chirps, "
+                                 "noise bursts as WAV clips) or video (moving shapes, a frames folder per clip)."),
+    sampling_rate: int = typer.Option(16000, "--sampling-rate", help="Audio: sampling rate of the WAV clips "
+                                      "(checkpoints resample them to their own on load)."),
+    duration: float = typer.Option(1.0, "--duration", help="Audio: clip length in seconds."),
+    frames: int = typer.Option(8, "--frames", help="Video: frames per clip."),
 ) -> None:
-    """Write a deterministic synthetic image-caption dataset (PNG + train/val JSONL manifests)."""
+    """Write a deterministic synthetic dataset with captions and labels (train/val JSONL manifests).
+
+    Images by default (PNG); --modality audio writes WAV clips, --modality video frame folders.
+    """
     from .. import api
 
-    path = api.synth_data(out, n_train=n_train, n_val=n_val, image_size=image_size, seed=seed, overwrite=overwrite)
-    typer.echo(f"wrote {path}/train.jsonl ({n_train}) and {path}/val.jsonl ({n_val})")
+    path = api.synth_data(out, n_train=n_train, n_val=n_val, image_size=image_size, seed=seed, overwrite=overwrite,
+                          modality=modality, sampling_rate=sampling_rate, duration=duration, frames=frames)
+    rows = {s: sum(1 for _ in open(path / f"{s}.jsonl", encoding="utf-8")) for s in ("train", "val")}
+    typer.echo(f"wrote {path}/train.jsonl ({rows['train']}) and {path}/val.jsonl ({rows['val']})")
 
 
 @app.command()

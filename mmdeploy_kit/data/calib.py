@@ -2,9 +2,11 @@
 
 ``--calib-data`` is one of
 
-- a JSONL manifest (``image`` / ``text`` fields, see :mod:`.manifest`): images go through the checkpoint's
-  own image processor, text through its own tokenizer, padded to one fixed length (the longest text in
-  the set, capped by the tower's sequence limit) so histogram calibrators see equal-shape batches;
+- a JSONL manifest (``image`` / ``text`` / ``audio`` / ``video`` fields, see :mod:`.manifest`): images go
+  through the checkpoint's own image processor, text through its own tokenizer, padded to one fixed length
+  (the longest text in the set, capped by the tower's sequence limit) so histogram calibrators see
+  equal-shape batches; audio clips through its feature extractor (resampled to its sampling rate), video
+  frames through its image processor (:mod:`..runtime.preprocess_media`);
 - an ``.npz`` file whose arrays are named like the tower inputs (``input_ids``) or ``tower/input``
   (``text/input_ids``) when two towers share an input name; first axis = samples;
 - a folder of ``<input>.npy`` files (or ``<tower>/<input>.npy`` sub-folders), same naming.
@@ -182,12 +184,17 @@ def _conform(arr: np.ndarray, inp: Any, tower: str, path: Path) -> np.ndarray:
 
 # ---- JSONL manifests -------------------------------------------------------------------------------------
 def _needs(spec: IOSpec, tower: str) -> str:
-    """'image' or 'text': the manifest field a tower's inputs are built from."""
+    """'image', 'text', 'audio' or 'video': the manifest field a tower's inputs are built from."""
+    from ..runtime.preprocess_media import tower_medium
+
     mods = set(spec.modalities)
     if mods == {"image"} and len(spec.inputs) == 1:
         return "image"
     if mods == {"text"} and all(i.name in TEXT_INPUTS for i in spec.inputs):
         return "text"
+    medium = tower_medium(spec)
+    if medium in ("audio", "video"):
+        return medium
     names = ", ".join(f"{i.name} ({i.modality})" for i in spec.inputs)
     raise DataError(f"cannot build calibration inputs for tower {tower!r} ({names}) from a JSONL manifest",
                     hint="pass --calib-data as an .npz (or folder of .npy) with arrays named like the inputs")
@@ -204,15 +211,15 @@ def _from_manifest(path: Path, specs: dict[str, IOSpec], processor_dir: Optional
     for tower, spec in specs.items():
         field_name = _needs(spec, tower)
         def has(s: Sample) -> bool:
-            return bool(s.image if field_name == "image" else s.text)
+            return bool(getattr(s, field_name))
         if not any(has(s) for s in samples):
-            present = sorted({k for s in samples for k in ("image", "text", "audio") if getattr(s, k)})
+            present = sorted({k for s in samples for k in ("image", "text", "audio", "video") if getattr(s, k)})
             raise DataError(f"calibration data {path} does not match tower {tower!r}: it needs '{field_name}' "
                             f"fields, the manifest has only {', '.join(present) or 'none'}",
                             hint=f"add '{field_name}' to the manifest rows, or quantize only the towers it "
                                  "covers with --tower")
         c_rows, h_rows = [s for s in calib_rows if has(s)], [s for s in hold_rows if has(s)]
-        encode = _images if field_name == "image" else _texts
+        encode = {"image": _images, "text": _texts, "audio": _media, "video": _media}[field_name]
         both, details = encode(c_rows + h_rows, spec, processor_dir)
         calib = {k: v[:len(c_rows)] for k, v in both.items()}
         hold = {k: v[len(c_rows):] for k, v in both.items()}
@@ -231,6 +238,14 @@ def _images(rows: Sequence[Sample], spec: IOSpec, processor_dir: Optional[Path])
     how = "image processor from " + str(processor_dir) if processor_dir is not None and \
         (processor_dir / "preprocessor_config.json").is_file() else "resize + CLIP mean/std (no image processor found)"
     return {name: np.ascontiguousarray(x, dtype=np.float32)}, {"preprocessing": how}
+
+
+def _media(rows: Sequence[Sample], spec: IOSpec, processor_dir: Optional[Path]):
+    from ..runtime.preprocess_media import describe, media_feeds, tower_medium
+
+    kind = str(tower_medium(spec))
+    fn = media_feeds(kind, processor_dir, spec)
+    return fn([getattr(s, kind) for s in rows]), {"preprocessing": describe(kind, processor_dir, fn)}
 
 
 def _texts(rows: Sequence[Sample], spec: IOSpec, processor_dir: Optional[Path]):

@@ -1,9 +1,13 @@
-"""JSONL data manifests (image / text / audio / label) and numpy preprocessing named like tower inputs.
+"""JSONL data manifests (image / text / audio / video / label) and numpy preprocessing named like tower inputs.
 
 Torch-free. A manifest is a ``.jsonl`` file, one JSON object per line::
 
     {"image": "images/000123.png", "text": "a small red circle", "label": "red circle"}
+    {"audio": "audio/000007.wav", "text": "a rising chirp", "label": "rising chirp"}
+    {"video": "videos/000003", "text": "a red circle moving left", "label": "moving left"}
 
+``audio`` is a WAV (FLAC/OGG with ``soundfile``) file; ``video`` is a folder of frame images, an animated
+GIF or a video file (with PyAV) - see :mod:`.media`.
 Relative paths are resolved against the manifest's folder; any other keys land in ``Sample.extra``.
 The benchmark and the calibration readers build on :func:`load_manifest`, :func:`load_images` and
 :func:`tokenize`.
@@ -21,7 +25,8 @@ import numpy as np
 from ..errors import DataError
 
 CLASSES_FILE = "classes.json"
-MEDIA_KEYS = ("image", "audio")
+MEDIA_KEYS = ("image", "audio", "video")
+INPUT_KEYS = ("image", "text", "audio", "video")
 # CLIP's normalisation; the default when no image processor is given
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -35,6 +40,7 @@ class Sample:
     text: str | None = None
     audio: Path | None = None
     label: str | None = None
+    video: Path | None = None  # a frames folder or a video file
     extra: dict[str, Any] = field(default_factory=dict)
     source: Path | None = None  # the manifest file this row came from
     line: int | None = None  # 1-based line number in that manifest
@@ -44,8 +50,8 @@ def load_manifest(path: str | Path, check_files: bool = True) -> list[Sample]:
     """Read a JSONL manifest into :class:`Sample` objects.
 
     Raises :class:`DataError` (one line + hint) for a missing manifest, invalid JSON (naming the
-    line), a row with none of image/text/audio, an empty manifest, and - when ``check_files`` -
-    referenced image/audio files that do not exist (how many, and the first one).
+    line), a row with none of image/text/audio/video, an empty manifest, and - when ``check_files`` -
+    referenced media files (or video frame folders) that do not exist (how many, and the first one).
     """
     path = Path(path).expanduser()
     if path.is_dir():
@@ -81,8 +87,8 @@ def load_manifest(path: str | Path, check_files: bool = True) -> list[Sample]:
 
 
 def _row_to_sample(row: Mapping[str, Any], base: Path, path: Path, lineno: int) -> Sample:
-    if not any(row.get(k) not in (None, "") for k in ("image", "text", "audio")):
-        raise DataError(f"{path}:{lineno} has none of 'image', 'text', 'audio' (keys: {sorted(row)})",
+    if not any(row.get(k) not in (None, "") for k in INPUT_KEYS):
+        raise DataError(f"{path}:{lineno} has none of 'image', 'text', 'audio', 'video' (keys: {sorted(row)})",
                         hint="every row needs at least one input field")
     resolved: dict[str, Path | None] = {}
     for key in MEDIA_KEYS:
@@ -98,13 +104,14 @@ def _row_to_sample(row: Mapping[str, Any], base: Path, path: Path, lineno: int) 
     if text is not None and not isinstance(text, str):
         raise DataError(f"{path}:{lineno} field 'text' must be a string, got {type(text).__name__}")
     label = row.get("label")
-    extra = {k: v for k, v in row.items() if k not in ("image", "text", "audio", "label")}
-    return Sample(image=resolved["image"], text=text, audio=resolved["audio"],
+    extra = {k: v for k, v in row.items() if k not in (*INPUT_KEYS, "label")}
+    return Sample(image=resolved["image"], text=text, audio=resolved["audio"], video=resolved["video"],
                   label=None if label is None else str(label), extra=extra, source=path.resolve(), line=lineno)
 
 
 def _check_files(samples: Sequence[Sample], path: Path) -> None:
     missing = [p for s in samples for p in (s.image, s.audio) if p is not None and not p.is_file()]
+    missing += [s.video for s in samples if s.video is not None and not s.video.exists()]
     if missing:
         raise DataError(f"{len(missing)} file(s) referenced by {path} do not exist, first: {missing[0]}",
                         hint="paths in a manifest are relative to the manifest's folder")
@@ -184,6 +191,15 @@ def load_images(paths: Iterable[str | Path], image_processor: Any = None, size: 
             raise DataError(f"image {p} does not exist") from None
         except (UnidentifiedImageError, OSError) as exc:
             raise DataError(f"cannot read image {p}: {exc}", hint="use PNG/JPEG files") from None
+    return images_to_array(images, image_processor, size, mean, std)
+
+
+def images_to_array(images: Sequence[Any], image_processor: Any = None, size: int | Sequence[int] | None = None,
+                    mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> np.ndarray:
+    """RGB PIL images -> float32 ``[N, 3, H, W]``, as :func:`load_images` (which reads them from paths)."""
+    from PIL import Image
+
+    images = list(images)
     if image_processor is not None:
         if not images:
             raise DataError("no images to load")
@@ -191,7 +207,7 @@ def load_images(paths: Iterable[str | Path], image_processor: Any = None, size: 
         return np.ascontiguousarray(out, dtype=np.float32)
     target = _pair(size) if size is not None else None
     arrays = []
-    for p, im in zip(paths, images):
+    for im in images:
         if target is not None and (im.height, im.width) != target:
             im = im.resize((target[1], target[0]), Image.BICUBIC)
         arrays.append(np.asarray(im, dtype=np.float32))

@@ -1,8 +1,10 @@
 """Task accuracy on a JSONL manifest, for the reference and every artifact on the same preprocessed samples.
 
-- dual encoders (an all-image tower + an all-text tower): zero-shot top-1/top-5 with prompts built from
-  the labels (templates averaged, as CLIP does) and image->text / text->image recall@1/5/10, for every
-  pairing of one model's image tower with another's text tower (cross-backend pairs included);
+- dual encoders (an image, audio or video tower + an all-text tower): zero-shot top-1/top-5 with prompts
+  built from the labels (templates averaged, as CLIP does) and media->text / text->media recall@1/5/10, for
+  every pairing of one model's media tower with another's text tower (cross-backend pairs included).
+  Figures: ``zero_shot_top1`` / ``zero_shot_top5`` for every modality (the report's ``modality`` says which),
+  recall as ``i2t_R@k`` / ``t2i_R@k`` (image), ``a2t_R@k`` / ``t2a_R@k`` (audio), ``v2t_R@k`` / ``t2v_R@k`` (video);
 - every tower: output drift vs the reference (cosine mean/min, max abs error);
 - towers with a ``*logits*`` output: top-1 agreement with the reference, and accuracy when labels exist.
 """
@@ -22,9 +24,13 @@ from ..model.iospec import IOSpec
 from .backends.base import Backend
 from .metrics import accuracy, drift, l2_normalize, recall_at_k, top1_agreement, zero_shot_topk
 from .preprocess import load_image_reader, load_tokenizer, seq_length
+from .preprocess_media import media_feeds, tower_medium
 from .schema import AccuracyReport, ClassifierResult, DriftResult, PairResult
 
 DEFAULT_TEMPLATE = "a photo of a {label}."
+# prompt template used instead of DEFAULT_TEMPLATE when the dual encoder's media tower is not an image tower
+MODALITY_TEMPLATES = {"audio": "the sound of a {label}.", "video": "a video of a {label}."}
+RECALL_PREFIX = {"image": "i", "audio": "a", "video": "v"}  # i2t_R@1 / a2t_R@1 / v2t_R@1 and t2i / t2a / t2v
 MAX_EVAL_BATCH = 32
 
 
@@ -41,6 +47,25 @@ def tower_roles(specs: dict[str, IOSpec]) -> tuple[Optional[str], Optional[str]]
     if len(image) == 1 and len(text) == 1:
         return image[0], text[0]
     return None, None
+
+
+def dual_roles(specs: dict[str, IOSpec]) -> tuple[Optional[str], Optional[str], Optional[str]]:
+    """(media tower, text tower, modality) of a dual encoder: image-text first, else audio- or video-text."""
+    image, text = tower_roles(specs)
+    if image and text:
+        return image, text, "image"
+    text_towers = [n for n, s in specs.items() if s.modalities == ["text"]]
+    for kind in ("audio", "video"):
+        media = [n for n, s in specs.items() if tower_medium(s) == kind]
+        if len(media) == 1 and len(text_towers) == 1:
+            return media[0], text_towers[0], kind
+    return None, None, None
+
+
+def recall_keys(modality: str) -> tuple[str, str]:
+    """Figure-name prefixes of media->text and text->media recall: ('i2t', 't2i') for images."""
+    p = RECALL_PREFIX.get(modality, modality[:1])
+    return f"{p}2t", f"t2{p}"
 
 
 def eval_batch_size(specs: Sequence[IOSpec]) -> int:
@@ -79,6 +104,8 @@ class _Inputs:
         self.image_rows = [i for i, s in enumerate(samples) if s.image is not None]
         self.text_rows = [i for i, s in enumerate(samples) if s.text]
         self.paired_rows = [i for i in self.image_rows if samples[i].text]
+        self.modality = "image"
+        self._media: dict[str, dict[str, np.ndarray]] = {}
         labeled = [s for s in samples if s.label is not None]
         self.classes = class_names(self.samples) if labeled else []
         self.labels = label_indices(self.samples, self.classes) if labeled and len(labeled) == len(samples) else None
@@ -91,6 +118,21 @@ class _Inputs:
             reader = load_image_reader(self.proc_dir, spec, name)
             self._images[name] = reader([self.samples[i].image for i in self.image_rows])
         return self._images[name]
+
+    def use_modality(self, modality: str) -> None:
+        """Make ``modality`` (image / audio / video) the media side of the dual pair: rows and pairing."""
+        self.modality = modality
+        if modality != "image":
+            self.image_rows = [i for i, s in enumerate(self.samples) if getattr(s, modality) is not None]
+            self.paired_rows = [i for i in self.image_rows if self.samples[i].text]
+
+    def media(self, spec: IOSpec) -> dict[str, np.ndarray]:
+        """Feeds of an audio / video tower on the media rows (every input of the tower, by name)."""
+        key = ",".join(spec.input_names)
+        if key not in self._media:
+            fn = media_feeds(self.modality, self.proc_dir, spec)
+            self._media[key] = fn([getattr(self.samples[i], self.modality) for i in self.image_rows])
+        return self._media[key]
 
     def tokens(self, kind: str, spec: IOSpec) -> dict[str, np.ndarray]:
         if self._tokenizer is None:
@@ -147,13 +189,19 @@ def evaluate(contestants: Sequence[Contestant], reference: str, samples: Sequenc
     ref = by_label[reference]
     specs = {n: b.tower.spec for c in contestants for n, b in c.backends.items()}
     specs.update({n: b.tower.spec for n, b in ref.backends.items()})
-    vision, text = tower_roles(specs)
+    vision, text, modality = dual_roles(specs)
+    if modality and modality != "image" and list(templates) == [DEFAULT_TEMPLATE]:
+        templates = (MODALITY_TEMPLATES[modality],)  # "a photo of ..." does not describe a sound
     inp = _Inputs(samples, proc_dir, templates)
+    if modality:
+        inp.use_modality(modality)
     batch = eval_batch_size([b.tower.spec for c in contestants for b in c.backends.values()])
-    report = AccuracyReport(data=data_path, n_samples=len(inp.samples), n_images=len(inp.image_rows),
+    report = AccuracyReport(data=data_path, n_samples=len(inp.samples),
+                            n_images=len(inp.image_rows) if modality in (None, "image") else 0,
                             n_captions=len(inp.text_rows), n_classes=len(inp.classes),
                             templates=list(templates) if vision else [],
-                            processor=str(proc_dir) if proc_dir else None)
+                            processor=str(proc_dir) if proc_dir else None, modality=modality,
+                            n_media=len(inp.image_rows) if modality else 0)
     outputs: dict[tuple[str, str], dict[str, np.ndarray]] = {}  # (label, tower) -> outputs on eval rows
     prompts: dict[str, np.ndarray] = {}
     for c in contestants:
@@ -162,9 +210,11 @@ def evaluate(contestants: Sequence[Contestant], reference: str, samples: Sequenc
             log(f"accuracy: {c.label} / {tname}")
             if tname == vision:
                 if not inp.image_rows:
-                    raise DataError(f"{data_path} has no rows with an 'image' for tower {tname!r}")
-                outputs[(c.label, tname)] = run_batched(backend, {spec.inputs[0].name: inp.images(spec, spec.inputs[0].name)},
-                                                        batch)
+                    raise DataError(f"{data_path} has no rows with an '{modality}' for tower {tname!r}",
+                                    hint=f"add '{modality}' fields to the manifest, or evaluate with another manifest")
+                feeds = {spec.inputs[0].name: inp.images(spec, spec.inputs[0].name)} if modality == "image" \
+                    else inp.media(spec)
+                outputs[(c.label, tname)] = run_batched(backend, feeds, batch)
             elif tname == text:
                 if not inp.text_rows:
                     raise DataError(f"{data_path} has no rows with a 'text' for tower {tname!r}")
@@ -206,7 +256,7 @@ def _pairs(report: AccuracyReport, contestants: Sequence[Contestant], vision: st
         for ct in contestants:
             if (ct.label, text) not in outputs:
                 continue
-            pair = PairResult(vision=cv.label, text=ct.label, cross=cv.label != ct.label)
+            pair = PairResult(vision=cv.label, text=ct.label, cross=cv.label != ct.label, modality=inp.modality)
             if inp.labels is not None and ct.label in prompts:  # prompts exist only when classes do
                 pe = l2_normalize(prompts[ct.label]).reshape(len(inp.classes), len(inp.templates), -1).mean(axis=1)
                 zs = zero_shot_topk(img, pe, inp.labels[inp.image_rows], ks=(1, 5))
@@ -256,13 +306,14 @@ def _primary(report: AccuracyReport, contestants: Sequence[Contestant], ref: Con
             v, t = _partner(c, ref, contestants, vision), _partner(c, ref, contestants, text)
             pair = next((p for p in report.pairs if p.vision == v and p.text == t), None)
             if pair is not None:
+                to_text, from_text = recall_keys(pair.modality)
                 if pair.zero_shot_top1 is not None:
                     figures["zero_shot_top1"] = pair.zero_shot_top1
                     figures["zero_shot_top5"] = pair.zero_shot_top5 or 0.0
                 for k, val in pair.image_to_text.items():
-                    figures[f"i2t_{k}"] = val
+                    figures[f"{to_text}_{k}"] = val
                 for k, val in pair.text_to_image.items():
-                    figures[f"t2i_{k}"] = val
+                    figures[f"{from_text}_{k}"] = val
         for cl in report.classifiers:
             if cl.artifact == c.label and cl.accuracy is not None:
                 figures.setdefault("accuracy", cl.accuracy)
@@ -284,7 +335,7 @@ def _partner(c: Contestant, ref: Contestant, contestants: Sequence[Contestant], 
 
 def headline_metric(figures: dict[str, float]) -> Optional[tuple[str, float]]:
     """The one number plots and summaries use: zero-shot top-1, else accuracy, else agreement."""
-    for key in ("zero_shot_top1", "accuracy", "top1_agreement", "i2t_R@1"):
+    for key in ("zero_shot_top1", "accuracy", "top1_agreement", "i2t_R@1", "a2t_R@1", "v2t_R@1"):
         if key in figures:
             return key, figures[key]
     return None
@@ -292,4 +343,5 @@ def headline_metric(figures: dict[str, float]) -> Optional[tuple[str, float]]:
 
 def gated_metrics(figures: dict[str, float]) -> list[str]:
     """Metrics the accuracy-drop gate checks (points of %, higher is better)."""
-    return [k for k in ("zero_shot_top1", "zero_shot_top5", "i2t_R@1", "t2i_R@1", "accuracy") if k in figures]
+    recalls = [f"{d}_R@1" for m in RECALL_PREFIX for d in recall_keys(m)]
+    return [k for k in ("zero_shot_top1", "zero_shot_top5", *recalls, "accuracy") if k in figures]

@@ -135,11 +135,13 @@ class ArtifactInfo(_Model):
 
 
 class PairResult(_Model):
-    """Dual-encoder task metrics with the image tower of ``vision`` and the text tower of ``text``."""
+    """Dual-encoder task metrics with the media (image / audio / video) tower of ``vision`` and the text tower
+    of ``text``; ``image_to_text`` / ``text_to_image`` hold media->text / text->media recall for any modality."""
 
     vision: str
     text: str
     cross: bool
+    modality: str = "image"
     zero_shot_top1: Optional[float] = None
     zero_shot_top5: Optional[float] = None
     image_to_text: dict[str, float] = Field(default_factory=dict)
@@ -171,6 +173,8 @@ class AccuracyReport(_Model):
     n_images: int
     n_captions: int
     n_classes: int
+    modality: Optional[str] = Field(None, description="media side of the dual pair: image, audio or video")
+    n_media: int = 0
     templates: list[str] = Field(default_factory=list)
     processor: Optional[str] = None
     seconds: float = 0.0

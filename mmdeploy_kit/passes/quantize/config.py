@@ -7,7 +7,8 @@ Budgets speak the benchmark harness's metrics::
     cosine_min>=0.98        worst sample
     max_abs_error<=0.05     worst element
     zero_shot_top1_drop<=1  dual encoders, labelled manifest: points of top-1 lost vs FP32 (also _top5_)
-    recall@1_drop<=2        dual encoders, captioned manifest: image->text and text->image R@1 (any k)
+    recall@1_drop<=2        dual encoders, captioned manifest: media->text and text->media R@1 (any k;
+                            per direction: i2t_/t2i_ for images, a2t_/t2a_ audio, v2t_/t2v_ video)
     accuracy_drop<=1        towers with a logits output, labelled manifest
 """
 
@@ -35,7 +36,7 @@ FP16_BLOCK_OPS = ("LayerNormalization", "SimplifiedLayerNormalization", "SkipLay
                   "Pow", "Sqrt", "Reciprocal", "Exp", "Log", "CumSum", "TopK", "ArgMax", "ArgMin",
                   "InstanceNormalization", "GroupNormalization", "BatchNormalization", "Range")
 TOWER_METRICS = {"cosine": ">=", "cosine_min": ">=", "max_abs_error": "<="}
-_TASK_RE = re.compile(r"^(zero_shot_top[15]|recall@\d+|i2t_R@\d+|t2i_R@\d+|accuracy)_drop$")
+_TASK_RE = re.compile(r"^(zero_shot_top[15]|recall@\d+|(?:[iav]2t|t2[iav])_R@\d+|accuracy)_drop$")
 _BUDGET_RE = re.compile(r"^\s*(?:(?P<tower>[A-Za-z_][\w.-]*):)?(?P<metric>[A-Za-z0-9_@]+)\s*"
                         r"(?P<op>>=|<=)\s*(?P<value>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
 

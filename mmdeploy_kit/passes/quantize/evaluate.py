@@ -131,9 +131,10 @@ class TaskEval:
         for key, ref in self.reference.items():
             if key in cand and key != "cosine_mean":
                 out[f"{key}_drop"] = round(ref - cand[key], 4)
-        ks = sorted({k.split("@")[1].removesuffix("_drop") for k in out if k.startswith(("i2t_R@", "t2i_R@"))})
+        dirs = ("i2t", "t2i", "a2t", "t2a", "v2t", "t2v")  # media->text / text->media per modality
+        ks = sorted({k.split("@")[1].removesuffix("_drop") for k in out if k.startswith(tuple(f"{d}_R@" for d in dirs))})
         for k in ks:  # recall@K_drop: the worse of both directions
-            out[f"recall@{k}_drop"] = max(out[f"{d}_R@{k}_drop"] for d in ("i2t", "t2i") if f"{d}_R@{k}_drop" in out)
+            out[f"recall@{k}_drop"] = max(out[f"{d}_R@{k}_drop"] for d in dirs if f"{d}_R@{k}_drop" in out)
         out["reference"] = {k: round(v, 4) for k, v in self.reference.items() if k != "cosine_mean"}
         out["quantized"] = {k: round(v, 4) for k, v in cand.items() if k != "cosine_mean"}
         return out
