@@ -222,13 +222,9 @@ def load_pruned_dir(directory: Path) -> Any:
     source = record.get("source", {})
     files = [directory / ARCH_RECORD_NAME, directory / WEIGHTS_NAME]
     if source.get("kind") == "hf":
-        from .hf import _dual_encoder_towers, _has_tokenizer, _single_tower
+        from .hf import _has_tokenizer, hf_model_towers
 
-        if hasattr(root, "get_image_features") and hasattr(root, "get_text_features"):
-            towers = _dual_encoder_towers(root, torch)
-        else:
-            t = _single_tower(root, torch)
-            towers = {t.name: t}
+        towers = hf_model_towers(root, directory, torch)
         return LoadedModel(source=str(directory), format="pruned", architecture=source.get("class") or "?",
                            towers=towers, root=root, hf_dir=directory, files=[directory / "config.json", *files],
                            details={"model_type": source.get("model_type", ""), "has_tokenizer": _has_tokenizer(directory),

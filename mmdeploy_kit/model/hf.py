@@ -1,23 +1,25 @@
 """Hugging Face directories (config.json + safetensors/bin), offline only.
 
-Dual encoders (anything with ``get_image_features`` and ``get_text_features``: CLIPModel, SiglipModel,
-VisionTextDualEncoderModel, ...) split into towers ``vision`` (pixel_values -> image_embeds) and
-``text`` (input_ids, attention_mask -> text_embeds); both embeddings are L2-normalised, as in
-``CLIPModel.forward``. Single-tower models get one tower named after their modality.
+Models with two or more ``get_<modality>_features`` methods (CLIP, SigLIP/SigLIP2, ChineseCLIP, AltCLIP, ALIGN,
+BLIP, FLAVA, OWL-ViT, GroupViT, MetaCLIP 2, CLAP, X-CLIP, VisionTextDualEncoder, ...) split into one tower per
+modality (``hf_towers``); single-tower encoders (ViT, DINOv2, ConvNeXt, BERT, RoBERTa, wav2vec2, HuBERT, the
+Whisper encoder, AST, ...) get one tower named after their modality. Inputs come from the model's signature,
+config and processor files (``hf_inputs``); anything the kit cannot describe is a one-line ``CheckpointError``
+/ ``SpecError`` (exit 2) with the ``--io SPEC.yaml`` hint.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from .._lazy import require
 from ..errors import CheckpointError
+from .hf_inputs import DEFAULT_MAX_BATCH, IO_HINT, modality_inputs, read_processor_files
 from .iospec import IOSpec
 from .safetensors_check import check_safetensors_file
 
-DEFAULT_MAX_BATCH = 32
 _WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json", "pytorch_model.bin.index.json")
 
 
@@ -61,121 +63,72 @@ def load_hf_directory(directory: Path, trust_remote_code: bool = False):
         cls = transformers.AutoModel
     try:
         model = cls.from_pretrained(str(directory), local_files_only=True, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError, ImportError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"could not load {directory} with {getattr(cls, '__name__', cls)}: {first}",
                               hint="check the checkpoint files are complete and match config.json") from None
     model.eval()
     model_type = cfg.get("model_type", "")
 
-    if hasattr(model, "get_image_features") and hasattr(model, "get_text_features"):
-        towers = _dual_encoder_towers(model, torch)
-    else:
-        towers = {t.name: t for t in [_single_tower(model, torch)]}
+    towers = hf_model_towers(model, directory, torch)
 
     files = [directory / "config.json", *weights]
     return LoadedModel(
         source=str(directory), format="hf", architecture=arch or model_type or type(model).__name__,
         towers=towers, root=model, hf_dir=directory, files=files,
         details={"model_type": model_type, "has_tokenizer": _has_tokenizer(directory),
-                 "has_image_processor": (directory / "preprocessor_config.json").exists()},
+                 "has_image_processor": (directory / "preprocessor_config.json").exists(),
+                 "has_processor": (directory / "preprocessor_config.json").exists()},
     )
+
+
+def hf_model_towers(model: Any, directory: Optional[Path], torch: Any) -> dict[str, Any]:
+    """Towers of a loaded HF model: one per feature method, else one for the whole encoder."""
+    from .hf_towers import feature_towers, is_feature_model
+
+    if is_feature_model(model):
+        return feature_towers(model, directory, torch)
+    t = _single_tower(model, directory, torch)
+    return {t.name: t}
 
 
 def _has_tokenizer(directory: Path) -> bool:
     return any((directory / n).exists() for n in ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model",
-                                                  "tokenizer.model"))
+                                                  "tokenizer.model", "sentencepiece.bpe.model"))
 
 
-def _sub_config(model: Any, name: str) -> Any:
-    return getattr(model.config, name, None) or model.config
+_PREFERRED_OUTPUTS = ("logits", "image_embeds", "text_embeds", "audio_embeds", "last_hidden_state", "pooler_output")
+# main input name -> (modality of its inputs, tower name)
+_MAIN_INPUTS = {"input_ids": ("text", "text"), "pixel_values": ("image", "vision"),
+                "input_values": ("audio", "audio"), "input_features": ("audio", "audio")}
 
 
-def _image_input(vcfg: Any) -> dict[str, Any]:
-    size = getattr(vcfg, "image_size", 224)
-    h, w = (size, size) if isinstance(size, int) else tuple(size)
-    return {"name": "pixel_values", "modality": "image", "dtype": "float32",
-            "shape": ["batch", getattr(vcfg, "num_channels", 3), h, w]}
-
-
-def _text_inputs(tcfg: Any) -> list[dict[str, Any]]:
-    return [
-        {"name": "input_ids", "modality": "text", "dtype": "int64", "shape": ["batch", "seq"],
-         "range": [0, int(getattr(tcfg, "vocab_size", 1000))]},
-        {"name": "attention_mask", "modality": "text", "dtype": "int64", "shape": ["batch", "seq"], "range": [1, 2]},
-    ]
-
-
-def _max_seq(tcfg: Any) -> int:
-    return int(getattr(tcfg, "max_position_embeddings", 512) or 512)
-
-
-def _dual_encoder_towers(model: Any, torch: Any) -> dict[str, Any]:
-    from .tower import Tower
-    from .torch_tower import TowerModule
-
-    F = torch.nn.functional
-    vcfg = _sub_config(model, "vision_config")
-    tcfg = _sub_config(model, "text_config")
-    vision_spec = IOSpec.model_validate({
-        "inputs": [_image_input(vcfg)], "outputs": ["image_embeds"], "dims": {"batch": [1, DEFAULT_MAX_BATCH]}})
-    text_spec = IOSpec.model_validate({
-        "inputs": _text_inputs(tcfg), "outputs": ["text_embeds"],
-        "dims": {"batch": [1, DEFAULT_MAX_BATCH], "seq": [1, _max_seq(tcfg)]}})
-
-    def image_embeds(pixel_values):
-        out = model.get_image_features(pixel_values=pixel_values)
-        out = out if isinstance(out, torch.Tensor) else out.pooler_output
-        return F.normalize(out, dim=-1)
-
-    def text_embeds(input_ids, attention_mask):
-        out = model.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
-        out = out if isinstance(out, torch.Tensor) else out.pooler_output
-        return F.normalize(out, dim=-1)
-
-    name = type(model).__name__
-    return {
-        "vision": Tower("vision", vision_spec, "torch",
-                        module=TowerModule(model, vision_spec, image_embeds, f"{name}.get_image_features").eval(),
-                        details={"parameters": _count_children(model, ("vision", "visual"))}),
-        "text": Tower("text", text_spec, "torch",
-                      module=TowerModule(model, text_spec, text_embeds, f"{name}.get_text_features").eval(),
-                      details={"parameters": _count_children(model, ("text",))}),
-    }
-
-
-def _count_children(model: Any, keys: tuple[str, ...]) -> int:
-    """Parameters of the top-level children whose name mentions one of ``keys`` (one tower's share)."""
-    return sum(p.numel() for n, child in model.named_children() if any(k in n for k in keys)
-               for p in child.parameters())
-
-
-_PREFERRED_OUTPUTS = ("logits", "image_embeds", "text_embeds", "last_hidden_state", "pooler_output")
-
-
-def _single_tower(model: Any, torch: Any):
+def _single_tower(model: Any, directory: Optional[Path], torch: Any):
     from .tower import Tower
     from .torch_tower import TowerModule
 
     main = getattr(model, "main_input_name", "input_ids")
-    cfg = model.config
-    if main == "input_ids":
-        name, inputs, dims = "text", _text_inputs(cfg), {"batch": [1, DEFAULT_MAX_BATCH], "seq": [1, _max_seq(cfg)]}
-    elif main == "pixel_values":
-        name, inputs, dims = "vision", [_image_input(cfg)], {"batch": [1, DEFAULT_MAX_BATCH]}
-    elif main == "input_values":
-        name, dims = "audio", {"batch": [1, DEFAULT_MAX_BATCH], "samples": [1600, 160000]}
-        inputs = [{"name": "input_values", "modality": "audio", "dtype": "float32", "shape": ["batch", "samples"]}]
-    else:
-        raise CheckpointError(f"{type(model).__name__} takes {main!r}, which mmdk cannot build an I/O spec for yet",
-                              hint="load it as a factory module with --io SPEC.yaml instead")
+    cls = type(model).__name__
+    if main not in _MAIN_INPUTS:
+        raise CheckpointError(f"{cls} takes {main!r}, which mmdk cannot build an I/O spec for yet", hint=IO_HINT)
+    modality, name = _MAIN_INPUTS[main]
+    # encoder-decoder checkpoints (Whisper, ...): the tower is the encoder, the part that embeds the input
+    module = model.get_encoder() if getattr(model.config, "is_encoder_decoder", False) and \
+        callable(getattr(model, "get_encoder", None)) else model
+    where = f"{cls}.encoder" if module is not model else cls
+    inputs, dims = modality_inputs(modality, module.forward, model.config, read_processor_files(directory), where)
     probe = IOSpec.model_validate({"inputs": inputs, "outputs": ["_probe"], "dims": dims})
-    feeds = probe.dummy_inputs({d: max(lo, 2) if d != "samples" else lo for d, (lo, _) in probe.dims.items()})
-    with torch.inference_mode():
-        result = model(**{k: torch.from_numpy(v) for k, v in feeds.items()})
-    outputs = [k for k in _PREFERRED_OUTPUTS if isinstance(result.get(k), torch.Tensor)]
+    feeds = probe.dummy_inputs({d: max(lo, 2) if d == "seq" else lo for d, (lo, _) in probe.dims.items()})
+    try:
+        with torch.inference_mode():
+            result = module(**{k: torch.from_numpy(v) for k, v in feeds.items()})
+    except Exception as exc:  # noqa: BLE001 - the model's forward can raise anything
+        first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+        raise CheckpointError(f"{where} does not run on the inputs mmdk built for it ({', '.join(probe.input_names)}): "
+                              f"{first[:200]}", hint=IO_HINT) from None
+    get = result.get if hasattr(result, "get") else (lambda k: None)
+    outputs = [k for k in _PREFERRED_OUTPUTS if isinstance(get(k), torch.Tensor)]
     if not outputs:
-        raise CheckpointError(f"{type(model).__name__} returned none of {list(_PREFERRED_OUTPUTS)}",
-                              hint="load it as a factory module with --io SPEC.yaml instead")
+        raise CheckpointError(f"{where} returned none of {list(_PREFERRED_OUTPUTS)}", hint=IO_HINT)
     spec = IOSpec.model_validate({"inputs": inputs, "outputs": outputs, "dims": dims})
-    return Tower(name, spec, "torch", module=TowerModule(model, spec, None, type(model).__name__).eval())
+    return Tower(name, spec, "torch", module=TowerModule(module, spec, None, where).eval())

@@ -22,7 +22,9 @@ def test_hf_dual_encoders_split_into_vision_and_text(request, fixture, arch):
     assert model.tower_names == ["vision", "text"]
     vision, text = model.towers["vision"], model.towers["text"]
     assert vision.spec.input_names == ["pixel_values"] and vision.spec.output_names == ["image_embeds"]
-    assert text.spec.input_names == ["input_ids", "attention_mask"] and text.spec.output_names == ["text_embeds"]
+    # BERT text towers (VisionTextDualEncoder) also take the token_type_ids their tokenizer produces
+    extra = ["token_type_ids"] if arch == "VisionTextDualEncoderModel" else []
+    assert text.spec.input_names == ["input_ids", "attention_mask", *extra] and text.spec.output_names == ["text_embeds"]
     assert text.spec.input("input_ids").range == (0, 99)
     out = vision.module.run_numpy(vision.spec.dummy_inputs({"batch": 2}))["image_embeds"]
     assert out.shape[0] == 2 and np.allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)

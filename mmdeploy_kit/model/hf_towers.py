@@ -1,0 +1,138 @@
+"""Towers of Hugging Face models by capability: every ``get_<modality>_features`` method is one tower.
+
+A model with ``get_image_features`` and ``get_text_features`` (CLIP, SigLIP, SigLIP2, ChineseCLIP, AltCLIP,
+ALIGN, BLIP, FLAVA, OWL-ViT, GroupViT, MetaCLIP 2, VisionTextDualEncoder, ...), ``get_audio_features``
+(CLAP) or ``get_video_features`` (X-CLIP) splits into towers ``vision`` / ``text`` / ``audio`` / ``video``.
+Inputs come from the method's signature, the modality's sub-config and the processor files
+(``hf_inputs``); the output is the method's embedding, pooled the way the family's own ``forward`` pools it
+when the method returns a sequence or a ``ModelOutput`` (transformers 5), and L2-normalised as in
+``CLIPModel.forward``.
+
+A few families ship a ``get_*_features`` that does not run in some transformers versions (ChineseCLIP's text
+method reads a pooler its text model does not have; X-CLIP's video method indexes a tuple as a ModelOutput):
+for those the tower runs the same computation as the family's ``forward``, from its submodules.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from ..errors import CheckpointError, MmdkError, SpecError
+from .hf_inputs import IO_HINT, modality_inputs, read_processor_files, sub_config
+from .iospec import IOSpec
+
+# (modality of get_<modality>_features, tower name, output name, top-level children that belong to the tower)
+MODALITIES = (
+    ("image", "vision", "image_embeds", ("vision", "visual", "image")),
+    ("text", "text", "text_embeds", ("text",)),
+    ("audio", "audio", "audio_embeds", ("audio",)),
+    ("video", "video", "video_embeds", ("vision", "visual", "mit", "prompts")),
+)
+
+
+def feature_modalities(model: Any) -> list[str]:
+    """The modalities ``model`` has a ``get_<modality>_features`` method for."""
+    return [m for m, *_ in MODALITIES if callable(getattr(model, f"get_{m}_features", None))]
+
+
+def is_feature_model(model: Any) -> bool:
+    """Two or more feature methods: a dual (or more) encoder, split into one tower per modality."""
+    return len(feature_modalities(model)) >= 2
+
+
+# ---- family computations where the method itself is broken -------------------------------------------------
+def _chinese_clip_text(model: Any, input_ids: Any, attention_mask: Any = None, token_type_ids: Any = None) -> Any:
+    """ChineseCLIPModel.forward: CLS token of the text model's last hidden state, then the projection."""
+    out = model.text_model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+    return model.text_projection(out[0][:, 0, :])
+
+
+def _xclip_video(model: Any, pixel_values: Any) -> Any:
+    """XCLIPModel.forward: per-frame CLS -> projection -> multi-frame integration transformer's pooled output."""
+    b, f, c, h, w = pixel_values.shape
+    frames = model.vision_model(pixel_values=pixel_values.reshape(-1, c, h, w))[1]
+    cls = model.visual_projection(frames).view(b, f, -1)
+    return model.mit(cls)[1]
+
+
+OVERRIDES: dict[tuple[str, str], Callable[..., Any]] = {
+    ("chinese_clip", "text"): _chinese_clip_text,
+    ("xclip", "video"): _xclip_video,
+}
+# families whose feature methods return per-token sequences, and how their forward pools them
+SEQUENCE_POOLING = {"flava": "cls"}
+
+
+def pool_features(out: Any, torch: Any, pooling: str = "cls") -> Any:
+    """One embedding per sample from what a feature method returned: a tensor, a ``ModelOutput`` (its
+    ``pooler_output``, else its first tensor) or a tuple; a per-token sequence is pooled (CLS or mean)."""
+    if not isinstance(out, torch.Tensor):
+        pooled = getattr(out, "pooler_output", None)
+        if isinstance(pooled, torch.Tensor):
+            out = pooled
+        else:
+            items = out.values() if hasattr(out, "values") else out
+            out = next((v for v in items if isinstance(v, torch.Tensor)), None)
+            if out is None:
+                raise SpecError("the feature method returned no tensor", hint=IO_HINT)
+    if out.dim() == 3:
+        out = out.mean(dim=1) if pooling == "mean" else out[:, 0]
+    return out
+
+
+def _embed_fn(model: Any, modality: str, model_type: str, torch: Any) -> Callable[..., Any]:
+    F = torch.nn.functional
+    override = OVERRIDES.get((model_type, modality))
+    method = getattr(model, f"get_{modality}_features")
+    pooling = SEQUENCE_POOLING.get(model_type, "cls")
+
+    def embed(**kwargs: Any) -> Any:
+        out = override(model, **kwargs) if override is not None else method(**kwargs)
+        return F.normalize(pool_features(out, torch, pooling), dim=-1)
+
+    return embed
+
+
+def count_children(model: Any, keys: tuple[str, ...]) -> int:
+    """Parameters of the top-level children whose name mentions one of ``keys`` (one tower's share)."""
+    return sum(p.numel() for n, child in model.named_children() if any(k in n for k in keys)
+               for p in child.parameters())
+
+
+def feature_towers(model: Any, directory: Optional[Path], torch: Any, probe: bool = True) -> dict[str, Any]:
+    """One tower per ``get_<modality>_features`` method of ``model`` (see the module docstring)."""
+    from .tower import Tower
+    from .torch_tower import TowerModule
+
+    proc = read_processor_files(directory)
+    model_type = str(getattr(model.config, "model_type", "") or "")
+    cls = type(model).__name__
+    have = set(feature_modalities(model))
+    towers: dict[str, Any] = {}
+    for modality, name, output, keys in MODALITIES:
+        if modality not in have:
+            continue
+        where = f"{cls}.get_{modality}_features"
+        inputs, dims = modality_inputs(modality, getattr(model, f"get_{modality}_features"),
+                                       sub_config(model.config, modality), proc, where)
+        spec = IOSpec.model_validate({"inputs": inputs, "outputs": [output], "dims": dims})
+        module = TowerModule(model, spec, _embed_fn(model, modality, model_type, torch), where).eval()
+        towers[name] = Tower(name, spec, "torch", module=module,
+                             details={"parameters": count_children(model, keys), "method": where})
+    if probe:
+        for tower in towers.values():
+            probe_tower(tower, cls)
+    return towers
+
+
+def probe_tower(tower: Any, cls: str) -> None:
+    """Run the tower once at its smallest shapes (batch 1, two tokens): a family whose inputs the kit got
+    wrong fails here, at load, as a one-line error naming the tower instead of deep inside an export."""
+    spec = tower.spec
+    sizes = {d: max(lo, min(hi, 2)) if d != "batch" else lo for d, (lo, hi) in spec.dims.items()}
+    try:
+        tower.module.run_numpy(spec.dummy_inputs(sizes))
+    except MmdkError as exc:
+        raise CheckpointError(f"{cls}: tower {tower.name!r} does not run on the inputs mmdk built for it "
+                              f"({', '.join(spec.input_names)}): {exc.message}", hint=IO_HINT) from None
