@@ -105,8 +105,9 @@ def _print_bench(r: Any) -> None:
     if r.accuracy is not None:
         for p in r.accuracy.pairs:
             zs = f"zero-shot top-1 {p.zero_shot_top1:.2f} top-5 {p.zero_shot_top5:.2f}" if p.zero_shot_top1 is not None else ""
-            rec = " ".join(f"i2t {k} {v:.1f}" for k, v in p.image_to_text.items())
-            typer.echo(f"  image:{p.vision} + text:{p.text}{' (cross)' if p.cross else ''}: {zs} {rec}".rstrip())
+            to_text = {"image": "i2t", "audio": "a2t", "video": "v2t"}.get(p.modality, "i2t")
+            rec = " ".join(f"{to_text} {k} {v:.1f}" for k, v in p.image_to_text.items())
+            typer.echo(f"  {p.modality}:{p.vision} + text:{p.text}{' (cross)' if p.cross else ''}: {zs} {rec}".rstrip())
         for d in r.accuracy.drift:
             typer.echo(f"  drift {d.artifact}/{d.tower}/{d.output}: cosine mean {d.cosine_mean:.6f} min {d.cosine_min:.6f}")
         for label, fig in r.accuracy.primary.items():

@@ -8,9 +8,9 @@ from typing import Any, Optional, Sequence
 
 from ..accuracy import headline_metric
 from ..schema import BenchReport, LatencyResult
-from .markdown import (CLASSIFIER_HEADERS, DRIFT_HEADERS, GATE_HEADERS, PAIR_HEADERS, SUMMARY_HEADERS, _f,
+from .markdown import (CLASSIFIER_HEADERS, DRIFT_HEADERS, GATE_HEADERS, SUMMARY_HEADERS, _f,
                        classifier_rows, confidence_pct, drift_rows, environment_rows, fmt_bytes, fmt_speedup,
-                       gate_rows, gate_status, pair_rows, run_note, summary_rows)
+                       gate_rows, gate_status, pair_headers, pair_rows, run_note, summary_rows)
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f")
 CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;
@@ -192,7 +192,7 @@ def render_html(report: BenchReport) -> str:
                  f'<p class="note">{a.n_samples} samples from {esc(a.data)}; {a.n_classes} classes; templates '
                  f"{esc(', '.join(a.templates) or '-')}</p>"]
         if a.pairs:
-            body.append(html_table(PAIR_HEADERS, pair_rows(a)))
+            body.append(html_table(pair_headers(a), pair_rows(a)))
         if a.drift:
             body.append(html_table(DRIFT_HEADERS, drift_rows(a)))
         if a.classifiers:

@@ -77,6 +77,15 @@ GATE_HEADERS = ["status", "gate", "detail"]
 _RECALL_KS = ("R@1", "R@5", "R@10")
 
 
+def pair_headers(a: AccuracyReport) -> list[str]:
+    """PAIR_HEADERS named for the pair's media (audio / video towers: "a→t" / "v→t" recall)."""
+    mod = a.modality or "image"
+    if mod == "image":
+        return PAIR_HEADERS
+    m = mod[0]
+    return [f"{mod} tower", *[h.replace("i→t", f"{m}→t").replace("t→i", f"t→{m}") for h in PAIR_HEADERS[1:]]]
+
+
 def pair_rows(a: AccuracyReport) -> list[list[Any]]:
     return [[p.vision, p.text, "cross" if p.cross else "native", _f(p.zero_shot_top1), _f(p.zero_shot_top5),
              *[_f(p.image_to_text.get(k)) for k in _RECALL_KS], *[_f(p.text_to_image.get(k)) for k in _RECALL_KS]]
@@ -186,13 +195,19 @@ def _accuracy_md(r: BenchReport) -> list[str]:
     a = r.accuracy
     assert a is not None
     out = ["## Task accuracy",
-           f"{a.n_samples} samples from `{a.data}` ({a.n_images} images, {a.n_captions} captions, {a.n_classes} "
+           f"{a.n_samples} samples from `{a.data}` ({_media_count(a)}, {a.n_captions} captions, {a.n_classes} "
            f"classes); same preprocessed inputs for every artifact" +
            (f"; templates: {', '.join(repr(t) for t in a.templates)}" if a.templates else "") + "."]
     if a.pairs:
-        out.append(table(PAIR_HEADERS, pair_rows(a)))
+        out.append(table(pair_headers(a), pair_rows(a)))
     if a.drift:
         out += [f"Drift vs {r.baseline}:", table(DRIFT_HEADERS, drift_rows(a))]
     if a.classifiers:
         out.append(table(CLASSIFIER_HEADERS, classifier_rows(a)))
     return out
+
+
+def _media_count(a: AccuracyReport) -> str:
+    if a.modality in (None, "image"):
+        return f"{a.n_images} images"
+    return f"{a.n_media} {a.modality} clips"
