@@ -41,20 +41,17 @@ class Contestant:
 
 
 def tower_roles(specs: dict[str, IOSpec]) -> tuple[Optional[str], Optional[str]]:
-    """(image tower, text tower) of a dual encoder, or (None, None)."""
-    image = [n for n, s in specs.items() if s.modalities == ["image"]]
-    text = [n for n, s in specs.items() if s.modalities == ["text"]]
-    if len(image) == 1 and len(text) == 1:
-        return image[0], text[0]
-    return None, None
+    """(media tower, text tower) of a dual encoder - image-text, else audio- or video-text - or (None, None)."""
+    media, text, _ = dual_roles(specs)
+    return media, text
 
 
 def dual_roles(specs: dict[str, IOSpec]) -> tuple[Optional[str], Optional[str], Optional[str]]:
     """(media tower, text tower, modality) of a dual encoder: image-text first, else audio- or video-text."""
-    image, text = tower_roles(specs)
-    if image and text:
-        return image, text, "image"
+    image = [n for n, s in specs.items() if s.modalities == ["image"]]
     text_towers = [n for n, s in specs.items() if s.modalities == ["text"]]
+    if len(image) == 1 and len(text_towers) == 1:
+        return image[0], text_towers[0], "image"
     for kind in ("audio", "video"):
         media = [n for n, s in specs.items() if tower_medium(s) == kind]
         if len(media) == 1 and len(text_towers) == 1:
@@ -165,8 +162,16 @@ class _Inputs:
     def row_feeds(self, spec: IOSpec, rows: Sequence[int]) -> dict[str, np.ndarray]:
         """Feeds for a multi-modal tower on ``rows`` (each row has every modality the tower takes)."""
         feeds: dict[str, np.ndarray] = {}
+        media: dict[str, dict[str, np.ndarray]] = {}
         for i in spec.inputs:
-            if i.modality == "image":
+            if i.modality in ("audio", "video"):
+                if i.modality not in media:  # every input of that modality at once (CLAP: features + is_longer)
+                    sub = IOSpec(inputs=tuple(x for x in spec.inputs if x.modality == i.modality),
+                                 outputs=spec.outputs, dims=spec.dims)
+                    paths = [getattr(self.samples[r], i.modality) for r in rows]
+                    media[i.modality] = media_feeds(i.modality, self.proc_dir, sub)(paths)
+                feeds[i.name] = media[i.modality][i.name]
+            elif i.modality == "image":
                 pos = {r: k for k, r in enumerate(self.image_rows)}
                 feeds[i.name] = self.images(spec, i.name)[[pos[r] for r in rows]]
             elif i.modality == "text":
@@ -237,9 +242,8 @@ def _first(outs: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def _rows_with(inp: _Inputs, spec: IOSpec) -> list[int]:
-    need = set(spec.modalities)
-    rows = [i for i, s in enumerate(inp.samples)
-            if ("image" not in need or s.image is not None) and ("text" not in need or s.text)]
+    need = set(spec.modalities) - {"generic"}
+    rows = [i for i, s in enumerate(inp.samples) if all(getattr(s, m, None) not in (None, "") for m in need)]
     if not rows:
         raise DataError(f"no manifest row has every input this tower needs ({', '.join(sorted(need))})")
     return rows

@@ -51,12 +51,11 @@ def prepare_data(samples: Sequence[Sample], towers: dict[str, Tower], proc_dir: 
     """Preprocess manifest rows with the teacher's processor into inputs for every tower in ``towers``."""
     inp = _Inputs(samples, proc_dir, templates=())
     need = {m for t in towers.values() for m in t.spec.modalities}
-    unsupported = need - {"image", "text"}
+    unsupported = need - {"image", "text", "audio", "video"}
     if unsupported:
         raise DataError(f"distillation cannot build {sorted(unsupported)[0]} inputs from a manifest yet",
-                        hint="distill towers that take images and/or text")
-    rows = [i for i, s in enumerate(inp.samples)
-            if ("image" not in need or s.image is not None) and ("text" not in need or s.text)]
+                        hint="distill towers that take images, text, audio and/or video")
+    rows = [i for i, s in enumerate(inp.samples) if all(getattr(s, m, None) not in (None, "") for m in need)]
     if not rows:
         raise DataError(f"no training row has every input the towers need ({', '.join(sorted(need))})")
     feeds = {name: {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in inp.row_feeds(t.spec, rows).items()}
@@ -155,7 +154,8 @@ class DistillObjective(nn.Module):
             raise UserInputError("every loss weight is 0", hint="e.g. --loss feature=1,affinity=1,contrastive=0.5")
         sim = [k for k in L.SIMILARITY_LOSSES if k in self.weights]
         if sim and not (self.vision and self.text):
-            raise UserInputError(f"the {sim[0]} loss needs a dual encoder (one image tower and one text tower)",
+            raise UserInputError(f"the {sim[0]} loss needs a dual encoder (one image, audio or video tower and one "
+                                 "text tower)",
                                  hint="use --loss logits=1,label=1 for classifiers, or feature=1")
         if sim and not ({self.vision, self.text} & set(self.train_towers)):
             raise UserInputError(f"the {sim[0]} loss needs the image or the text tower among the trained towers")

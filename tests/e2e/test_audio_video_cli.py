@@ -112,6 +112,17 @@ def test_clap_synth_export_int8_bench(tmp_path, mmdk):
     assert "| audio tower |" in md and "a→t R@1" in md and "18 audio clips" in md
 
 
+def test_clap_distill_reads_audio_rows(tmp_path, mmdk):
+    """Distillation builds audio feeds too: dual-encoder losses, audio zero-shot / recall on --val."""
+    ckpt = build_tiny_clap(tmp_path / "clap")
+    data = tmp_path / "data"
+    _ok(mmdk("data", "synth", "--modality", "audio", "-o", data, "--n-train", 16, "--n-val", 12))
+    r = mmdk("distill", ckpt, "--teacher", ckpt, "--data", data / "train.jsonl", "--val", data / "val.jsonl",
+             "--steps", 2, "--batch", 8, "-o", tmp_path / "dist")
+    _ok(r)
+    assert "a2t_R@1" in r.out and "affinity" in r.out and "zero_shot_top1" in r.out
+
+
 def test_xclip_video_synth_export_int8_bench(tmp_path, mmdk):
     ckpt = build_tiny_xclip(tmp_path / "xclip")
     data = tmp_path / "data"
