@@ -83,7 +83,8 @@ class AudioFeaturizer:
                 raise DataError(f"cannot load the feature extractor in {directory}: "
                                 f"{str(exc).splitlines()[0][:200]}", hint="check preprocessor_config.json") from None
         if self.extractor is None:
-            if self.kind != "ClapFeatureExtractor" and "input_values" not in spec.input_names:
+            raw = "input_values" in spec.input_names and len(spec.input("input_values").shape) == 2
+            if self.kind != "ClapFeatureExtractor" and not raw:
                 raise DataError(f"cannot build audio features with {self.kind or 'an unnamed feature extractor'} "
                                 "without transformers (and torch where it needs it)",
                                 hint="pip install transformers torch, or pass --calib-data as an .npz of features")
