@@ -178,3 +178,25 @@ def test_video_feeds(tmp_path, video_set, processor):
     assert x.shape == (2, 2, 3, 32, 32) and x.dtype == np.float32 and np.isfinite(x).all()
     # frames differ over time (the shapes move) and the processor normalised them
     assert np.abs(x[:, 0] - x[:, 1]).max() > 0.1 and -3 < float(x.mean()) < 3
+
+
+def test_clap_feeds_without_torch_installed(clap_dir, audio_set, tmp_path):
+    """The ONNX path runs where torch is absent: a process that cannot import torch gets the same features."""
+    import subprocess
+    import sys
+
+    paths = sorted((audio_set / "audio").glob("*.wav"))[:2]
+    np.save(tmp_path / "ref.npy", pm.AudioFeaturizer(clap_dir, CLAP_SPEC)(paths)["input_features"])
+    code = (
+        "import sys; sys.modules['torch'] = None; sys.modules['torchaudio'] = None\n"
+        "import numpy as np\n"
+        "from mmdeploy_kit.runtime.preprocess_media import AudioFeaturizer\n"
+        "from mmdeploy_kit.model.iospec import IOSpec\n"
+        f"spec = IOSpec.model_validate({CLAP_SPEC.to_dict()!r})\n"
+        f"fz = AudioFeaturizer(__import__('pathlib').Path({str(clap_dir)!r}), spec)\n"
+        f"x = fz([{', '.join(repr(str(p)) for p in paths)}])['input_features']\n"
+        f"np.testing.assert_allclose(x, np.load({str(tmp_path / 'ref.npy')!r}), rtol=1e-5, atol=1e-3)\n"
+        "assert 'numpy' in fz.how and sys.modules['torch'] is None\n"
+        "print('ok')\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]
