@@ -50,11 +50,18 @@ def _pruned_attention_forward(self: Any, hidden_states: Any, attention_mask: Any
     mask = attention_mask
     if causal_attention_mask is not None:
         mask = causal_attention_mask if mask is None else mask + causal_attention_mask
-    impl = getattr(self.config, "_attn_implementation", "eager")
-    fn = (getattr(sys.modules[type(self).__mro__[1].__module__], "eager_attention_forward")
-          if impl in (None, "eager") else ALL_ATTENTION_FUNCTIONS[impl])
-    out, weights = fn(self, q, k, v, mask, is_causal=getattr(self, "is_causal", False), scaling=self.scale,
-                      dropout=0.0 if not self.training else self.dropout, output_attentions=output_attentions)
+    impl = getattr(getattr(self, "config", None), "_attn_implementation", "eager")
+    fn = (getattr(sys.modules[type(self).__mro__[1].__module__], "eager_attention_forward", None)
+          if impl in (None, "eager") else ALL_ATTENTION_FUNCTIONS.get(impl))
+    scale = getattr(self, "scale", None) or getattr(self, "scaling", None) or self.head_dim ** -0.5
+    dropout = float(getattr(self, "dropout", 0.0) or 0.0) if self.training else 0.0
+    if fn is None:  # families with their attention written inline (OWL-ViT, GroupViT, ...): the same maths
+        w = (q @ k.transpose(-1, -2)) * scale
+        w = (w + mask if mask is not None else w).softmax(dim=-1)
+        out, weights = (w @ v).transpose(1, 2), w
+    else:
+        out, weights = fn(self, q, k, v, mask, is_causal=getattr(self, "is_causal", False), scaling=scale,
+                          dropout=dropout, output_attentions=output_attentions)
     out = self.out_proj(out.reshape(b, s, -1).contiguous())
     return out, (weights if output_attentions else None)
 
