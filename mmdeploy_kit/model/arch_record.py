@@ -53,7 +53,11 @@ def _pruned_attention_forward(self: Any, hidden_states: Any, attention_mask: Any
     impl = getattr(self.config, "_attn_implementation", "eager")
     fn = (getattr(sys.modules[type(self).__mro__[1].__module__], "eager_attention_forward")
           if impl in (None, "eager") else ALL_ATTENTION_FUNCTIONS[impl])
-    out, weights = fn(self, q, k, v, mask, is_causal=getattr(self, "is_causal", False), scaling=self.scale,
+    # transformers 5 passes ``is_causal=True`` from the text transformer (its mask may then be None: SDPA
+    # applies causality itself); 4.x sets causality through ``causal_attention_mask`` / ``self.is_causal``
+    is_causal = kwargs.get("is_causal")
+    is_causal = getattr(self, "is_causal", False) if is_causal is None else is_causal
+    out, weights = fn(self, q, k, v, mask, is_causal=is_causal, scaling=self.scale,
                       dropout=0.0 if not self.training else self.dropout, output_attentions=output_attentions)
     out = self.out_proj(out.reshape(b, s, -1).contiguous())
     return out, (weights if output_attentions else None)
@@ -83,7 +87,7 @@ PATCHES = {"pruned_attention": patch_pruned_attention}
 def _scalar_attrs(module: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in vars(module).items():
-        if k in _SKIP_ATTRS or k.startswith("__"):
+        if k in _SKIP_ATTRS or k.startswith("_"):  # private: loader state (transformers 5: _weight_conversions)
             continue
         if isinstance(v, _SCALARS) or (isinstance(v, (tuple, list)) and all(isinstance(x, _SCALARS) for x in v)):
             out[k] = list(v) if isinstance(v, (tuple, list)) else v
