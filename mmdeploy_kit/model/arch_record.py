@@ -69,7 +69,21 @@ def _pruned_attention_forward(self: Any, hidden_states: Any, attention_mask: Any
         out, weights = fn(self, q, k, v, mask, is_causal=is_causal, scaling=scale,
                           dropout=dropout, output_attentions=output_attentions)
     out = self.out_proj(out.reshape(b, s, -1).contiguous())
-    return out, (weights if output_attentions else None)
+    extra = (None,) * (getattr(self, "_mmdk_return_arity", 2) - 2)  # 4.x wav2vec2 / HuBERT also return a cache
+    return (out, (weights if output_attentions else None), *extra)
+
+
+def _return_arity(fn: Any) -> int:
+    """How many values the stock attention forward returns (its last ``return a, b[, c]``); 2 when unknown."""
+    import inspect
+    import re
+
+    try:
+        src = inspect.getsource(fn)
+    except (OSError, TypeError):
+        return 2
+    returns = re.findall(r"^\s*return ([^()\n]+)$", src, re.M)
+    return max(2, returns[-1].count(",") + 1) if returns else 2
 
 
 def torch_causal_bias(w: Any) -> Any:
@@ -89,8 +103,8 @@ def patch_pruned_attention(module: Any) -> None:
         return
     sub = _PATCH_CLASSES.get(cls)
     if sub is None:
-        sub = type(f"Pruned{cls.__name__}", (cls,), {"forward": _pruned_attention_forward,
-                                                      "__module__": __name__})
+        sub = type(f"Pruned{cls.__name__}", (cls,), {"forward": _pruned_attention_forward, "__module__": __name__,
+                                                      "_mmdk_return_arity": _return_arity(cls.forward)})
         _PATCH_CLASSES[cls] = sub
     module.__class__ = sub
 
