@@ -35,6 +35,7 @@ from .artifacts import atomic_output_dir, default_cache_dir, package_versions
 from .runtime.metrics import l2_normalize, recall_at_k, zero_shot_topk
 from .data.manifest import CLIP_MEAN, CLIP_STD, Sample, class_names, label_indices, load_images, load_manifest, tokenize
 from .errors import MissingBackendError, MmdkError, UserInputError
+from .model.hf_compat import feature_tensor
 
 RECIPE_VERSION = 1
 DEMO_FILE = "mmdk_demo.json"
@@ -104,7 +105,7 @@ def _embed_images(model, pixel_values: np.ndarray, batch_size: int) -> np.ndarra
     with torch.no_grad():
         for i in range(0, len(pixel_values), batch_size):
             x = torch.from_numpy(pixel_values[i:i + batch_size])
-            out.append(model.get_image_features(pixel_values=x).float().numpy())
+            out.append(feature_tensor(model.get_image_features(pixel_values=x)).float().numpy())
     return np.concatenate(out)
 
 
@@ -117,7 +118,7 @@ def _embed_texts(model, tokenizer, texts: Sequence[str], batch_size: int, max_le
             enc = tokenize(texts[i:i + batch_size], tokenizer, max_length=max_length, pad_to_max=False)
             feats = model.get_text_features(input_ids=torch.from_numpy(enc["input_ids"]),
                                             attention_mask=torch.from_numpy(enc["attention_mask"]))
-            out.append(feats.float().numpy())
+            out.append(feature_tensor(feats).float().numpy())
     return np.concatenate(out)
 
 
@@ -312,11 +313,11 @@ def _train(model, groups, frozen, pixel_values: np.ndarray, texts: Sequence[str]
                 x[sel] = _dihedral(x[sel], v)
         m_b = mask[view, idx]
         length = int(m_b.sum(dim=1).max())
-        img = F.normalize(model.get_image_features(pixel_values=x), dim=-1)
+        img = F.normalize(feature_tensor(model.get_image_features(pixel_values=x)), dim=-1)
         if cls_cache is not None:  # == get_text_features with the frozen encoder, minus its recomputation
             txt = model.text_projection(model.text_model.pooler(cls_cache[cls_index[view, idx]][:, None, :]))
         else:
-            txt = model.get_text_features(input_ids=ids[view, idx, :length], attention_mask=m_b[:, :length])
+            txt = feature_tensor(model.get_text_features(input_ids=ids[view, idx, :length], attention_mask=m_b[:, :length]))
         txt = F.normalize(txt, dim=-1)
         logits = model.logit_scale.exp() * img @ txt.T
         target = torch.eye(len(idx))

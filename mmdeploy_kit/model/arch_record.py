@@ -50,13 +50,46 @@ def _pruned_attention_forward(self: Any, hidden_states: Any, attention_mask: Any
     mask = attention_mask
     if causal_attention_mask is not None:
         mask = causal_attention_mask if mask is None else mask + causal_attention_mask
-    impl = getattr(self.config, "_attn_implementation", "eager")
-    fn = (getattr(sys.modules[type(self).__mro__[1].__module__], "eager_attention_forward")
-          if impl in (None, "eager") else ALL_ATTENTION_FUNCTIONS[impl])
-    out, weights = fn(self, q, k, v, mask, is_causal=getattr(self, "is_causal", False), scaling=self.scale,
-                      dropout=0.0 if not self.training else self.dropout, output_attentions=output_attentions)
+    impl = getattr(getattr(self, "config", None), "_attn_implementation", "eager")
+    fn = (getattr(sys.modules[type(self).__mro__[1].__module__], "eager_attention_forward", None)
+          if impl in (None, "eager") else ALL_ATTENTION_FUNCTIONS.get(impl))
+    scale = getattr(self, "scale", None) or getattr(self, "scaling", None) or self.head_dim ** -0.5
+    dropout = float(getattr(self, "dropout", 0.0) or 0.0) if self.training else 0.0
+    # transformers 5 passes ``is_causal=True`` from the text transformer (its mask may then be None: SDPA
+    # applies causality itself); 4.x sets causality through ``causal_attention_mask`` / ``self.is_causal``
+    is_causal = kwargs.get("is_causal")
+    is_causal = getattr(self, "is_causal", False) if is_causal is None else is_causal
+    if fn is None:  # families with their attention written inline (OWL-ViT, GroupViT, ...): the same maths
+        w = (q @ k.transpose(-1, -2)) * scale
+        if is_causal and mask is None:
+            w = w + torch_causal_bias(w)
+        w = (w + mask if mask is not None else w).softmax(dim=-1)
+        out, weights = (w @ v).transpose(1, 2), w
+    else:
+        out, weights = fn(self, q, k, v, mask, is_causal=is_causal, scaling=scale,
+                          dropout=dropout, output_attentions=output_attentions)
     out = self.out_proj(out.reshape(b, s, -1).contiguous())
-    return out, (weights if output_attentions else None)
+    extra = (None,) * (getattr(self, "_mmdk_return_arity", 2) - 2)  # 4.x wav2vec2 / HuBERT also return a cache
+    return (out, (weights if output_attentions else None), *extra)
+
+
+def _return_arity(fn: Any) -> int:
+    """How many values the stock attention forward returns (its last ``return a, b[, c]``); 2 when unknown."""
+    import inspect
+    import re
+
+    try:
+        src = inspect.getsource(fn)
+    except (OSError, TypeError):
+        return 2
+    returns = re.findall(r"^\s*return ([^()\n]+)$", src, re.M)
+    return max(2, returns[-1].count(",") + 1) if returns else 2
+
+
+def torch_causal_bias(w: Any) -> Any:
+    """An additive causal mask (0 on and below the diagonal, -inf above) shaped like attention scores ``w``."""
+    s = w.shape[-1]
+    return w.new_full((s, s), float("-inf")).triu(1)
 
 
 _PATCH_CLASSES: dict[type, type] = {}
@@ -70,8 +103,8 @@ def patch_pruned_attention(module: Any) -> None:
         return
     sub = _PATCH_CLASSES.get(cls)
     if sub is None:
-        sub = type(f"Pruned{cls.__name__}", (cls,), {"forward": _pruned_attention_forward,
-                                                      "__module__": __name__})
+        sub = type(f"Pruned{cls.__name__}", (cls,), {"forward": _pruned_attention_forward, "__module__": __name__,
+                                                      "_mmdk_return_arity": _return_arity(cls.forward)})
         _PATCH_CLASSES[cls] = sub
     module.__class__ = sub
 
@@ -83,7 +116,7 @@ PATCHES = {"pruned_attention": patch_pruned_attention}
 def _scalar_attrs(module: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in vars(module).items():
-        if k in _SKIP_ATTRS or k.startswith("__"):
+        if k in _SKIP_ATTRS or k.startswith("_"):  # private: loader state (transformers 5: _weight_conversions)
             continue
         if isinstance(v, _SCALARS) or (isinstance(v, (tuple, list)) and all(isinstance(x, _SCALARS) for x in v)):
             out[k] = list(v) if isinstance(v, (tuple, list)) else v

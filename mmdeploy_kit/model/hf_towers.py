@@ -56,6 +56,34 @@ def _xclip_video(model: Any, pixel_values: Any) -> Any:
     return model.mit(cls)[1]
 
 
+def fix_naflex_grid(model: Any, spec: IOSpec, torch: Any) -> None:
+    """SigLIP2 (NaFlex) resizes its position table per sample to ``spatial_shapes`` with an antialiased bilinear
+    interpolation: data-dependent sizes no ONNX exporter takes. The tower's I/O spec fixes the patch grid
+    (``spatial_shapes`` range: one square grid of ``max_num_patches``), so while exporting, the resized table for
+    that grid is a constant; in eager mode the family's own code runs for any grid."""
+    if "spatial_shapes" not in spec.input_names:
+        return
+    g = int(spec.input("spatial_shapes").range[0])
+    n = int(spec.input("pixel_values").shape[1])
+    for emb in model.modules():
+        orig = getattr(emb, "resize_positional_embeddings", None)
+        if orig is None or getattr(orig, "_mmdk_fixed", False):
+            continue
+
+        def resize(positional_embeddings: Any, spatial_shapes: Any, max_length: int, _orig: Any = orig,
+                   _cache: dict = {}) -> Any:  # noqa: B006 - the per-module table, refreshed by every eager call
+            exporting = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
+            if not exporting or "table" not in _cache:
+                with torch.no_grad():
+                    _cache["table"] = _orig(positional_embeddings.detach(), torch.tensor([[g, g]]), n).detach()
+            if not exporting:
+                return _orig(positional_embeddings, spatial_shapes, max_length)
+            return _cache["table"].expand(spatial_shapes.shape[0], -1, -1)
+
+        resize._mmdk_fixed = True  # type: ignore[attr-defined]
+        emb.resize_positional_embeddings = resize
+
+
 OVERRIDES: dict[tuple[str, str], Callable[..., Any]] = {
     ("chinese_clip", "text"): _chinese_clip_text,
     ("xclip", "video"): _xclip_video,
@@ -117,6 +145,8 @@ def feature_towers(model: Any, directory: Optional[Path], torch: Any, probe: boo
         inputs, dims = modality_inputs(modality, getattr(model, f"get_{modality}_features"),
                                        sub_config(model.config, modality), proc, where)
         spec = IOSpec.model_validate({"inputs": inputs, "outputs": [output], "dims": dims})
+        if modality == "image":
+            fix_naflex_grid(model, spec, torch)
         module = TowerModule(model, spec, _embed_fn(model, modality, model_type, torch), where).eval()
         towers[name] = Tower(name, spec, "torch", module=module,
                              details={"parameters": count_children(model, keys), "method": where})

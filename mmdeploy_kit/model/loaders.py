@@ -1,6 +1,7 @@
 """``load(MODEL)``: one entry point for every checkpoint format mmdk accepts.
 
 - HF directory (config.json + safetensors/bin)          -> hf.load_hf_directory
+- open_clip directory (open_clip_config.json + weights)  -> open_clip.load_open_clip_directory (as HF CLIP)
 - ``file.py:factory`` / ``pkg.module:factory``          -> factory + ``--weights`` + ``--io``
 - TorchScript (``.ts``, or a scripted ``.pt``)          -> torch.jit.load + ``--io``
 - ``torch.export`` program (``.pt2``)                   -> torch.export.load + ``--io``
@@ -43,8 +44,12 @@ def load(source: str | Path, weights: Optional[str | Path] = None, io: Optional[
             from .hf import load_hf_directory
 
             return load_hf_directory(path, trust_remote_code=trust_remote_code)
-        raise CheckpointError(f"{path} is a directory without config.json or {MANIFEST_NAME}",
-                              hint="point at a Hugging Face model directory or an mmdk output directory")
+        from .open_clip import is_open_clip_dir, load_open_clip_directory
+
+        if is_open_clip_dir(path):  # open_clip_config.json + open_clip_model.safetensors (the Hub format)
+            return load_open_clip_directory(path)
+        raise CheckpointError(f"{path} is a directory without config.json, open_clip_config.json or {MANIFEST_NAME}",
+                              hint="point at a Hugging Face or open_clip model directory or an mmdk output directory")
     if path.is_file():
         suffix = path.suffix.lower()
         if suffix == ".onnx":

@@ -63,6 +63,13 @@ def load_tokenizer(directory: Optional[Path]) -> Tokenizer:
     if directory is None:
         raise DataError("text towers need a tokenizer, but none was found next to the models",
                         hint="pass --processor HF_DIR (the checkpoint directory with the tokenizer files)")
+    from ..model.open_clip import tokenizer_missing
+
+    oc = tokenizer_missing(directory)
+    if oc is not None:
+        raise DataError(f"open_clip checkpoint {oc} has no tokenizer files beside it (tokenizer.json, or vocab.json + "
+                        "merges.txt)", hint="pass --processor DIR with its tokenizer files (the standard CLIP BPE: any "
+                                            "HF CLIP checkpoint's), or copy them next to open_clip_config.json")
     if available("transformers"):
         _quiet_transformers()
         from transformers import AutoTokenizer

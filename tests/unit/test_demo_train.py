@@ -13,6 +13,7 @@ from mmdeploy_kit.data.manifest import load_images, load_manifest, tokenize  # n
 from mmdeploy_kit.demo_checkpoint import (RECIPES, DEFAULT_TEMPLATES, DEMO_FILE, DemoResult, evaluate_dual_encoder,  # noqa: E402
                                train_demo_checkpoint)
 from mmdeploy_kit.errors import MissingBackendError, UserInputError  # noqa: E402
+from mmdeploy_kit.model.hf_compat import feature_tensor  # noqa: E402
 
 
 def test_smoke_train_save_reload_and_cache(small_data, cache):
@@ -42,9 +43,9 @@ def test_smoke_train_save_reload_and_cache(small_data, cache):
     assert first_eos.tolist() == [enc["attention_mask"][i].sum() - 1 for i in range(2)]
     # padding to a fixed length does not change the pooled text embedding
     with torch.no_grad():
-        fixed = model.get_text_features(**{k: torch.from_numpy(v) for k, v in enc.items()})
+        fixed = feature_tensor(model.get_text_features(**{k: torch.from_numpy(v) for k, v in enc.items()}))
         short = tokenize(["a photo of a red circle."], tok, max_length=32, pad_to_max=False)
-        alone = model.get_text_features(**{k: torch.from_numpy(v) for k, v in short.items()})
+        alone = feature_tensor(model.get_text_features(**{k: torch.from_numpy(v) for k, v in short.items()}))
     torch.testing.assert_close(fixed[:1], alone, atol=1e-5, rtol=1e-4)
     pix = load_images([s.image for s in load_manifest(small_data / "val.jsonl")[:2]], proc)
     size = RECIPES['tiny']['vision']['image_size']
@@ -138,7 +139,7 @@ def test_minilm_smoke(small_data, cache):
     with torch.no_grad():
         via_cache = model.text_projection(model.text_model.pooler(cache[rows][:, None, :]))
         enc = tokenize(texts, tok, max_length=32, pad_to_max=False)
-        direct = model.get_text_features(**{k: torch.from_numpy(v) for k, v in enc.items()})
+        direct = feature_tensor(model.get_text_features(**{k: torch.from_numpy(v) for k, v in enc.items()}))
     torch.testing.assert_close(via_cache, direct)
 
 

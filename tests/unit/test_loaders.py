@@ -10,6 +10,7 @@ import torch
 
 import mmdeploy_kit as mmdk
 from mmdeploy_kit.errors import CheckpointError, SpecError
+from mmdeploy_kit.model.hf_compat import feature_tensor
 
 FIX = "tests/fixtures"
 
@@ -31,7 +32,7 @@ def test_hf_dual_encoders_split_into_vision_and_text(request, fixture, arch):
     # the towers' outputs are what the HF model itself computes
     hf = model.root
     px = torch.from_numpy(vision.spec.dummy_inputs({"batch": 2})["pixel_values"])
-    ref = torch.nn.functional.normalize(hf.get_image_features(pixel_values=px), dim=-1)
+    ref = torch.nn.functional.normalize(feature_tensor(hf.get_image_features(pixel_values=px)), dim=-1)
     assert np.allclose(vision.module.run_numpy({"pixel_values": px.numpy()})["image_embeds"], ref.detach().numpy(),
                        atol=1e-6)
     assert 0 < vision.parameter_count() < model.parameter_count()

@@ -92,10 +92,15 @@ def altclip(p: Path) -> Path:
 
 
 def align(p: Path) -> Path:
+    import torch
     from transformers import AlignConfig, AlignModel, EfficientNetImageProcessor
 
     vision = dict(image_size=32, width_coefficient=0.25, depth_coefficient=0.25, hidden_dim=64, num_channels=3)
     model = AlignModel(AlignConfig(text_config=BERT, vision_config=vision, projection_dim=80))
+    torch.manual_seed(0)
+    for m in model.vision_model.modules():  # the default 0.02-std init fades to ~1e-28 through the tiny EfficientNet
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(m.weight)
     return _save(model, p, EfficientNetImageProcessor(size={"height": 32, "width": 32}, crop_size={"height": 32, "width": 32}))
 
 

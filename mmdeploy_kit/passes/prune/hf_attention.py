@@ -27,7 +27,7 @@ from ...model.arch_record import patch_pruned_attention
 class AttentionInfo:
     name: str            # module name in the root model
     module: Any
-    family: str          # "qkv" | "bert"
+    family: str          # "qkv" | "o_proj" | "bert"
     q: Any
     k: Any
     v: Any
@@ -49,6 +49,11 @@ def discover_attention(root: Any) -> dict[Any, AttentionInfo]:
         if all(isinstance(getattr(m, a, None), nn.Linear) for a in ("q_proj", "k_proj", "v_proj", "out_proj")) \
                 and isinstance(getattr(m, "head_dim", None), int) and isinstance(getattr(m, "num_heads", None), int):
             info = AttentionInfo(name, m, "qkv", m.q_proj, m.k_proj, m.v_proj, m.head_dim, m.num_heads)
+        elif all(isinstance(getattr(m, a, None), nn.Linear) for a in ("q_proj", "k_proj", "v_proj", "o_proj")) \
+                and isinstance(getattr(m, "head_dim", None), int) \
+                and isinstance(getattr(m, "num_attention_heads", None), int):
+            # transformers 5 ViT / BERT-style attention: views by head_dim, reshapes to -1, so any head count runs
+            info = AttentionInfo(name, m, "o_proj", m.q_proj, m.k_proj, m.v_proj, m.head_dim, m.num_attention_heads)
         elif all(isinstance(getattr(m, a, None), nn.Linear) for a in ("query", "key", "value")) \
                 and isinstance(getattr(m, "attention_head_size", None), int) \
                 and isinstance(getattr(m, "num_attention_heads", None), int):
@@ -69,6 +74,8 @@ def patch_attention(info: AttentionInfo) -> None:
         m.embed_dim = heads * info.head_dim
         if heads != info.initial_heads:
             patch_pruned_attention(m)
+    elif info.family == "o_proj":
+        m.num_attention_heads = heads
     else:
         m.num_attention_heads = heads
         m.all_head_size = heads * info.head_dim

@@ -201,25 +201,47 @@ def restore_fp32(qmodel: Any, fp32_model: Any, names: Iterable[str]) -> Any:
                 if n.name == name:
                     n.name = f"{name}__int8_unused"
         g.node.insert(idx, new)
+        reader = g.node[idx]  # protobuf inserted a copy of ``new``
         for i in orig.input:
             if i in fp32_inits and i not in have:
-                _drop_dequantized_copy(g, i, new)
-                g.initializer.append(fp32_inits[i])
-                have.add(i)
+                if _drop_dequantized_copy(g, i, reader):
+                    g.initializer.append(fp32_inits[i])
+                    have.add(i)
+                else:  # the dequantized tensor feeds other nodes too: the float copy gets its own name
+                    alias = _unused_name(g, f"{i}__fp32")
+                    init = copy.deepcopy(fp32_inits[i])
+                    init.name = alias
+                    g.initializer.append(init)
+                    have.add(alias)
+                    reader.input[:] = [alias if x == i else x for x in reader.input]
     return out
 
 
-def _drop_dequantized_copy(g: Any, name: str, reader: Any) -> None:
+def _unused_name(g: Any, base: str) -> str:
+    taken = {i.name for i in g.initializer} | {o for n in g.node for o in n.output} | {i.name for i in g.input}
+    name, k = base, 1
+    while name in taken:
+        name, k = f"{base}_{k}", k + 1
+    return name
+
+
+def _drop_dequantized_copy(g: Any, name: str, reader: Any) -> bool:
     """ORT's static QDQ keeps a quantized bias's *original* name on its DequantizeLinear output (a Conv bias
     folded from BatchNorm, ``onnx::Conv_423``): before the float initializer comes back under that name,
-    remove the DequantizeLinear (read by ``reader`` only), else the graph defines the name twice."""
+    remove the DequantizeLinear (read by ``reader`` only), else the graph defines the name twice.
+    False when nothing may be removed because other nodes read that output too (an exporter shares one
+    initializer between equal tensors, e.g. a ViT's zero patch-Conv bias and LayerNorm biases): the caller
+    then restores the float tensor under a new name."""
     prod = next((n for n in g.node if name in n.output), None)
     if prod is None:
-        return
-    others = [n for n in g.node if n.name != reader.name and name in n.input]  # protobuf inserts copies
-    if prod.op_type not in ("DequantizeLinear", "Cast") or others:
+        return True
+    others = [n for n in g.node if n.name != reader.name and name in n.input]
+    if others:
+        return False
+    if prod.op_type not in ("DequantizeLinear", "Cast"):
         raise ValueError(f"cannot restore {name!r} to FP32: it is produced by {prod.op_type} node {prod.name!r}")
     g.node.remove(prod)
+    return True
 
 
 # ---- TensorRT explicit-quantization invariants ---------------------------------------------------------

@@ -1,0 +1,101 @@
+"""The zoo: one tiny checkpoint of every Hugging Face family the README lists, through the CLI as a user runs it:
+inspect -> export (verified, cosine >= 0.9999 vs torch at several shapes) -> dynamic INT8 -> bench against the
+checkpoint, and prune (20%) of one tower of every family, whose pruned model exports verified too. The README's family table is this file's table.
+
+The whole zoo takes about a minute on 2 cores (a few seconds per family), so it runs in the default suite.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.zoo.families import FAMILIES
+
+FAST = ["--min-time", "0.02", "--min-runs", "3", "--min-rounds", "3", "--warmup", "1", "--threads", "1"]
+
+# family -> (towers in order, the tower the zoo prunes)
+ZOO = {
+    "clip": (["vision", "text"], "vision"),
+    "siglip": (["vision", "text"], "vision"),
+    "siglip2": (["vision", "text"], "vision"),
+    "chinese_clip": (["vision", "text"], "text"),
+    "altclip": (["vision", "text"], "text"),
+    "align": (["vision", "text"], "text"),
+    "blip": (["vision", "text"], "text"),
+    "flava": (["vision", "text"], "vision"),
+    "owlvit": (["vision", "text"], "vision"),
+    "owlv2": (["vision", "text"], "vision"),
+    "groupvit": (["vision", "text"], "text"),
+    "metaclip2": (["vision", "text"], "vision"),
+    "xclip": (["text", "video"], "video"),
+    "clap": (["text", "audio"], "text"),
+    "vision_text_dual_encoder": (["vision", "text"], "vision"),
+    "vit": (["vision"], "vision"),
+    "dinov2": (["vision"], "vision"),
+    "convnext": (["vision"], "vision"),
+    "bert": (["text"], "text"),
+    "roberta": (["text"], "text"),
+    "wav2vec2": (["audio"], "audio"),
+    "hubert": (["audio"], "audio"),
+    "whisper": (["audio"], "audio"),
+    "ast": (["audio"], "audio"),
+}
+# towers with no MatMul/Gemm (EfficientNet): dynamic INT8 has nothing to do there
+CONV_ONLY = {"align": "vision"}
+
+
+def test_zoo_covers_every_family():
+    assert set(ZOO) == set(FAMILIES)
+
+
+@pytest.mark.parametrize("family", list(ZOO))
+def test_zoo_family(family: str, mmdk, tmp_path: Path):
+    towers, prune_tower = ZOO[family]
+    ckpt = FAMILIES[family](tmp_path / family)
+
+    r = mmdk("inspect", ckpt, "--json")
+    assert r.code == 0, r.err
+    assert list(json.loads(r.out)["towers"]) == towers
+
+    onnx = tmp_path / "onnx"
+    r = mmdk("-q", "export", ckpt, "--target", "onnx", "-o", onnx)
+    assert r.code == 0, r.err
+    man = json.loads((onnx / "mmdk_manifest.json").read_text())
+    assert [a["tower"] for a in man["artifacts"]] == towers
+    for art in man["artifacts"]:
+        v = art["verification"]
+        assert v["cosine_min"] >= 0.9999, (art["tower"], v)
+        assert len({c["sizes"].get("batch") for c in v["checks"]}) >= 2
+
+    q = tmp_path / "int8"
+    r = mmdk("-q", "quantize", onnx, "--method", "dynamic", "-o", q)
+    if family in CONV_ONLY and r.code != 0:
+        # a conv-only tower has nothing for dynamic INT8: refused in one line naming the tower; the others quantize
+        assert r.code == 2 and r.one_line_error() and "MatMul" in r.err, r.err
+        others = [t for t in towers if t != CONV_ONLY[family]]
+        r = mmdk("-q", "quantize", onnx, "--method", "dynamic", *sum((["--tower", t] for t in others), []), "-o", q)
+    assert r.code == 0, r.err
+
+    r = mmdk("-q", "bench", q, "--reference", ckpt, "--batch", "1", *FAST)
+    assert r.code == 0, r.err
+
+    # prune 20% of one tower, then export the pruned model (rebuilt from its architecture record), verified
+    pruned = tmp_path / "pruned"
+    r = mmdk("-q", "prune", ckpt, "--tower", prune_tower, "--ratio", "0.2", "-o", pruned)
+    assert r.code == 0, r.err
+    r = mmdk("-q", "export", pruned, "--tower", prune_tower, "-o", tmp_path / "pruned_onnx")
+    assert r.code == 0, r.err
+    art = json.loads((tmp_path / "pruned_onnx" / "mmdk_manifest.json").read_text())["artifacts"][0]
+    assert art["tower"] == prune_tower and art["verification"]["cosine_min"] >= 0.9999
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(reason="Torch-Pruning's importance indexes past BLIP's fused qkv Linear (passes/prune, reported)",
+                   strict=False)
+def test_zoo_blip_vision_prune(mmdk, tmp_path: Path):
+    ckpt = FAMILIES["blip"](tmp_path / "blip")
+    r = mmdk("-q", "prune", ckpt, "--tower", "vision", "--ratio", "0.3", "-o", tmp_path / "pruned")
+    assert r.code == 0, r.err
