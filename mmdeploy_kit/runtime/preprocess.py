@@ -70,13 +70,18 @@ def load_tokenizer(directory: Optional[Path]) -> Tokenizer:
         raise DataError(f"open_clip checkpoint {oc} has no tokenizer files beside it (tokenizer.json, or vocab.json + "
                         "merges.txt)", hint="pass --processor DIR with its tokenizer files (the standard CLIP BPE: any "
                                             "HF CLIP checkpoint's), or copy them next to open_clip_config.json")
+    files = ("tokenizer.json", "vocab.json", "vocab.txt", "spiece.model", "tokenizer.model", "sentencepiece.bpe.model")
+    if not any((directory / f).is_file() for f in files):
+        raise DataError(f"text towers need a tokenizer, but {directory} has no tokenizer files ({', '.join(files[:3])}, ...)",
+                        hint="save the checkpoint's tokenizer beside it (tokenizer.save_pretrained(DIR)) or pass "
+                             "--processor HF_DIR")
     if available("transformers"):
         _quiet_transformers()
         from transformers import AutoTokenizer
 
         try:
             tok = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # TypeError: a vocab file it needs is missing
             raise DataError(f"cannot load a tokenizer from {directory}: {str(exc).splitlines()[0][:200]}",
                             hint="pass --processor HF_DIR with tokenizer files") from None
         run = lambda texts, max_length: tokenize(texts, tok, max_length=max_length, pad_to_max=True)  # noqa: E731

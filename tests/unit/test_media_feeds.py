@@ -200,3 +200,14 @@ def test_clap_feeds_without_torch_installed(clap_dir, audio_set, tmp_path):
         "print('ok')\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]
+
+
+def test_text_tower_without_tokenizer_files_is_a_data_error(clap_dir, tmp_path):
+    """A checkpoint saved with only its feature extractor (no tokenizer) is a one-line error, not a TypeError."""
+    from mmdeploy_kit.runtime.preprocess import load_tokenizer
+
+    _clap_fe().save_pretrained(str(tmp_path))
+    with pytest.raises(DataError, match="no tokenizer files") as err:
+        load_tokenizer(tmp_path)
+    assert "save_pretrained" in err.value.hint
+    assert load_tokenizer(clap_dir)(["a rising chirp"], 8)["input_ids"].shape == (1, 8)
