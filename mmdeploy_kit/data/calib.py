@@ -195,6 +195,9 @@ def _needs(spec: IOSpec, tower: str) -> str:
     medium = tower_medium(spec)
     if medium in ("audio", "video"):
         return medium
+    media = mods - {"generic"}
+    if len(media) > 1 and media <= {"image", "text", "audio", "video"}:  # a fusion tower: rows with every field
+        return "+".join(sorted(media))
     names = ", ".join(f"{i.name} ({i.modality})" for i in spec.inputs)
     raise DataError(f"cannot build calibration inputs for tower {tower!r} ({names}) from a JSONL manifest",
                     hint="pass --calib-data as an .npz (or folder of .npy) with arrays named like the inputs")
@@ -211,7 +214,7 @@ def _from_manifest(path: Path, specs: dict[str, IOSpec], processor_dir: Optional
     for tower, spec in specs.items():
         field_name = _needs(spec, tower)
         def has(s: Sample) -> bool:
-            return bool(getattr(s, field_name))
+            return all(getattr(s, f) for f in field_name.split("+"))
         if not any(has(s) for s in samples):
             present = sorted({k for s in samples for k in ("image", "text", "audio", "video") if getattr(s, k)})
             raise DataError(f"calibration data {path} does not match tower {tower!r}: it needs '{field_name}' "
@@ -219,7 +222,7 @@ def _from_manifest(path: Path, specs: dict[str, IOSpec], processor_dir: Optional
                             hint=f"add '{field_name}' to the manifest rows, or quantize only the towers it "
                                  "covers with --tower")
         c_rows, h_rows = [s for s in calib_rows if has(s)], [s for s in hold_rows if has(s)]
-        encode = {"image": _images, "text": _texts, "audio": _media, "video": _media}[field_name]
+        encode = {"image": _images, "text": _texts, "audio": _media, "video": _media}.get(field_name, _fusion)
         both, details = encode(c_rows + h_rows, spec, processor_dir)
         calib = {k: v[:len(c_rows)] for k, v in both.items()}
         hold = {k: v[len(c_rows):] for k, v in both.items()}
@@ -246,6 +249,17 @@ def _media(rows: Sequence[Sample], spec: IOSpec, processor_dir: Optional[Path]):
     kind = str(tower_medium(spec))
     fn = media_feeds(kind, processor_dir, spec)
     return fn([getattr(s, kind) for s in rows]), {"preprocessing": describe(kind, processor_dir, fn)}
+
+
+def _fusion(rows: Sequence[Sample], spec: IOSpec, processor_dir: Optional[Path]):
+    """A tower taking several modalities at once: each row's fields through the same readers as the evaluator."""
+    from ..runtime.accuracy import _Inputs
+
+    feeds = _Inputs(rows, processor_dir, templates=()).row_feeds(spec, list(range(len(rows))))
+    feeds = {i.name: np.ascontiguousarray(feeds[i.name].astype(NUMPY_DTYPES[i.dtype], copy=False))
+             for i in spec.inputs}
+    return feeds, {"preprocessing": f"fusion rows ({', '.join(spec.modalities)}) with the processor files in "
+                                    f"{processor_dir}"}
 
 
 def _texts(rows: Sequence[Sample], spec: IOSpec, processor_dir: Optional[Path]):

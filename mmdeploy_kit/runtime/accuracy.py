@@ -179,8 +179,9 @@ class _Inputs:
                 toks = self.text_feeds("captions", spec)
                 feeds[i.name] = toks[i.name][[pos[r] for r in rows]]
             else:
-                raise DataError(f"accuracy evaluation cannot build {i.modality} input {i.name!r} from a manifest yet",
-                                hint="benchmark latency only (omit --data) for this model")
+                raise DataError(f"cannot build {i.modality} input {i.name!r} from a manifest",
+                                hint="calibrate with an .npz of arrays named like the inputs; benchmark latency only "
+                                     "(omit --data) for this model")
         return feeds
 
 

@@ -211,3 +211,20 @@ def test_text_tower_without_tokenizer_files_is_a_data_error(clap_dir, tmp_path):
         load_tokenizer(tmp_path)
     assert "save_pretrained" in err.value.hint
     assert load_tokenizer(clap_dir)(["a rising chirp"], 8)["input_ids"].shape == (1, 8)
+
+
+def test_calibration_of_a_fusion_tower_from_a_manifest(clap_dir, audio_set):
+    """A tower taking text and audio at once (late fusion) calibrates from rows that have both."""
+    spec = IOSpec.model_validate({"inputs": [*(i.model_dump() for i in TEXT_SPEC.inputs),
+                                             *(i.model_dump() for i in CLAP_SPEC.inputs)],
+                                  "outputs": ["logits"], "dims": {"batch": [1, 8], "seq": [1, 12]}})
+    data = load_calibration(audio_set / "train.jsonl", {"model": spec}, clap_dir, n_calib=6, n_holdout=3,
+                            batch_size=3)
+    b = data.towers["model"].calib[0]
+    assert set(b) == {"input_ids", "attention_mask", "input_features", "is_longer"}
+    assert b["input_ids"].shape == (3, 12) and b["input_features"].shape == (3, 1, 101, 16)
+    assert "fusion rows" in data.towers["model"].details["preprocessing"]
+    generic = IOSpec.model_validate({"inputs": [*(i.model_dump() for i in TEXT_SPEC.inputs),
+                                                {"name": "extra", "shape": ["batch", 4]}], "outputs": ["y"]})
+    with pytest.raises(DataError, match="cannot build calibration inputs"):
+        load_calibration(audio_set / "train.jsonl", {"model": generic}, clap_dir)
