@@ -244,3 +244,44 @@ def test_image_default_unchanged(tmp_path):
     a = api.synth_data(tmp_path / "a", n_train=4, n_val=2, image_size=16)
     b = synthesize_dataset(tmp_path / "b", n_train=4, n_val=2, image_size=16)
     assert _digest(a) == _digest(b)
+
+
+def test_optional_readers_soundfile_and_pyav(tmp_path, monkeypatch):
+    """FLAC goes through soundfile and video files through PyAV when they are installed (faked here)."""
+    import sys
+    import types
+
+    from PIL import Image
+
+    sf = types.ModuleType("soundfile")
+    sf.read = lambda path, dtype, always_2d: (np.stack([np.full(10, 0.5), np.zeros(10)], axis=1).astype(dtype), 44100)
+    sf.LibsndfileError = RuntimeError
+    av = types.ModuleType("av")
+
+    class _Frame:
+        def __init__(self, i):
+            self.i = i
+
+        def to_image(self):
+            return Image.new("RGB", (6, 4), (self.i * 40, 0, 0))
+
+    class _Container:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return False
+
+        def decode(self, video):
+            return [_Frame(i) for i in range(6)]
+
+    av.open = lambda path: _Container()
+    monkeypatch.setitem(sys.modules, "soundfile", sf)
+    monkeypatch.setitem(sys.modules, "av", av)
+    monkeypatch.setattr(media, "available", lambda name: True)
+    (tmp_path / "a.flac").write_bytes(b"fLaC")
+    x, sr = read_audio(tmp_path / "a.flac")
+    assert sr == 44100 and x.shape == (10,) and np.allclose(x, 0.25)  # stereo -> mono
+    (tmp_path / "v.mp4").write_bytes(b"\x00")
+    frames = read_video(tmp_path / "v.mp4", 3)
+    assert [f.getpixel((0, 0))[0] for f in frames] == [40, 120, 200]
