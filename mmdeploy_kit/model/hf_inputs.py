@@ -211,3 +211,33 @@ def modality_inputs(modality: str, fn: Callable[..., Any], cfg: Any, proc: dict[
     if not names:  # no readable signature: the modality's usual inputs
         names = set(KNOWN[modality])
     return BUILDERS[modality](names, cfg, proc, model_type)
+
+
+# forward parameters that mark a fusion model (one tower taking several modalities at once), by modality
+FUSION_KEYS = (("text", "input_ids"), ("image", "pixel_values"))
+
+
+def fusion_inputs(fn: Callable[..., Any], cfg: Any, proc: dict[str, Any], where: str
+                  ) -> Optional[tuple[list[dict[str, Any]], dict[str, list[int]]]]:
+    """``(inputs, dims)`` of a fusion model's single tower when its ``forward`` takes text and image together
+    (ViLT, ...), else None. ``pixel_mask`` (ViLT) is an all-ones ``[batch, H, W]`` image input."""
+    params = method_inputs(fn)
+    names = {n for n, _ in params}
+    mods = [m for m, key in FUSION_KEYS if key in names]
+    if len(mods) < 2:
+        return None
+    inputs: list[dict[str, Any]] = []
+    dims: dict[str, list[int]] = {}
+    for m in mods:
+        ins, ds = BUILDERS[m](names, sub_config(cfg, m), proc, str(getattr(cfg, "model_type", "") or ""))
+        inputs += ins
+        dims.update(ds)
+    if "pixel_mask" in names:
+        h, w = next(i for i in inputs if i["name"] == "pixel_values")["shape"][-2:]
+        inputs.append({"name": "pixel_mask", "modality": "image", "dtype": "int64", "shape": ["batch", h, w],
+                       "range": [1, 2]})
+    known = {i["name"] for i in inputs}
+    unknown = [n for n, required in params if required and n not in known]
+    if unknown:
+        raise SpecError(f"{where} requires {unknown[0]!r}, which mmdk cannot generate", hint=IO_HINT)
+    return inputs, dims
