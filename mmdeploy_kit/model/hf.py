@@ -117,12 +117,16 @@ def _single_tower(model: Any, directory: Optional[Path], torch: Any):
         callable(getattr(model, "get_encoder", None)) else model
     where = f"{cls}.encoder" if module is not model else cls
     proc = read_processor_files(directory)
-    fusion = fusion_inputs(module.forward, model.config, proc, where)
-    if fusion is not None:  # forward takes text and image at once (ViLT, ...): one tower with all of them
-        name, (inputs, dims) = "model", fusion
-    else:
-        inputs, dims = modality_inputs(modality, module.forward, model.config, proc, where)
-    probe = IOSpec.model_validate({"inputs": inputs, "outputs": ["_probe"], "dims": dims})
+    try:
+        fusion = fusion_inputs(module.forward, model.config, proc, where)
+        if fusion is not None:  # forward takes text and image at once (BridgeTower, ViLT): one tower with all
+            name, (inputs, dims) = "model", fusion
+        else:
+            inputs, dims = modality_inputs(modality, module.forward, model.config, proc, where)
+        probe = IOSpec.model_validate({"inputs": inputs, "outputs": ["_probe"], "dims": dims})
+    except (ValueError, TypeError) as exc:  # a config value the spec cannot hold (pydantic: ValueError)
+        first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+        raise CheckpointError(f"{where}: cannot describe its inputs from the config ({first[:160]})", hint=IO_HINT) from None
     feeds = probe.dummy_inputs({d: max(lo, 2) if d == "seq" else lo for d, (lo, _) in probe.dims.items()})
     try:
         with torch.inference_mode():
