@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 from .._lazy import require
 from ..errors import CheckpointError
-from .hf_inputs import DEFAULT_MAX_BATCH, IO_HINT, modality_inputs, read_processor_files
+from .hf_inputs import DEFAULT_MAX_BATCH, IO_HINT, fusion_inputs, modality_inputs, read_processor_files
 from .iospec import IOSpec
 from .safetensors_check import check_safetensors_file
 
@@ -116,8 +116,17 @@ def _single_tower(model: Any, directory: Optional[Path], torch: Any):
     module = model.get_encoder() if getattr(model.config, "is_encoder_decoder", False) and \
         callable(getattr(model, "get_encoder", None)) else model
     where = f"{cls}.encoder" if module is not model else cls
-    inputs, dims = modality_inputs(modality, module.forward, model.config, read_processor_files(directory), where)
-    probe = IOSpec.model_validate({"inputs": inputs, "outputs": ["_probe"], "dims": dims})
+    proc = read_processor_files(directory)
+    try:
+        fusion = fusion_inputs(module.forward, model.config, proc, where)
+        if fusion is not None:  # forward takes text and image at once (BridgeTower, ViLT): one tower with all
+            name, (inputs, dims) = "model", fusion
+        else:
+            inputs, dims = modality_inputs(modality, module.forward, model.config, proc, where)
+        probe = IOSpec.model_validate({"inputs": inputs, "outputs": ["_probe"], "dims": dims})
+    except (ValueError, TypeError) as exc:  # a config value the spec cannot hold (pydantic: ValueError)
+        first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+        raise CheckpointError(f"{where}: cannot describe its inputs from the config ({first[:160]})", hint=IO_HINT) from None
     feeds = probe.dummy_inputs({d: max(lo, 2) if d == "seq" else lo for d, (lo, _) in probe.dims.items()})
     try:
         with torch.inference_mode():

@@ -110,15 +110,25 @@ def image_size(cfg: Any, proc: dict[str, Any]) -> tuple[int, int]:
             or (224, 224))
 
 
+def _int(value: Any, default: int) -> int:
+    """A config number that may also be given as a list / pair (``patch_size: [16, 16]``) or be missing."""
+    if isinstance(value, (list, tuple)) and value:
+        value = value[0]
+    try:
+        return int(value) if value else default
+    except (TypeError, ValueError):
+        return default
+
+
 def _channels(cfg: Any) -> int:
-    return int(getattr(cfg, "num_channels", 3) or 3)
+    return _int(getattr(cfg, "num_channels", 3), 3)
 
 
 def _image(params: set[str], cfg: Any, proc: dict[str, Any], model_type: str) -> tuple[list, dict]:
     dims = {"batch": [1, DEFAULT_MAX_BATCH]}
     if "spatial_shapes" in params:  # NaFlex (SigLIP2): patchified pixels, a patch mask and the patch grid
-        n = int(proc.get("max_num_patches") or getattr(cfg, "num_patches", 0) or 256)
-        p = int(getattr(cfg, "patch_size", proc.get("patch_size", 16)))
+        n = _int(proc.get("max_num_patches") or getattr(cfg, "num_patches", 0), 256)
+        p = _int(getattr(cfg, "patch_size", None) or proc.get("patch_size"), 16)
         g = math.isqrt(n)
         inputs = [
             {"name": "pixel_values", "modality": "image", "dtype": "float32", "shape": ["batch", n, _channels(cfg) * p * p]},
@@ -131,7 +141,7 @@ def _image(params: set[str], cfg: Any, proc: dict[str, Any], model_type: str) ->
 
 
 def _video(params: set[str], cfg: Any, proc: dict[str, Any], model_type: str) -> tuple[list, dict]:
-    frames = int(getattr(cfg, "num_frames", 0) or proc.get("num_frames") or 8)
+    frames = _int(getattr(cfg, "num_frames", 0) or proc.get("num_frames"), 8)
     h, w = image_size(cfg, proc)
     return ([{"name": "pixel_values", "modality": "video", "dtype": "float32",
               "shape": ["batch", frames, _channels(cfg), h, w]}], {"batch": [1, DEFAULT_MAX_BATCH]})
@@ -140,9 +150,9 @@ def _video(params: set[str], cfg: Any, proc: dict[str, Any], model_type: str) ->
 def max_text_length(cfg: Any, proc: dict[str, Any]) -> int:
     """The longest sequence the position table takes (minus the padding offset RoBERTa-style towers use),
     capped by the tokenizer's ``model_max_length``."""
-    limit = int(getattr(cfg, "max_position_embeddings", 0) or 512)
+    limit = _int(getattr(cfg, "max_position_embeddings", 0), 512)
     if getattr(cfg, "model_type", "") in PADDING_OFFSET_POSITIONS:
-        limit -= int(getattr(cfg, "pad_token_id", 1) or 0) + 1
+        limit -= _int(getattr(cfg, "pad_token_id", 1), 0) + 1
     if proc.get("model_max_length"):
         limit = min(limit, int(proc["model_max_length"]))
     return max(limit, 2)
@@ -150,11 +160,11 @@ def max_text_length(cfg: Any, proc: dict[str, Any]) -> int:
 
 def _text(params: set[str], cfg: Any, proc: dict[str, Any], model_type: str) -> tuple[list, dict]:
     inputs = [{"name": "input_ids", "modality": "text", "dtype": "int64", "shape": ["batch", "seq"],
-               "range": [0, int(getattr(cfg, "vocab_size", 1000) or 1000)]}]
+               "range": [0, _int(getattr(cfg, "vocab_size", 0), 1000)]}]
     if "attention_mask" in params:
         inputs.append({"name": "attention_mask", "modality": "text", "dtype": "int64", "shape": ["batch", "seq"],
                        "range": [1, 2]})
-    types = int(getattr(cfg, "type_vocab_size", 0) or 0)
+    types = _int(getattr(cfg, "type_vocab_size", 0), 0)
     if "token_type_ids" in params and types >= 2:
         inputs.append({"name": "token_type_ids", "modality": "text", "dtype": "int64", "shape": ["batch", "seq"],
                        "range": [0, types]})
@@ -163,19 +173,19 @@ def _text(params: set[str], cfg: Any, proc: dict[str, Any], model_type: str) -> 
 
 def _audio(params: set[str], cfg: Any, proc: dict[str, Any], model_type: str) -> tuple[list, dict]:
     dims: dict[str, list[int]] = {"batch": [1, DEFAULT_MAX_BATCH]}
-    mel = int(getattr(cfg, "num_mel_bins", 0) or proc.get("feature_size") or proc.get("num_mel_bins") or 80)
+    mel = _int(getattr(cfg, "num_mel_bins", 0) or proc.get("feature_size") or proc.get("num_mel_bins"), 80)
     if "input_values" in params and not (hasattr(cfg, "num_mel_bins") and hasattr(cfg, "max_length")):
-        sr = int(proc.get("sampling_rate") or 16000)  # raw waveform (wav2vec2, HuBERT, WavLM, ...)
+        sr = _int(proc.get("sampling_rate"), 16000)  # raw waveform (wav2vec2, HuBERT, WavLM, ...)
         dims["samples"] = [max(sr // 10, 400), sr * 10]
         return [{"name": "input_values", "modality": "audio", "dtype": "float32", "shape": ["batch", "samples"]}], dims
     if "input_values" in params:  # AST: a fixed-length log-mel patch grid [batch, frames, mel]
-        frames = int(getattr(cfg, "max_length", 0) or proc.get("max_length") or 1024)
+        frames = _int(getattr(cfg, "max_length", 0) or proc.get("max_length"), 1024)
         return [{"name": "input_values", "modality": "audio", "dtype": "float32", "shape": ["batch", frames, mel]}], dims
     if "input_features" not in params:
         raise SpecError(f"the audio tower takes {sorted(params)}, none of which mmdk can describe", hint=IO_HINT)
     if model_type.startswith("clap"):  # [batch, 1 (4 with fusion), frames, mel], padded to max_length_s
-        hop = int(proc.get("hop_length") or 480)
-        samples = int(proc.get("nb_max_samples") or int(proc.get("sampling_rate") or 48000) * 10)
+        hop = _int(proc.get("hop_length"), 480)
+        samples = _int(proc.get("nb_max_samples"), _int(proc.get("sampling_rate"), 48000) * 10)
         frames = samples // hop + 1
         chans = 4 if getattr(cfg, "enable_fusion", False) else 1
         inputs = [{"name": "input_features", "modality": "audio", "dtype": "float32", "shape": ["batch", chans, frames, mel]}]
@@ -184,8 +194,8 @@ def _audio(params: set[str], cfg: Any, proc: dict[str, Any], model_type: str) ->
         return inputs, dims
     if hasattr(cfg, "max_source_positions") and model_type.startswith("whisper"):  # Whisper: exactly 2 x positions
         return ([{"name": "input_features", "modality": "audio", "dtype": "float32",
-                  "shape": ["batch", mel, 2 * int(cfg.max_source_positions)]}], dims)
-    dims["frames"] = [8, int(proc.get("nb_max_frames") or 3000)]  # Speech2Text-style [batch, frames, mel]
+                  "shape": ["batch", mel, 2 * _int(cfg.max_source_positions, 1500)]}], dims)
+    dims["frames"] = [8, max(8, _int(proc.get("nb_max_frames"), 3000))]  # Speech2Text-style [batch, frames, mel]
     return [{"name": "input_features", "modality": "audio", "dtype": "float32", "shape": ["batch", "frames", mel]}], dims
 
 
@@ -211,3 +221,33 @@ def modality_inputs(modality: str, fn: Callable[..., Any], cfg: Any, proc: dict[
     if not names:  # no readable signature: the modality's usual inputs
         names = set(KNOWN[modality])
     return BUILDERS[modality](names, cfg, proc, model_type)
+
+
+# forward parameters that mark a fusion model (one tower taking several modalities at once), by modality
+FUSION_KEYS = (("text", "input_ids"), ("image", "pixel_values"))
+
+
+def fusion_inputs(fn: Callable[..., Any], cfg: Any, proc: dict[str, Any], where: str
+                  ) -> Optional[tuple[list[dict[str, Any]], dict[str, list[int]]]]:
+    """``(inputs, dims)`` of a fusion model's single tower when its ``forward`` takes text and image together
+    (ViLT, ...), else None. ``pixel_mask`` (ViLT) is an all-ones ``[batch, H, W]`` image input."""
+    params = method_inputs(fn)
+    names = {n for n, _ in params}
+    mods = [m for m, key in FUSION_KEYS if key in names]
+    if len(mods) < 2:
+        return None
+    inputs: list[dict[str, Any]] = []
+    dims: dict[str, list[int]] = {}
+    for m in mods:
+        ins, ds = BUILDERS[m](names, sub_config(cfg, m), proc, str(getattr(cfg, "model_type", "") or ""))
+        inputs += ins
+        dims.update(ds)
+    if "pixel_mask" in names:
+        h, w = next(i for i in inputs if i["name"] == "pixel_values")["shape"][-2:]
+        inputs.append({"name": "pixel_mask", "modality": "image", "dtype": "int64", "shape": ["batch", h, w],
+                       "range": [1, 2]})
+    known = {i["name"] for i in inputs}
+    unknown = [n for n, required in params if required and n not in known]
+    if unknown:
+        raise SpecError(f"{where} requires {unknown[0]!r}, which mmdk cannot generate", hint=IO_HINT)
+    return inputs, dims

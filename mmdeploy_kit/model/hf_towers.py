@@ -142,9 +142,14 @@ def feature_towers(model: Any, directory: Optional[Path], torch: Any, probe: boo
         if modality not in have:
             continue
         where = f"{cls}.get_{modality}_features"
-        inputs, dims = modality_inputs(modality, getattr(model, f"get_{modality}_features"),
-                                       sub_config(model.config, modality), proc, where)
-        spec = IOSpec.model_validate({"inputs": inputs, "outputs": [output], "dims": dims})
+        try:
+            inputs, dims = modality_inputs(modality, getattr(model, f"get_{modality}_features"),
+                                           sub_config(model.config, modality), proc, where)
+            spec = IOSpec.model_validate({"inputs": inputs, "outputs": [output], "dims": dims})
+        except (ValueError, TypeError) as exc:  # a config value the spec cannot hold (pydantic: ValueError)
+            first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+            raise CheckpointError(f"{where}: cannot describe its inputs from the config ({first[:160]})",
+                                  hint=IO_HINT) from None
         if modality == "image":
             fix_naflex_grid(model, spec, torch)
         module = TowerModule(model, spec, _embed_fn(model, modality, model_type, torch), where).eval()

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import mmdeploy_kit as mmdk
+from mmdeploy_kit import load as load_checkpoint
 from mmdeploy_kit.model.hf_inputs import max_text_length, read_processor_files
 from mmdeploy_kit.model.hf_towers import pool_features
 from tests.zoo import families
@@ -111,18 +112,28 @@ def test_pool_features_takes_model_outputs_and_sequences():
     assert torch.allclose(pool_features(x, torch, "mean"), x.mean(1))
 
 
-@pytest.mark.parametrize("kind", ["vilt", "time_series"])
-def test_families_the_kit_cannot_describe_exit_2_with_the_io_hint(kind, mmdk, tmp_path):
-    from transformers import TimeSeriesTransformerConfig, TimeSeriesTransformerModel, ViltConfig, ViltModel
+def test_a_model_whose_input_the_kit_cannot_describe_exits_2_with_the_io_hint(mmdk, tmp_path):
+    from transformers import TimeSeriesTransformerConfig, TimeSeriesTransformerModel
 
-    if kind == "vilt":  # a fusion model whose forward needs text and image at once
-        m = ViltModel(ViltConfig(vocab_size=99, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
-                                 intermediate_size=37, image_size=32, patch_size=8, max_position_embeddings=40))
-    else:
-        m = TimeSeriesTransformerModel(TimeSeriesTransformerConfig(prediction_length=4, context_length=8, d_model=16,
-                                                                   encoder_layers=1, decoder_layers=1, lags_sequence=[1]))
-    m.save_pretrained(str(tmp_path / kind))
+    m = TimeSeriesTransformerModel(TimeSeriesTransformerConfig(prediction_length=4, context_length=8, d_model=16,
+                                                               encoder_layers=1, decoder_layers=1, lags_sequence=[1]))
+    m.save_pretrained(str(tmp_path / "ts"))
     for verb in (["inspect"], ["export", "-o", tmp_path / "out"]):
-        r = mmdk(verb[0], tmp_path / kind, *verb[1:])
+        r = mmdk(verb[0], tmp_path / "ts", *verb[1:])
         assert r.code == 2 and r.one_line_error(), r.err
-        assert "--io SPEC.yaml" in r.err and "internal error" not in r.err
+        assert "past_values" in r.err and "--io SPEC.yaml" in r.err and "internal error" not in r.err
+
+
+def test_fusion_model_is_one_tower_and_an_unexportable_one_is_refused_in_one_line(mmdk, tmp_path):
+    """ViLT's forward takes text and image at once: one tower with both; its patch sampling (torch.multinomial
+    with a data-dependent count) has no ONNX form, so export is refused (exit 4), never an internal error."""
+    from transformers import ViltConfig, ViltModel
+
+    ViltModel(ViltConfig(vocab_size=99, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                         intermediate_size=37, image_size=32, patch_size=8, max_position_embeddings=40)
+              ).save_pretrained(str(tmp_path / "vilt"))
+    spec = load_checkpoint(tmp_path / "vilt").towers["model"].spec
+    assert spec.input_names == ["input_ids", "attention_mask", "token_type_ids", "pixel_values", "pixel_mask"]
+    assert spec.modalities == ["image", "text"] and spec.input("pixel_mask").shape == ("batch", 32, 32)
+    r = mmdk("-q", "export", tmp_path / "vilt", "-o", tmp_path / "out")
+    assert r.code == 4 and r.one_line_error() and "internal error" not in r.err, r.err

@@ -251,6 +251,17 @@ def ast(p: Path) -> Path:
     return _save(ASTModel(cfg), p, ASTFeatureExtractor(num_mel_bins=32, max_length=64))
 
 
+# ---- fusion (one tower whose forward takes text and image at once) ---------------------------------------
+def bridgetower(p: Path) -> Path:
+    from transformers import BridgeTowerConfig, BridgeTowerModel
+
+    text = dict(ROBERTA)
+    vision = dict(hidden_size=64, num_hidden_layers=1, image_size=32, patch_size=8)  # its heads are width // 64
+    cfg = BridgeTowerConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, text_config=text,
+                            vision_config=vision)
+    return _save(BridgeTowerModel(cfg), p)
+
+
 DUAL: dict[str, Callable[[Path], Path]] = {
     "clip": clip, "siglip": siglip, "siglip2": siglip2, "chinese_clip": chinese_clip, "altclip": altclip,
     "align": align, "blip": blip, "flava": flava, "owlvit": owlvit, "owlv2": owlv2, "groupvit": groupvit,
@@ -260,4 +271,5 @@ SINGLE: dict[str, Callable[[Path], Path]] = {
     "vit": vit, "dinov2": dinov2, "convnext": convnext, "bert": bert, "roberta": roberta, "wav2vec2": wav2vec2,
     "hubert": hubert, "whisper": whisper, "ast": ast,
 }
-FAMILIES = {**DUAL, **SINGLE}
+FUSION: dict[str, Callable[[Path], Path]] = {"bridgetower": bridgetower}
+FAMILIES = {**DUAL, **SINGLE, **FUSION}

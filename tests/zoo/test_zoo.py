@@ -42,6 +42,7 @@ ZOO = {
     "hubert": (["audio"], "audio"),
     "whisper": (["audio"], "audio"),
     "ast": (["audio"], "audio"),
+    "bridgetower": (["model"], "model"),  # fusion: input_ids, attention_mask, pixel_values, pixel_mask -> pooled
 }
 # towers with no MatMul/Gemm (EfficientNet): dynamic INT8 has nothing to do there
 CONV_ONLY = {"align": "vision"}
