@@ -28,14 +28,20 @@ def _own_cache(cache):
     """Conversions and step-cache entries go to this test's tmp dir."""
 
 
-def _copy(tmp_path: Path, bin_weights: bool = False) -> Path:
+def _copy(tmp_path: Path, layout: str = "safetensors") -> Path:
+    """The fixture checkpoint; ``layout`` "bin": weights as ``open_clip_pytorch_model.bin``; "custom_text": keys as
+    open_clip's ``CustomTextCLIP`` writes them (text tower under ``text.``)."""
+    from safetensors.torch import load_file, save_file
+
     d = tmp_path / "oc"
     d.mkdir()
     shutil.copy2(FIXTURE / "open_clip_config.json", d)
-    if bin_weights:
-        from safetensors.torch import load_file
-
-        torch.save(load_file(str(FIXTURE / "open_clip_model.safetensors")), d / "open_clip_pytorch_model.bin")
+    state = load_file(str(FIXTURE / "open_clip_model.safetensors"))
+    if layout == "bin":
+        torch.save(state, d / "open_clip_pytorch_model.bin")
+    elif layout == "custom_text":
+        save_file({k if k.startswith("visual.") or k == "logit_scale" else f"text.{k}": v for k, v in state.items()},
+                  str(d / "open_clip_model.safetensors"))
     else:
         shutil.copy2(FIXTURE / "open_clip_model.safetensors", d)
     return d
@@ -45,9 +51,9 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
-@pytest.mark.parametrize("bin_weights", [False, True], ids=["safetensors", "bin"])
-def test_open_clip_matches_open_clips_own_embeddings(tmp_path, bin_weights):
-    model = mmdk_api.load(_copy(tmp_path, bin_weights))
+@pytest.mark.parametrize("layout", ["safetensors", "bin", "custom_text"])
+def test_open_clip_matches_open_clips_own_embeddings(tmp_path, layout):
+    model = mmdk_api.load(_copy(tmp_path, layout))
     assert "open_clip" not in sys.modules  # mapped onto HF CLIP modules, not built by open_clip
     assert model.tower_names == ["vision", "text"] and model.architecture.startswith("open_clip")
     ref = np.load(FIXTURE / "reference.npz")
