@@ -6,6 +6,7 @@ The reference embeddings in ``tests/fixtures/open_clip/reference.npz`` were comp
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import sys
@@ -21,6 +22,7 @@ import mmdeploy_kit as mmdk_api  # noqa: E402
 from mmdeploy_kit.errors import CheckpointError, DataError  # noqa: E402
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "open_clip"
+HAS_OPEN_CLIP = importlib.util.find_spec("open_clip") is not None
 
 
 @pytest.fixture(autouse=True)
@@ -104,6 +106,7 @@ def test_open_clip_tokenizer_from_beside_or_a_clear_error(tmp_path):
     assert enc["input_ids"].shape == (1, 16) and enc["input_ids"].max() < 64
 
 
+@pytest.mark.skipif(HAS_OPEN_CLIP, reason="open_clip is installed: it builds these towers itself")
 @pytest.mark.parametrize("change,message", [
     ({"vision_cfg": {"timm_model_name": "convnext_base", "image_size": 32}}, "timm image tower ('convnext_base')"),
     ({"vision_cfg": {"layers": [3, 4, 6, 3], "width": 64, "image_size": 32}}, "ModifiedResNet"),
@@ -133,3 +136,25 @@ def test_broken_open_clip_directories_are_one_line_errors(mmdk, tmp_path):
     (d / "open_clip_config.json").write_text("{not json")
     r = mmdk("inspect", d)
     assert r.code == 2 and r.one_line_error() and "not valid JSON" in r.err
+
+
+@pytest.mark.skipif(not HAS_OPEN_CLIP, reason="needs the open_clip extra (its torchvision does not load with the pinned torch)")
+def test_timm_towers_are_built_by_open_clip_when_installed(tmp_path):
+    import open_clip
+    from safetensors.torch import save_file
+
+    cfg = {"embed_dim": 16, "vision_cfg": {"timm_model_name": "test_convnext", "image_size": 32},
+           "text_cfg": {"context_length": 16, "vocab_size": 64, "width": 32, "heads": 2, "layers": 1}}
+    torch.manual_seed(0)
+    ref = open_clip.CLIP(**cfg).eval()
+    d = tmp_path / "timm"
+    d.mkdir()
+    (d / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {}}))
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(d / "open_clip_model.safetensors"))
+    model = mmdk_api.load(d)
+    assert model.format == "open_clip" and model.tower_names == ["vision", "text"]
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        want = ref.encode_image(x, normalize=True).numpy()
+    got = model.towers["vision"].module.run_numpy({"pixel_values": x.numpy()})["image_embeds"]
+    assert _cosines(got, want).min() >= 0.9999
