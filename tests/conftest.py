@@ -36,8 +36,19 @@ def _session_cache(tmp_path_factory):
         os.environ["MMDK_CACHE_DIR"] = old
 
 
+# The model-loading tests `make test-tf5` runs again under transformers 5 (`pytest -m hf`); a test elsewhere
+# joins them with @pytest.mark.hf.
+HF_MODEL_TEST_FILES = {"test_loaders.py", "test_prune_engine.py", "test_prune_pass.py", "test_prune_config.py",
+                       "test_prune_cli.py", "test_export_cli.py", "test_quant_cli.py", "test_open_clip.py",
+                       "test_demo_train.py", "test_distill.py", "test_distill_cli.py", "test_quant_towers.py"}
+
+
 def pytest_collection_modifyitems(config, items):
     import importlib.util
+
+    for item in items:
+        if item.path.name in HF_MODEL_TEST_FILES:
+            item.add_marker(pytest.mark.hf)
 
     no_gpu = pytest.mark.skip(reason="needs an NVIDIA GPU (none on this machine)")
     no_trt = pytest.mark.skip(reason="needs the tensorrt package and a GPU (absent here)")

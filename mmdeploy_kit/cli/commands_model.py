@@ -195,7 +195,8 @@ def quantize(
     for a in manifest.artifacts:
         v, d = a.verification, a.details
         if v.get("copied"):
-            typer.echo(f"{out / a.path}  fp32 (copied)")
+            skipped = f"  skipped: {d['skipped']}" if d.get("skipped") else ""
+            typer.echo(f"{out / a.path}  fp32 (copied){skipped}")
             continue
         nodes = d.get("nodes", {})
         kept = f"  fp32 nodes {len(nodes.get('fp32_nodes', []))}/{nodes.get('candidate_nodes')}" if nodes else ""

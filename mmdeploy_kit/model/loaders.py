@@ -44,9 +44,14 @@ def load(source: str | Path, weights: Optional[str | Path] = None, io: Optional[
             from .hf import load_hf_directory
 
             return load_hf_directory(path, trust_remote_code=trust_remote_code)
-        from .open_clip import is_open_clip_dir, load_open_clip_directory
+        from .open_clip import is_open_clip_dir, load_open_clip_directory, read_open_clip_config, unsupported
 
         if is_open_clip_dir(path):  # open_clip_config.json + open_clip_model.safetensors (the Hub format)
+            reason = unsupported(read_open_clip_config(path)["model_cfg"])
+            if reason and importlib.util.find_spec("open_clip") is not None:  # the extra builds what mmdk cannot map
+                from .open_clip_native import load_with_open_clip
+
+                return load_with_open_clip(path, reason)
             return load_open_clip_directory(path)
         raise CheckpointError(f"{path} is a directory without config.json, open_clip_config.json or {MANIFEST_NAME}",
                               hint="point at a Hugging Face or open_clip model directory or an mmdk output directory")

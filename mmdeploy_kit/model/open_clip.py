@@ -35,8 +35,8 @@ MARKER = "mmdk_open_clip.json"  # written into the converted directory: where it
 CONVERT_VERSION = 1
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
                    "vocab.txt", "spiece.model", "added_tokens.json")
-_EXTRA_HINT = ("load it through open_clip itself: a file.py:factory calling open_clip.create_model('local-dir:DIR') "
-               "with --io SPEC.yaml (pip install 'mmdeploy_kit[open_clip]')")
+_EXTRA_HINT = ("install the open_clip extra (pip install 'mmdeploy_kit[open_clip]'), with which mmdk builds it through "
+               "open_clip itself")
 
 
 def is_open_clip_dir(path: Path) -> bool:
@@ -173,7 +173,7 @@ def convert_state_dict(state: dict[str, Any], model_cfg: dict[str, Any]) -> dict
 
 
 # ---- loading -----------------------------------------------------------------------------------------
-def _weights_file(directory: Path) -> Path:
+def weights_file(directory: Path) -> Path:
     for name in WEIGHT_NAMES:
         if (directory / name).is_file():
             return directory / name
@@ -261,7 +261,7 @@ def converted_dir(directory: Path) -> Path:
     if reason:
         raise CheckpointError(f"{directory}: open_clip checkpoint with {reason}; mmdk maps only the standard "
                               "ViT + text-transformer CLIP onto its modules without open_clip", hint=_EXTRA_HINT)
-    weights = _weights_file(directory)
+    weights = weights_file(directory)
     transformers = require("transformers")  # its save_pretrained files are read back by the same version
     h = hashlib.sha256(f"open_clip-convert/{CONVERT_VERSION}/{transformers.__version__}".encode())
     h.update((directory / OPEN_CLIP_CONFIG).read_bytes())
@@ -283,7 +283,7 @@ def load_open_clip_directory(directory: Path):
     model = load_hf_directory(conv)
     model.source = str(directory)
     model.architecture = f"open_clip CLIP (as {model.architecture})"
-    weights = _weights_file(directory)
+    weights = weights_file(directory)
     model.files = [directory / OPEN_CLIP_CONFIG, weights]
     model.details = {**model.details, "open_clip": {"converted": str(conv), "weights": weights.name,
                                                    "model_cfg": read_open_clip_config(directory)["model_cfg"]}}

@@ -6,6 +6,7 @@ The reference embeddings in ``tests/fixtures/open_clip/reference.npz`` were comp
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import sys
@@ -21,6 +22,7 @@ import mmdeploy_kit as mmdk_api  # noqa: E402
 from mmdeploy_kit.errors import CheckpointError, DataError  # noqa: E402
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "open_clip"
+HAS_OPEN_CLIP = importlib.util.find_spec("open_clip") is not None
 
 
 @pytest.fixture(autouse=True)
@@ -28,14 +30,20 @@ def _own_cache(cache):
     """Conversions and step-cache entries go to this test's tmp dir."""
 
 
-def _copy(tmp_path: Path, bin_weights: bool = False) -> Path:
+def _copy(tmp_path: Path, layout: str = "safetensors") -> Path:
+    """The fixture checkpoint; ``layout`` "bin": weights as ``open_clip_pytorch_model.bin``; "custom_text": keys as
+    open_clip's ``CustomTextCLIP`` writes them (text tower under ``text.``)."""
+    from safetensors.torch import load_file, save_file
+
     d = tmp_path / "oc"
     d.mkdir()
     shutil.copy2(FIXTURE / "open_clip_config.json", d)
-    if bin_weights:
-        from safetensors.torch import load_file
-
-        torch.save(load_file(str(FIXTURE / "open_clip_model.safetensors")), d / "open_clip_pytorch_model.bin")
+    state = load_file(str(FIXTURE / "open_clip_model.safetensors"))
+    if layout == "bin":
+        torch.save(state, d / "open_clip_pytorch_model.bin")
+    elif layout == "custom_text":
+        save_file({k if k.startswith("visual.") or k == "logit_scale" else f"text.{k}": v for k, v in state.items()},
+                  str(d / "open_clip_model.safetensors"))
     else:
         shutil.copy2(FIXTURE / "open_clip_model.safetensors", d)
     return d
@@ -45,9 +53,9 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
-@pytest.mark.parametrize("bin_weights", [False, True], ids=["safetensors", "bin"])
-def test_open_clip_matches_open_clips_own_embeddings(tmp_path, bin_weights):
-    model = mmdk_api.load(_copy(tmp_path, bin_weights))
+@pytest.mark.parametrize("layout", ["safetensors", "bin", "custom_text"])
+def test_open_clip_matches_open_clips_own_embeddings(tmp_path, layout):
+    model = mmdk_api.load(_copy(tmp_path, layout))
     assert "open_clip" not in sys.modules  # mapped onto HF CLIP modules, not built by open_clip
     assert model.tower_names == ["vision", "text"] and model.architecture.startswith("open_clip")
     ref = np.load(FIXTURE / "reference.npz")
@@ -98,6 +106,7 @@ def test_open_clip_tokenizer_from_beside_or_a_clear_error(tmp_path):
     assert enc["input_ids"].shape == (1, 16) and enc["input_ids"].max() < 64
 
 
+@pytest.mark.skipif(HAS_OPEN_CLIP, reason="open_clip is installed: it builds these towers itself")
 @pytest.mark.parametrize("change,message", [
     ({"vision_cfg": {"timm_model_name": "convnext_base", "image_size": 32}}, "timm image tower ('convnext_base')"),
     ({"vision_cfg": {"layers": [3, 4, 6, 3], "width": 64, "image_size": 32}}, "ModifiedResNet"),
@@ -127,3 +136,25 @@ def test_broken_open_clip_directories_are_one_line_errors(mmdk, tmp_path):
     (d / "open_clip_config.json").write_text("{not json")
     r = mmdk("inspect", d)
     assert r.code == 2 and r.one_line_error() and "not valid JSON" in r.err
+
+
+@pytest.mark.skipif(not HAS_OPEN_CLIP, reason="needs the open_clip extra (its torchvision does not load with the pinned torch)")
+def test_timm_towers_are_built_by_open_clip_when_installed(tmp_path):
+    import open_clip
+    from safetensors.torch import save_file
+
+    cfg = {"embed_dim": 16, "vision_cfg": {"timm_model_name": "test_convnext", "image_size": 32},
+           "text_cfg": {"context_length": 16, "vocab_size": 64, "width": 32, "heads": 2, "layers": 1}}
+    torch.manual_seed(0)
+    ref = open_clip.CLIP(**cfg).eval()
+    d = tmp_path / "timm"
+    d.mkdir()
+    (d / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {}}))
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(d / "open_clip_model.safetensors"))
+    model = mmdk_api.load(d)
+    assert model.format == "open_clip" and model.tower_names == ["vision", "text"]
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        want = ref.encode_image(x, normalize=True).numpy()
+    got = model.towers["vision"].module.run_numpy({"pixel_values": x.numpy()})["image_embeds"]
+    assert _cosines(got, want).min() >= 0.9999

@@ -69,6 +69,10 @@ def prepare_fp32(src: Path, dst: Path, min_opset: int = 0) -> dict[str, Any]:
     return info
 
 
+class NothingToQuantizeError(UserInputError):
+    """A tower has no node the chosen INT8 method quantizes (dynamic INT8 on a conv-only CNN tower)."""
+
+
 class Int8Quantizer:
     """One tower's INT8 quantization with fixed options; ``quantize(exclude)`` varies only the FP32 nodes."""
 
@@ -99,7 +103,7 @@ class Int8Quantizer:
             raise DataError(f"static INT8 of tower {plan.tower!r} needs calibration data, and none was given",
                             hint="pass --calib-data (JSONL manifest, .npz or folder of .npy), or use --method dynamic")
         if not self.candidates:
-            raise UserInputError(f"tower {plan.tower!r} has no {'/'.join(self.op_types)} nodes to quantize "
+            raise NothingToQuantizeError(f"tower {plan.tower!r} has no {'/'.join(self.op_types)} nodes to quantize "
                                  f"with {method} INT8", hint="choose other --op-types, or --precision fp16")
         self.calibration_seconds: Optional[float] = None
 

@@ -184,6 +184,9 @@ class _Run:
             prepared[n] = self.scratch / f"{n}.prep.onnx"
             self.details[n]["preprocess"] = prepare_fp32(fp32[n].path, prepared[n],
                                                          13 if self.config.preset == "tensorrt" else 0)
+        names = self._skip_empty(names, prepared, data)
+        if not names:
+            return {}
         methods = {n: self.plans[n].method for n in names}
         tries = 0
         while True:  # each failing 'auto' tower moves on to its next alternative method
@@ -201,6 +204,34 @@ class _Run:
                         {"method": methods[n], "error": first.message})
                 methods = {**methods, **alt}
                 tries += 1
+
+    def _skip_empty(self, names: list[str], prepared: dict[str, Path], data: Any) -> list[str]:
+        """Towers with nothing for their INT8 method to quantize (dynamic INT8 on a conv-only CNN tower) stay FP32
+        and are reported, while the other towers are handled; an error only when no tower is left to do."""
+        from .ort_int8 import Int8Quantizer, NothingToQuantizeError
+
+        keep, skipped = [], {}
+        for n in names:
+            calib = data.towers[n].calib if data is not None else None
+            try:
+                Int8Quantizer(prepared[n], self.plans[n], self.plans[n].method, self.config, calib, self.scratch / f"probe-{n}")
+                keep.append(n)
+            except NothingToQuantizeError as exc:
+                skipped[n] = exc
+        if not skipped:
+            return names
+        if not keep and len(self.active) == len(skipped):
+            raise next(iter(skipped.values()))
+        named = [b for b in self.budgets if b.tower in skipped]
+        if named:
+            raise UserInputError(f"budget {named[0].text} names tower {named[0].tower!r}, which has nothing to quantize: "
+                                 f"{skipped[named[0].tower].message}", hint=skipped[named[0].tower].hint)
+        for n, exc in skipped.items():
+            self.log(f"skipped tower {n!r}: {exc.message}; it stays FP32")
+            self.details[n]["skipped"] = f"{exc.message} (hint: {exc.hint})" if exc.hint else exc.message
+            self.plans[n].precision = "fp32"
+            self.active.remove(n)
+        return keep
 
     def _int8_attempt(self, names: list[str], methods: dict[str, str], prepared: dict[str, Path],
                       fp32: dict[str, Tower], evals: dict[str, TowerEval], data: Any,
