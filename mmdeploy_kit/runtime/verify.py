@@ -13,6 +13,27 @@ from .metrics import drift
 from ..errors import VerificationError
 from ..model.tower import Tower
 
+# The ONE tolerance table: the cosine floor each check applies where the user sets no ``--min-cosine`` (the
+# config field ``min_cosine`` overrides every row it reaches). Passes, CLI defaults and help texts read it here.
+MIN_COSINE: dict[str, dict[str, float]] = {
+    "export_onnx": {"fp32": 0.9999},                                  # exported ONNX vs torch
+    "quantize": {"int8": 0.98, "fp16": 0.999},                        # quantized tower vs FP32, held-out data
+    "tensorrt_onnx": {"fp32": 0.9999, "fp16": 0.999, "int8": 0.98},   # TensorRT bundle's ONNX vs the source
+    "tensorrt_engine": {"fp32": 0.9999, "fp16": 0.999, "int8": 0.99},  # engine vs the bundle's own ONNX
+    "torch_tensorrt": {"fp32": 0.9999, "fp16": 0.999},                # torch-tensorrt module vs torch eager
+    "prune_reload": {"fp32": 0.9999},                                 # pruned dir rebuilt from its record
+}
+
+
+def min_cosine_floor(check: str, precision: str = "fp32", override: Optional[float] = None) -> float:
+    """The floor a check applies: the user's ``min_cosine`` where set, else the table's row for the precision."""
+    return float(override) if override is not None else MIN_COSINE[check][precision]
+
+
+def min_cosine_help(check: str) -> str:
+    """The table's row as help text, e.g. ``fp32 0.9999, fp16 0.999, int8 0.99`` (never typed twice)."""
+    return ", ".join(f"{p} {v:g}" for p, v in MIN_COSINE[check].items())
+
 
 class TowerRunner:
     """Callable ``feeds -> {output name: array}`` for a torch or ONNX tower, on the CPU bench backends."""

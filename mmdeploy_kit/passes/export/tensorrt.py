@@ -36,8 +36,6 @@ from ..base import Pass, PassConfig, RunContext
 from ...runtime import trt_env
 from . import trt_plan
 
-ONNX_MIN_COSINE = {"fp32": 0.9999, "fp16": 0.999, "int8": 0.98}  # bundle ONNX vs the source, in ONNX Runtime
-
 
 class TensorRTExportConfig(PassConfig):
     """``mmdk export --target tensorrt``: everything that decides the bundle, as data."""
@@ -58,7 +56,7 @@ class TensorRTExportConfig(PassConfig):
     builder_optimization_level: int = Field(3, ge=0, le=5)
     hardware_compatibility_level: Literal["none", "ampere+"] = "none"
     version_compatible: bool = False
-    min_cosine: Optional[float] = Field(None, ge=-1, le=1)  # engine vs reference (default per precision)
+    min_cosine: Optional[float] = Field(None, ge=-1, le=1)  # every check's floor (None: runtime.verify.MIN_COSINE)
     calib_samples: int = Field(128, ge=1)
     holdout_samples: int = Field(64, ge=1)
     seed: int = 0
@@ -174,14 +172,16 @@ def _mk(p: Path) -> Path:
     return p
 
 
-def verify_onnx_bundle(source: Tower, onnx_path: Path, precision: str, seed: int = 0) -> dict[str, Any]:
-    """The bundle's ONNX in ONNX Runtime vs the source tower at the profile's min / opt / max shapes."""
+def verify_onnx_bundle(source: Tower, onnx_path: Path, precision: str, seed: int = 0,
+                       min_cosine: Optional[float] = None) -> dict[str, Any]:
+    """The bundle's ONNX in ONNX Runtime vs the source tower at the profile's min / opt / max shapes; below
+    ``min_cosine`` (default: the tolerance table's ``tensorrt_onnx`` row) it raises VerificationError."""
     from ...model.loaders import load_onnx_file
-    from ...runtime.verify import verify_tower
+    from ...runtime.verify import min_cosine_floor, verify_tower
 
     cand = load_onnx_file(onnx_path, spec=source.spec, tower=source.name).towers[source.name]
     sizes = [profile_sizes(source.spec, w) for w in ("min", "opt", "max")]
-    fig = verify_tower(source, cand, sizes, ONNX_MIN_COSINE[precision], seed=seed)
+    fig = verify_tower(source, cand, sizes, min_cosine_floor("tensorrt_onnx", precision, min_cosine), seed=seed)
     for c, w in zip(fig["checks"], ("min", "opt", "max")):
         c["shape"] = w
     return fig
@@ -245,7 +245,8 @@ class TensorRTExportPass(Pass):
         figures = {}
         for t in towers:
             ctx.log(f"verifying {t.name}.onnx in ONNX Runtime against the source at min/opt/max shapes")
-            figures[t.name] = verify_onnx_bundle(t, workdir / f"{t.name}.onnx", config.precision, seed=ctx.seed)
+            figures[t.name] = verify_onnx_bundle(t, workdir / f"{t.name}.onnx", config.precision, seed=ctx.seed,
+                                                 min_cosine=config.min_cosine)
         plan = trt_plan.build_plan(plan_towers, trt_version=trt_version, device=config.device,
                                    precision=config.precision, workspace_mb=config.workspace_mb,
                                    builder_optimization_level=config.builder_optimization_level, dla_core=config.dla,

@@ -19,15 +19,13 @@ from ...model.profiles import derive_profile, profile_sizes
 from ...model.tower import LoadedModel
 from ..base import Pass, PassConfig, RunContext
 
-DEFAULT_MIN_COSINE = {"fp32": 0.9999, "fp16": 0.999}
-
 
 class TorchTensorRTExportConfig(PassConfig):
     target: Literal["torch-tensorrt"] = "torch-tensorrt"
     precision: Literal["fp16", "fp32"] = "fp16"
     towers: tuple[str, ...] = ()
     workspace_mb: int = Field(4096, ge=16)
-    min_cosine: Optional[float] = Field(None, ge=-1, le=1)  # vs torch eager (default per precision)
+    min_cosine: Optional[float] = Field(None, ge=-1, le=1)  # vs torch eager (None: runtime.verify.MIN_COSINE)
     seed: int = 0
 
 
@@ -52,14 +50,14 @@ class TorchTensorRTExportPass(Pass):
     def run(self, model: LoadedModel, config: TorchTensorRTExportConfig, ctx: RunContext, workdir: Path) -> Manifest:
         from ...runtime.backends.tensorrt import TorchTensorRTBackend, compile_torch_tensorrt
         from ...runtime.backends.torch_eager import TorchEagerBackend
-        from ...runtime.verify import compare_outputs
+        from ...runtime.verify import compare_outputs, min_cosine_floor
         from .onnx import source_info
 
         self.preflight(config)
         TorchTensorRTBackend.check_available("cuda")
         torch = require("torch")
         torch_trt = require("torch_tensorrt")
-        floor = config.min_cosine if config.min_cosine is not None else DEFAULT_MIN_COSINE[config.precision]
+        floor = min_cosine_floor("torch_tensorrt", config.precision, config.min_cosine)
         artifacts = []
         for tower in model.select(config.towers):
             if tower.kind != "torch":

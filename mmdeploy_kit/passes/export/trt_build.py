@@ -28,8 +28,6 @@ from ...model.tower import Tower
 from ...runtime.trt_env import TrtCapabilities
 from .trt_plan import major
 
-DEFAULT_MIN_COSINE = {"fp32": 0.9999, "fp16": 0.999, "int8": 0.99}  # engine vs the bundle's own ONNX
-
 
 def check_plan_version(plan: dict[str, Any], installed: str) -> Optional[str]:
     """Refuse a bundle prepared for another TensorRT major (flags and typing differ); a note for a minor."""
@@ -167,9 +165,9 @@ def verify_engines(bundle: Path, plan: dict[str, Any], references: dict[str, Tow
     """Each engine vs its reference tower (torch, or the bundle's ONNX in ONNX Runtime) at the profile's
     min / opt / max shapes; VerificationError (exit 5) below ``min_cosine`` (default per precision)."""
     from ...runtime.backends.tensorrt import TensorRTBackend
-    from ...runtime.verify import TowerRunner, compare_outputs
+    from ...runtime.verify import TowerRunner, compare_outputs, min_cosine_floor
 
-    floor = min_cosine if min_cosine is not None else DEFAULT_MIN_COSINE[plan["precision"]]
+    floor = min_cosine_floor("tensorrt_engine", plan["precision"], min_cosine)
     figures = {}
     for tower in plan["towers"]:
         name = tower["name"]

@@ -1,0 +1,49 @@
+"""Regressions for what issue 18 saw: each test failed on the code before the fix."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+
+def _man(out: Path) -> dict:
+    return json.loads((out / "mmdk_manifest.json").read_text())
+
+
+def _drifting_prepare(monkeypatch):
+    """The TensorRT-ready ONNX made to drift from its source (noise on the weights), as INT8 does on real models."""
+    from mmdeploy_kit.passes.export import tensorrt
+
+    original = tensorrt.prepare_onnx
+
+    def prepare(src: Path, dst: Path):
+        info = original(src, dst)
+        model = onnx.load(str(dst))
+        rng = np.random.default_rng(0)
+        for init in model.graph.initializer:
+            w = numpy_helper.to_array(init)
+            if w.dtype == np.float32 and w.ndim == 2:
+                init.CopyFrom(numpy_helper.from_array(w + 0.3 * w.std() * rng.standard_normal(w.shape, dtype=np.float32),
+                                                      init.name))
+        onnx.save(model, str(dst))
+        return info
+
+    monkeypatch.setattr(tensorrt, "prepare_onnx", prepare)
+
+
+def test_tensorrt_export_min_cosine_is_the_floor_its_hint_promises(mmdk, tiny_clip_dir, tmp_path, monkeypatch):
+    """`--min-cosine` on `export --target tensorrt` reaches the bundle's ONNX check (it used the table's row only)."""
+    _drifting_prepare(monkeypatch)
+    args = ("export", tiny_clip_dir, "--target", "tensorrt", "--precision", "fp32", "--build", "defer",
+            "--tower", "vision")
+    r = mmdk(*args, "-o", tmp_path / "strict")
+    assert r.code == 5 and r.one_line_error() and "--min-cosine" in r.err, r.err
+    r = mmdk(*args, "--min-cosine", "0.2", "-o", tmp_path / "loose")
+    assert r.code == 0, r.err
+    (art,) = _man(tmp_path / "loose")["artifacts"]
+    assert art["verification"]["min_cosine_required"] == 0.2
+    assert 0.2 < art["verification"]["cosine_min"] < 0.9999
