@@ -47,3 +47,34 @@ def test_tensorrt_export_min_cosine_is_the_floor_its_hint_promises(mmdk, tiny_cl
     (art,) = _man(tmp_path / "loose")["artifacts"]
     assert art["verification"]["min_cosine_required"] == 0.2
     assert 0.2 < art["verification"]["cosine_min"] < 0.9999
+
+
+def _fixed_input_with_det(path: Path) -> Path:
+    """``x: float[8]`` (a fixed dim, no batch axis) reshaped to 2x2x2 and fed to Det, which TensorRT cannot parse."""
+    from onnx import TensorProto, helper
+
+    shape = numpy_helper.from_array(np.array([2, 2, 2], dtype=np.int64), "s")
+    g = helper.make_graph([helper.make_node("Reshape", ["x", "s"], ["h"], name="rs"),
+                           helper.make_node("Det", ["h"], ["y"], name="the_det")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])], initializer=[shape])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_tensorrt_lint_runs_before_the_graph_and_static_dims_stay(mmdk, tmp_path, monkeypatch):
+    """The FP16 step used to run the graph first, on ``x`` cut to [1] (exit 2); the lint's exit 4 never came."""
+    from mmdeploy_kit.passes.quantize import evaluate
+
+    src = _fixed_input_with_det(tmp_path / "u.onnx")
+    ran = []
+    real = evaluate.run_outputs
+    monkeypatch.setattr(evaluate, "run_outputs", lambda *a, **k: ran.append(1) or real(*a, **k))
+    r = mmdk("export", src, "--target", "tensorrt", "--build", "defer", "-o", tmp_path / "a")
+    assert r.code == 4 and r.one_line_error() and "Det node 'the_det'" in r.err, r.err
+    assert ran == [] and not (tmp_path / "a").exists()
+    r = mmdk("-q", "export", src, "--target", "tensorrt", "--build", "defer", "--allow-unsupported", "-o", tmp_path / "b")
+    assert r.code == 0, r.err
+    (art,) = _man(tmp_path / "b")["artifacts"]
+    assert art["io_spec"]["inputs"][0]["shape"] == [8] and art["precision"] == "fp16"
+    assert art["details"]["steps"]["quantize"]["cosine_min"] > 0.99

@@ -126,9 +126,27 @@ def prepare_onnx(src: Path, dst: Path) -> dict[str, Any]:
             "constant_folding": f"onnx-graphsurgeon {getattr(gs, '__version__', '?')}"}
 
 
+def lint_tower(path: Path, name: str, trt_version: str, config: TensorRTExportConfig,
+               log: Optional[Any] = None) -> Any:
+    """TensorRT readiness of one tower's ONNX (``trt_lint``); errors stop the export (exit 4) unless
+    ``allow_unsupported``. ``log`` gets the warnings and the allowed errors."""
+    from .trt_lint import lint_file
+
+    rep = lint_file(path, name, trt_version, dla=config.dla is not None, precision=config.precision)
+    for f in rep.warnings if log else ():
+        log(f"lint {name}: {f.text()}")
+    if not config.allow_unsupported:
+        rep.raise_on_errors()
+    for f in rep.errors if log else ():
+        log(f"lint {name} (allowed by --allow-unsupported): {f.text()}")
+    return rep
+
+
 def _onnx_sources(model: LoadedModel, config: TensorRTExportConfig, ctx: RunContext, scratch: Path,
-                  names: list[str]) -> tuple[dict[str, Path], dict[str, Any]]:
-    """The selected towers as ONNX with the precision in the graph; plus what each step recorded."""
+                  names: list[str], trt_version: str) -> tuple[dict[str, Path], dict[str, Any]]:
+    """The selected towers as ONNX with the precision in the graph; plus what each step recorded. The FP32
+    graph is linted (constants folded) before the precision step runs it, so an op TensorRT cannot parse
+    stops the export (exit 4) before anything executes the graph on data."""
     from .onnx import OnnxExportConfig, OnnxExportPass
 
     towers = dict(model.towers)
@@ -147,6 +165,9 @@ def _onnx_sources(model: LoadedModel, config: TensorRTExportConfig, ctx: RunCont
                                               "cosine_min": a.verification.get("cosine_min")}
     if config.precision == "fp32":
         return {n: towers[n].path for n in names}, record
+    for n in names:
+        prepare_onnx(towers[n].path, _mk(scratch / "lint") / f"{n}.onnx")
+        lint_tower(scratch / "lint" / f"{n}.onnx", n, trt_version, config)
     from ..quantize.config import QuantizeConfig
     from ..quantize.quantize_pass import QuantizePass
 
@@ -209,7 +230,6 @@ class TensorRTExportPass(Pass):
 
     def run(self, model: LoadedModel, config: TensorRTExportConfig, ctx: RunContext, workdir: Path) -> Manifest:
         from .onnx import source_info
-        from .trt_lint import lint_file
 
         caps = trt_env.detect()
         mode = config.build_mode(caps)
@@ -224,21 +244,13 @@ class TensorRTExportPass(Pass):
         towers = model.select(config.towers)
         names = [t.name for t in towers]
         with tempfile.TemporaryDirectory(prefix="mmdk-trt-") as scratch_name:
-            sources, record = _onnx_sources(model, config, ctx, Path(scratch_name), names)
+            sources, record = _onnx_sources(model, config, ctx, Path(scratch_name), names, trt_version)
             for n in names:
                 ctx.log(f"preparing {n}.onnx for TensorRT (constant folding, shape inference)")
                 record[n]["prepare"] = prepare_onnx(sources[n], workdir / f"{n}.onnx")
         lint, plan_towers = {}, []
         for t in towers:
-            rep = lint_file(workdir / f"{t.name}.onnx", t.name, trt_version, dla=config.dla is not None,
-                            precision=config.precision)
-            lint[t.name] = rep
-            for f in rep.warnings:
-                ctx.log(f"lint {t.name}: {f.text()}")
-            if not config.allow_unsupported:
-                rep.raise_on_errors()
-            for f in rep.errors:
-                ctx.log(f"lint {t.name} (allowed by --allow-unsupported): {f.text()}")
+            lint[t.name] = lint_tower(workdir / f"{t.name}.onnx", t.name, trt_version, config, ctx.log)
             plan_towers.append({"name": t.name, "onnx": f"{t.name}.onnx",
                                 "onnx_sha256": sha256_file(workdir / f"{t.name}.onnx"),
                                 "profile": trt_plan.derive_profile(t.spec, static=config.dla is not None)})
