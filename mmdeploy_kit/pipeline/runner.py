@@ -94,15 +94,15 @@ def _execute(planned: Any, model: Any, dest: Path, *, cache: Optional[StepCache]
         if hit is not None:
             shutil.rmtree(tmp)
             copy_tree(hit, tmp)
+            bind_to_run(tmp, model, reference)
             res.cached = True
         else:
             ctx = RunContext(seed=getattr(planned.config, "seed", 0), progress=progress, reference=reference,
                              extras=dict(extras), quiet=quiet)
             manifest = planned.pass_cls().run(model, planned.config, ctx, tmp)
-            prev = (model.details or {}).get("manifest") if hasattr(model, "details") else None
+            prev = _input_manifest(model)
             if prev is not None and not manifest.history:
-                manifest.history = [*prev.history, {"pass_name": prev.pass_name, "config": prev.config,
-                                                    "created": prev.created, "source": prev.source}]
+                manifest.history = [*prev.history, _history_entry(prev)]
             manifest.metrics.setdefault("step", {"key": key, "input_sha256": input_hash, "data_sha256": data_hashes})
             manifest.write(tmp)
             if cache is not None and planned.pass_cls.cacheable(manifest):
@@ -114,6 +114,43 @@ def _execute(planned: Any, model: Any, dest: Path, *, cache: Optional[StepCache]
     _collect_figures(res, dest)
     res.status = "done"
     return res
+
+
+def _input_manifest(model: Any) -> Optional[Manifest]:
+    return (model.details or {}).get("manifest") if hasattr(model, "details") else None
+
+
+def _history_entry(prev: Manifest) -> dict[str, Any]:
+    return {"pass_name": prev.pass_name, "config": prev.config, "created": prev.created, "source": prev.source}
+
+
+def bind_to_run(out: Path, model: Any, reference: Any = None) -> None:
+    """A step restored from the cache describes the run that stored it; bind its manifest to THIS run's input
+    (source path, HF dir with the tokenizer / processor files, teacher, history), keeping the stored source
+    as ``source.cached_from`` (provenance keeps both)."""
+    from ..passes.export.onnx import source_info
+
+    try:
+        manifest = Manifest.read(out)
+    except MmdkError:
+        return
+    old = {k: v for k, v in manifest.source.items() if k != "cached_from"}
+    now = source_info(model)
+    source = {**old, "path": now["path"], "cached_from": old}
+    for k in ("hf_dir", "root_source"):
+        if k in old and now.get(k):
+            source[k] = now[k]
+    if "teacher" in old and reference is not None and hasattr(reference, "source"):
+        source["teacher"] = str(reference.source)
+    prev = _input_manifest(model)
+    history = list(manifest.history)
+    if prev is not None and len(history) > len(prev.history):  # the part the runner derived from the input
+        history[:len(prev.history) + 1] = [*prev.history, _history_entry(prev)]
+    if {**source, "cached_from": None} == {**old, "cached_from": None} and history == manifest.history:
+        return  # same place as the run that stored it: the output stays byte-identical (later keys stay stable)
+    bound = manifest.model_copy(update={"source": source, "history": history})
+    (out / MANIFEST_NAME).unlink()  # a hard link into the cache entry: never write through it
+    bound.write(out)
 
 
 def _collect_figures(res: StepResult, dest: Path) -> None:

@@ -78,3 +78,40 @@ def test_tensorrt_lint_runs_before_the_graph_and_static_dims_stay(mmdk, tmp_path
     (art,) = _man(tmp_path / "b")["artifacts"]
     assert art["io_spec"]["inputs"][0]["shape"] == [8] and art["precision"] == "fp16"
     assert art["details"]["steps"]["quantize"]["cosine_min"] > 0.99
+
+
+RECIPE_EXPORT_INT8 = """
+data:
+  calib: null
+steps:
+  - export: {target: onnx}
+  - quantize: {precision: int8, calib_data: calib, calib_samples: 8, holdout_samples: 8}
+"""
+
+
+def test_a_cached_step_is_bound_to_this_runs_source(mmdk, small_data, tmp_path, cache):
+    """The export cached from A/ckpt, the checkpoint moved to B/ckpt: quantize must find B's tokenizer (it looked in
+    A/ckpt, named by the cached manifest, and failed); the manifest keeps where the cached output came from."""
+    from conftest import build_captioned_clip
+
+    a = build_captioned_clip(tmp_path / "A" / "ckpt", small_data, 1, 16, 0)
+    r = mmdk("-q", "export", a, "-o", tmp_path / "a_onnx")
+    assert r.code == 0, r.err
+    b = tmp_path / "B" / "ckpt"
+    b.parent.mkdir()
+    a.rename(b)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(RECIPE_EXPORT_INT8)
+    r = mmdk("-q", "run", recipe, b, "--data", f"calib={small_data / 'train.jsonl'}", "-o", tmp_path / "run")
+    assert r.code == 0, r.err
+    rec = json.loads((tmp_path / "run" / "mmdk_run.json").read_text())
+    assert [s["cached"] for s in rec["steps"]] == [True, False]
+    from mmdeploy_kit.pipeline.cache import StepCache
+
+    assert StepCache(cache / "steps").lookup(rec["steps"][0]["key"]) is not None  # the entry was not written through
+    exported = _man(tmp_path / "run" / "01-export")
+    assert exported["source"]["path"] == str(b) and exported["source"]["hf_dir"] == str(b.resolve())
+    assert exported["source"]["cached_from"]["hf_dir"] == str(a.resolve())
+    quantized = _man(tmp_path / "run" / "02-quantize")
+    assert quantized["source"]["hf_dir"] == str(b.resolve())
+    assert "tokenizer from " + str(b.resolve()) in json.dumps(quantized["artifacts"])
