@@ -123,6 +123,7 @@ def distill(student: ModelLike, out: str | Path, teacher: ModelLike, data: str |
     nproc, checkpoint_every, max_minutes, templates, temperature, ...). Checkpoints go to ``checkpoint_dir``
     (default ``<out>.ckpt``, removed after success); ``resume=True`` continues from its newest one.
     """
+    from .passes.base import Checkpoints
     from .passes.distill import DistillConfig, parse_losses
 
     save_recipe = options.pop("save_recipe", None)
@@ -140,9 +141,8 @@ def distill(student: ModelLike, out: str | Path, teacher: ModelLike, data: str |
     l_opts = {k: v for k, v in (load_options or {}).items() if v is not None}
     manifest = _run_one("distill", config, student, out, overwrite=overwrite, progress=progress,
                         load_options=l_opts, reference=teacher_model, quiet=quiet, save_recipe=save_recipe,
-                        force=force, extras={"training": {"checkpoint_dir": ckpt.resolve(), "resume": resume,
-                                             "on_checkpoint": on_checkpoint},
-                                "load_options": l_opts, "teacher_load_options": t_opts})
+                        force=force, context={"checkpoints": Checkpoints(ckpt.resolve(), resume, on_checkpoint),
+                                              "reference_load_options": t_opts})
     import shutil
 
     shutil.rmtree(ckpt, ignore_errors=True)  # the output holds the kept (best) weights
@@ -201,7 +201,7 @@ def prune(source: ModelLike, out: str | Path, ratio: Any = None, *, towers: Sequ
 
 def _run_one(step: str, config: Any, source: ModelLike, out: str | Path, *, overwrite: bool = False,
              progress: Optional[Callable[[str], None]] = None, load_options: Optional[dict[str, Any]] = None,
-             reference: Any = None, extras: Optional[dict[str, Any]] = None, quiet: bool = False,
+             reference: Any = None, context: Optional[dict[str, Any]] = None, quiet: bool = False,
              save_recipe: Optional[str | Path] = None, force: bool = False) -> Manifest:
     """Run one registered pass (``step`` is its registry name) as a one-step recipe through the pipeline runner:
     load ``source``, check the config's towers, reuse the step cache or run the pass into a temp dir, publish
@@ -211,7 +211,7 @@ def _run_one(step: str, config: Any, source: ModelLike, out: str | Path, *, over
     from .pipeline.runner import run_single_step
 
     manifest = run_single_step(step, config, source, out, overwrite=overwrite, progress=progress,
-                               load_options=load_options or {}, reference=reference, extras=extras or {},
+                               load_options=load_options or {}, reference=reference, context=context,
                                quiet=quiet, force=force)
     if save_recipe is not None:
         write_step_recipe(step, config, save_recipe, model=source if isinstance(source, (str, Path)) else None)

@@ -50,15 +50,29 @@ class PassConfig(BaseModel):
 
 
 @dataclass
+class Checkpoints:
+    """Where a training step keeps its checkpoints and whether it continues from the newest one. The runner sets
+    it for every step of a pass with ``checkpoints=True``: the verb from its options (``--resume``), a recipe
+    step to ``OUT/.checkpoints/<step key>/`` (resumed when a killed run left one there)."""
+
+    dir: Optional[Path] = None
+    resume: bool = False
+    on_checkpoint: Optional[Callable[[int], None]] = None  # called after each checkpoint is written (tests)
+
+
+@dataclass
 class RunContext:
-    """Things a pass needs at run time that do not belong in a config."""
+    """Things a pass needs at run time that do not belong in a config; every field is set by the runner, for a
+    verb and a recipe step alike."""
 
     quiet: bool = False
     seed: int = 0
     calibration: Any = None          # calibration data source (manifest rows / arrays); prefer a config path
     reference: Any = None            # the recipe's source model (bench reference, distillation teacher)
     progress: Optional[Callable[[str], None]] = None
-    extras: dict[str, Any] = field(default_factory=dict)
+    load_options: dict[str, Any] = field(default_factory=dict)            # how the input model was loaded
+    reference_load_options: dict[str, Any] = field(default_factory=dict)  # how the reference (teacher) was loaded
+    checkpoints: Checkpoints = field(default_factory=Checkpoints)
 
     def log(self, msg: str) -> None:
         if self.progress is not None and not self.quiet:
@@ -76,6 +90,8 @@ class Pass:
       content hashes go into the cache key.
     - ``tower_field``: the config field listing the towers the step applies to (validated against the model).
     - ``uses_reference``: the pass reads ``ctx.reference``, so the reference's hash is part of its cache key.
+    - ``checkpoints``: the pass trains and can resume (``ctx.checkpoints``): a recipe step killed mid-run
+      continues from its newest checkpoint when the run is started again.
     """
 
     name: ClassVar[str]
@@ -87,6 +103,7 @@ class Pass:
     data_fields: ClassVar[tuple[str, ...]] = ()
     tower_field: ClassVar[Optional[str]] = "towers"
     uses_reference: ClassVar[bool] = False    # reads ctx.reference (bench: compares with it; distill: its teacher)
+    checkpoints: ClassVar[bool] = False       # trains with checkpoints and resume (ctx.checkpoints)
 
     def run(self, model: Any, config: PassConfig, ctx: RunContext, workdir: Path) -> Manifest:
         """Write this pass's artifacts into ``workdir`` and return their manifest (not yet written)."""

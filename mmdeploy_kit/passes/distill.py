@@ -103,6 +103,7 @@ class DistillPass(Pass):
     data_fields: ClassVar[tuple[str, ...]] = ("data", "val")
     tower_field: ClassVar[Optional[str]] = "towers"
     uses_reference: ClassVar[bool] = True   # the teacher
+    checkpoints: ClassVar[bool] = True      # a killed run (verb with --resume, recipe step re-run) continues
 
     def run(self, model: Any, config: PassConfig, ctx: RunContext, workdir: Path) -> Manifest:
         from ..model.loaders import load
@@ -110,22 +111,21 @@ class DistillPass(Pass):
         assert isinstance(config, DistillConfig)
         teacher = ctx.reference
         if teacher is None and config.teacher:
-            teacher = load(config.teacher, **ctx.extras.get("teacher_load_options", {}))
+            teacher = load(config.teacher, **ctx.reference_load_options)
         if teacher is None:
             raise UserInputError("distillation needs a teacher", hint="pass --teacher MODEL")
         from ..train.save import single_root
 
         model, teacher = single_root(model), single_root(teacher)
         t0 = time.perf_counter()
-        training = ctx.extras.get("training") or {}
-        ckpt_dir, resume = training.get("checkpoint_dir"), bool(training.get("resume", False))
+        ckpt = ctx.checkpoints
         if config.nproc > 1:
             result = _run_distributed(model, teacher, config, ctx, workdir)
         else:
             from ..train.run import run_distillation
 
-            result = run_distillation(model, teacher, config, checkpoint_dir=ckpt_dir, resume=resume,
-                                      quiet=ctx.quiet, on_checkpoint=training.get("on_checkpoint"))
+            result = run_distillation(model, teacher, config, checkpoint_dir=ckpt.dir, resume=ckpt.resume,
+                                      quiet=ctx.quiet, on_checkpoint=ckpt.on_checkpoint)
         from ..train.save import save_student
 
         artifacts = save_student(model, workdir, result["proc_dir"])
@@ -144,15 +144,14 @@ def _run_distributed(model: Any, teacher: Any, config: DistillConfig, ctx: RunCo
     from ..model.loaders import read_state_dict
     from ..train.dist import launch
 
-    training = ctx.extras.get("training") or {}
     scratch = workdir / "_distributed"
     scratch.mkdir()
     job = scratch / "job.json"
     job.write_text(json.dumps({
-        "student": str(model.source), "student_load_options": _jsonable(ctx.extras.get("load_options", {})),
-        "teacher": str(teacher.source), "teacher_load_options": _jsonable(ctx.extras.get("teacher_load_options", {})),
-        "config": config.model_dump(mode="json"), "checkpoint_dir": _str(training.get("checkpoint_dir")),
-        "resume": bool(training.get("resume", False)), "quiet": ctx.quiet, "out": str(scratch)}))
+        "student": str(model.source), "student_load_options": _jsonable(ctx.load_options),
+        "teacher": str(teacher.source), "teacher_load_options": _jsonable(ctx.reference_load_options),
+        "config": config.model_dump(mode="json"), "checkpoint_dir": _str(ctx.checkpoints.dir),
+        "resume": ctx.checkpoints.resume, "quiet": ctx.quiet, "out": str(scratch)}))
     launch(job, config.nproc, "mmdeploy_kit.passes.distill_worker", quiet=ctx.quiet)
     result = json.loads((scratch / "result.json").read_text())
     state = read_state_dict(scratch / "student.safetensors")

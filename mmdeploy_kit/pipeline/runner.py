@@ -65,13 +65,10 @@ class RunResult:
 
 
 # ---- one step -----------------------------------------------------------------------------------------------
-def _identity(planned: Any, model: Any, reference: Any, extras: dict[str, Any]) -> tuple[str, str, dict[str, str]]:
+def _identity(planned: Any, model: Any, reference: Any) -> tuple[str, str, dict[str, str]]:
     """(cache key, input hash, data hashes) of a planned step on ``model``."""
     input_hash = model_hash(model)
     data_hashes = {f: content_hash(p) for f, p in planned.data_files.items()}
-    for k, v in sorted(extras.items()):  # paths handed over at run time (e.g. a processor dir)
-        if isinstance(v, (str, Path)) and Path(v).exists():
-            data_hashes[f"extra:{k}"] = content_hash(v)
     ref_hash = None
     if planned.pass_cls.uses_reference:  # only a pass that reads the reference depends on it
         ref_hash = model_hash(reference) if reference is not None and hasattr(reference, "towers") else (
@@ -80,11 +77,19 @@ def _identity(planned: Any, model: Any, reference: Any, extras: dict[str, Any]) 
 
 
 def _execute(planned: Any, model: Any, dest: Path, *, cache: Optional[StepCache], force: bool, reference: Any,
-             extras: dict[str, Any], progress: Log, quiet: bool, overwrite: bool = True) -> StepResult:
-    """Run (or reuse) one step and publish its output directory at ``dest``."""
-    from ..passes.base import RunContext
+             progress: Log, quiet: bool, overwrite: bool = True, context: Optional[dict[str, Any]] = None,
+             checkpoint_root: Optional[Path] = None) -> StepResult:
+    """Run (or reuse) one step and publish its output directory at ``dest``. ``context``: further ``RunContext``
+    fields (load options, checkpoints); a training step without ``checkpoints`` keeps them in
+    ``checkpoint_root/<key>/`` and resumes from there when a killed run left some."""
+    from ..passes.base import Checkpoints, RunContext
 
-    key, input_hash, data_hashes = _identity(planned, model, reference, extras)
+    key, input_hash, data_hashes = _identity(planned, model, reference)
+    fields = dict(context or {})
+    own_ckpt = None
+    if planned.pass_cls.checkpoints and "checkpoints" not in fields and checkpoint_root is not None:
+        own_ckpt = checkpoint_root / key
+        fields["checkpoints"] = Checkpoints(dir=own_ckpt, resume=own_ckpt.is_dir() and any(own_ckpt.iterdir()))
     res = StepResult(name=planned.step.name, pass_name=planned.pass_name, version=planned.pass_cls.version,
                      config=planned.config.model_dump(mode="json"), key=key, input_sha256=input_hash,
                      data_sha256=data_hashes)
@@ -98,7 +103,7 @@ def _execute(planned: Any, model: Any, dest: Path, *, cache: Optional[StepCache]
             res.cached = True
         else:
             ctx = RunContext(seed=getattr(planned.config, "seed", 0), progress=progress, reference=reference,
-                             extras=dict(extras), quiet=quiet)
+                             quiet=quiet, **fields)
             manifest = planned.pass_cls().run(model, planned.config, ctx, tmp)
             prev = _input_manifest(model)
             if prev is not None and not manifest.history:
@@ -108,6 +113,10 @@ def _execute(planned: Any, model: Any, dest: Path, *, cache: Optional[StepCache]
             if cache is not None and planned.pass_cls.cacheable(manifest):
                 cache.store(key, tmp, {"pass": planned.pass_name, "step": planned.step.name,
                                        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
+    if own_ckpt is not None:  # the output holds the kept weights
+        shutil.rmtree(own_ckpt, ignore_errors=True)
+        if not any(own_ckpt.parent.iterdir()):
+            own_ckpt.parent.rmdir()
     res.seconds = round(time.perf_counter() - t0, 3)
     res.output_dir = str(dest)
     res.output_sha256 = content_hash(dest)
@@ -170,9 +179,10 @@ def _collect_figures(res: StepResult, dest: Path) -> None:
 
 def run_single_step(step: str, config: Any, source: Any, out: str | Path, *, overwrite: bool = False,
                     progress: Log = None, load_options: Optional[dict[str, Any]] = None, reference: Any = None,
-                    extras: Optional[dict[str, Any]] = None, quiet: bool = False, force: bool = False,
+                    context: Optional[dict[str, Any]] = None, quiet: bool = False, force: bool = False,
                     use_cache: bool = True) -> Manifest:
-    """A verb as a one-step recipe: validated like a recipe step, cached, published straight to ``out``."""
+    """A verb as a one-step recipe: validated like a recipe step, cached, published straight to ``out``.
+    ``context``: further ``RunContext`` fields the verb sets (``reference_load_options``, ``checkpoints``)."""
     from ..model.loaders import load
     from ..model.tower import LoadedModel
     from ..passes.registry import get_pass
@@ -194,7 +204,8 @@ def run_single_step(step: str, config: Any, source: Any, out: str | Path, *, ove
     planned = PlannedStep(index=1, step=Step(pass_step=step, options={}, name=step), pass_name=step,
                           pass_cls=pass_cls, config=config, input_format=fmt, data_files=data_files)
     _execute(planned, model, Path(out), cache=StepCache() if use_cache else None, force=force, reference=reference,
-             extras=extras or {}, progress=progress, quiet=quiet, overwrite=overwrite)
+             progress=progress, quiet=quiet, overwrite=overwrite,
+             context={"load_options": dict(load_options or {}), **(context or {})})
     return Manifest.read(out)
 
 
@@ -227,7 +238,7 @@ def run_recipe(plan: Any, out: str | Path, *, force: bool = False, overwrite: bo
         _write_record(result, extra=[pending])
         try:
             res = _execute(ps, model, out / ps.dirname, cache=cache, force=force, reference=source,
-                           extras={}, progress=progress, quiet=quiet)
+                           progress=progress, quiet=quiet, checkpoint_root=out / ".checkpoints")
         except BaseException:
             pending.status = "failed"
             _write_record(result, extra=[pending])

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 from onnx import numpy_helper
 
 
@@ -115,3 +121,28 @@ def test_a_cached_step_is_bound_to_this_runs_source(mmdk, small_data, tmp_path, 
     quantized = _man(tmp_path / "run" / "02-quantize")
     assert quantized["source"]["hf_dir"] == str(b.resolve())
     assert "tokenizer from " + str(b.resolve()) in json.dumps(quantized["artifacts"])
+
+
+@pytest.mark.slow  # a separate mmdk process killed with SIGKILL after its first checkpoint (~25 s on 2 busy cores)
+def test_a_recipe_distill_step_resumes_after_kill_9(clip_teacher_student, tmp_path, cache):
+    """Checkpoints and resume reached only the `mmdk distill` verb (through an untyped side channel)."""
+    pair = clip_teacher_student
+    recipe = tmp_path / "d.yaml"
+    recipe.write_text(f"steps:\n  - distill: {{data: {pair.data / 'train.jsonl'}, steps: 3000, batch: 8, lr: 1.0e-3, "
+                      "checkpoint_every: 5, max_minutes: 0.05}\n")
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "mmdeploy_kit.cli", "-q", "run", str(recipe), str(pair.student), "-o", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list(out.glob(".checkpoints/*/LATEST")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert list(out.glob(".checkpoints/*/LATEST")) and not (out / "01-distill").exists()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    metrics = _man(out / "01-distill")["metrics"]
+    assert metrics["resumed_from_step"] >= 5 and metrics["steps"] >= metrics["resumed_from_step"]
+    assert not (out / ".checkpoints").exists()  # the output holds the kept weights

@@ -175,8 +175,7 @@ def _onnx_sources(model: LoadedModel, config: TensorRTExportConfig, ctx: RunCont
                              towers=tuple(names), calib_data=config.calib_data, processor=config.processor,
                              calib_samples=config.calib_samples,
                              holdout_samples=config.holdout_samples, seed=config.seed)
-    qctx = RunContext(quiet=ctx.quiet, seed=ctx.seed, progress=ctx.progress, reference=ctx.reference,
-                      calibration=config.calib_data or ctx.calibration, extras=dict(ctx.extras))
+    qctx = dataclasses.replace(ctx, calibration=config.calib_data or ctx.calibration)
     onnx_model = dataclasses.replace(model, towers=towers)
     qman = QuantizePass().run(onnx_model, qconfig, qctx, _mk(scratch / "quant"))
     for a in qman.artifacts:
