@@ -146,3 +146,13 @@ def test_a_recipe_distill_step_resumes_after_kill_9(clip_teacher_student, tmp_pa
     metrics = _man(out / "01-distill")["metrics"]
     assert metrics["resumed_from_step"] >= 5 and metrics["steps"] >= metrics["resumed_from_step"]
     assert not (out / ".checkpoints").exists()  # the output holds the kept weights
+
+
+def test_bench_off_a_terminal_writes_no_progress_frames(mmdk, tiny_clip_dir, tmp_path):
+    """`mmdk bench ... 2>log`: the log gets lines, never tqdm's carriage-return frames."""
+    r = mmdk("-q", "export", tiny_clip_dir, "--tower", "text", "-o", tmp_path / "onnx")
+    assert r.code == 0, r.err
+    r = mmdk("bench", tmp_path / "onnx" / "text.onnx", "--batch", "1", "--min-time", "0.02", "--min-runs", "3",
+             "--min-rounds", "3", "--warmup", "1", "--threads", "1")
+    assert r.code == 0, r.err
+    assert "\r" not in r.err and "round/s" not in r.err
