@@ -23,6 +23,9 @@ from ..artifacts import Manifest, package_versions
 from ..errors import UserInputError
 from .base import Pass, PassConfig, RunContext
 
+EVAL_FILE = "eval_history.jsonl"  # every eval record of the run, one JSON object a line, beside the model
+EVAL_KEEP = 20                     # the records a manifest keeps: first, best, last and evenly spaced between
+
 
 
 class DistillConfig(PassConfig):
@@ -130,6 +133,8 @@ class DistillPass(Pass):
 
         artifacts = save_student(model, workdir, result["proc_dir"])
         metrics = {k: v for k, v in result.items() if k not in ("proc_dir",)}
+        metrics["eval"], metrics["eval_history"] = summarise_eval(metrics.get("eval") or [], metrics.get("best"),
+                                                                  workdir)
         metrics["wall_seconds"] = round(time.perf_counter() - t0, 2)
         return Manifest(pass_name=self.name, config=config.model_dump(mode="json"),
                         source={"path": str(model.source), "format": model.format, "architecture": model.architecture,
@@ -137,6 +142,23 @@ class DistillPass(Pass):
                                 "hf_dir": str(result["proc_dir"]) if result["proc_dir"] else None},
                         versions=package_versions("torch", "transformers", "safetensors"), artifacts=artifacts,
                         metrics=metrics)
+
+
+def summarise_eval(history: list[dict[str, Any]], best: Optional[dict[str, Any]],
+                   workdir: Path) -> tuple[list[dict[str, Any]], Optional[dict[str, Any]]]:
+    """(the eval records a manifest keeps, where the full history is): the whole history goes to ``EVAL_FILE``;
+    the manifest keeps at most ``EVAL_KEEP`` records (all of a short run), so 2000 epochs stay a few KB."""
+    if not history:
+        return [], None
+    (workdir / EVAL_FILE).write_text("".join(json.dumps(e, sort_keys=True) + "\n" for e in history))
+    if len(history) <= EVAL_KEEP:
+        kept = list(history)
+    else:
+        n = len(history)
+        picks = {round(k * (n - 1) / (EVAL_KEEP - 2)) for k in range(EVAL_KEEP - 1)}
+        picks |= {k for k, e in enumerate(history) if best is not None and e.get("step") == best.get("step")}
+        kept = [history[k] for k in sorted(picks)]
+    return kept, {"file": EVAL_FILE, "records": len(history), "kept_in_manifest": len(kept)}
 
 
 def _run_distributed(model: Any, teacher: Any, config: DistillConfig, ctx: RunContext, workdir: Path) -> dict[str, Any]:

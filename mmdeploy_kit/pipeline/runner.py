@@ -162,9 +162,17 @@ def bind_to_run(out: Path, model: Any, reference: Any = None) -> None:
     bound.write(out)
 
 
-def _collect_figures(res: StepResult, dest: Path) -> None:
+def model_bytes(manifest: Manifest, dest: Path) -> int:
+    """Size on disk of a step's model files: its artifacts (each path once), not manifests or side files."""
     from ..artifacts import size_on_disk
 
+    sizes = {}
+    for a in manifest.artifacts:
+        sizes.setdefault(a.path, a.size_bytes if a.size_bytes else size_on_disk(dest / a.path))
+    return int(sum(sizes.values()))
+
+
+def _collect_figures(res: StepResult, dest: Path) -> None:
     try:
         m = Manifest.read(dest)
     except MmdkError:
@@ -174,7 +182,7 @@ def _collect_figures(res: StepResult, dest: Path) -> None:
     cos = [c for c in cos if isinstance(c, (int, float))]
     if cos:
         res.verification = {"cosine_min": min(cos)}
-    res.size_bytes = size_on_disk(dest) if m.artifacts else 0
+    res.size_bytes = model_bytes(m, dest)
 
 
 def run_single_step(step: str, config: Any, source: Any, out: str | Path, *, overwrite: bool = False,
