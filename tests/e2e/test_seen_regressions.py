@@ -156,3 +156,23 @@ def test_bench_off_a_terminal_writes_no_progress_frames(mmdk, tiny_clip_dir, tmp
              "--min-rounds", "3", "--warmup", "1", "--threads", "1")
     assert r.code == 0, r.err
     assert "\r" not in r.err and "round/s" not in r.err
+
+
+def test_fp16_records_when_its_overflow_check_could_not_run(mmdk, tmp_path, monkeypatch):
+    """Shape inference failing made the overflow check silently find nothing; the manifest now says it did not run."""
+    import onnx.shape_inference
+
+    src = _fixed_input_with_det(tmp_path / "u.onnx")
+    r = mmdk("-q", "quantize", src, "--precision", "fp16", "-o", tmp_path / "ok")
+    assert r.code == 0, r.err
+    check = _man(tmp_path / "ok")["artifacts"][0]["details"]["fp16"]["overflow_check"]
+    assert check["ran"] and check["tensors_checked"] >= 1
+
+    def failing(model, *a, **k):
+        raise RuntimeError("[ShapeInferenceError] (simulated) cannot infer")
+
+    monkeypatch.setattr(onnx.shape_inference, "infer_shapes", failing)
+    r = mmdk("-q", "quantize", src, "--precision", "fp16", "--force", "-o", tmp_path / "q")  # not the cached step
+    assert r.code == 0, r.err
+    check = _man(tmp_path / "q")["artifacts"][0]["details"]["fp16"]["overflow_check"]
+    assert check["ran"] is False and "shape inference failed" in check["reason"] and check["tensors_checked"] == 0
