@@ -37,6 +37,23 @@ def model_format(model: Any) -> str:
     return "torch"
 
 
+def name_value_pairs(items: Any, what: str, example: str, bare: Optional[str] = None) -> list[tuple[str, str]]:
+    """The one ``NAME=VALUE`` parser (``--tower-precision``, ``--data``, ``--ratio``, ``--loss``): items given
+    repeatedly and/or comma-separated, ``["vision=int8,text=fp32", "audio=fp16"]`` -> ``[("vision", "int8"),
+    ("text", "fp32"), ("audio", "fp16")]``. A bare ``NAME`` takes ``bare`` (None: it is an error)."""
+    from ..errors import UserInputError
+
+    out: list[tuple[str, str]] = []
+    for item in [items] if isinstance(items, str) else list(items or []):
+        for part in filter(None, (p.strip() for p in str(item).split(","))):
+            name, sep, value = part.partition("=")
+            name, value = name.strip(), value.strip() if sep else bare
+            if not name or not value:
+                raise UserInputError(f"{what} expects NAME=VALUE, got {part!r}", hint=f"e.g. {what} {example}")
+            out.append((name, value))
+    return out
+
+
 class PassConfig(BaseModel):
     """Base of every ``XxxConfig``: unknown keys are errors, instances are immutable and hashable."""
 

@@ -21,7 +21,7 @@ from pydantic import field_validator
 
 from ..artifacts import Manifest, package_versions
 from ..errors import UserInputError
-from .base import Pass, PassConfig, RunContext
+from .base import Pass, PassConfig, RunContext, name_value_pairs
 
 EVAL_FILE = "eval_history.jsonl"  # every eval record of the run, one JSON object a line, beside the model
 EVAL_KEEP = 20                     # the records a manifest keeps: first, best, last and evenly spaced between
@@ -85,15 +85,12 @@ def parse_losses(text: str | dict[str, float] | None) -> tuple[tuple[str, float]
     if isinstance(text, dict):
         return tuple((str(k), float(v)) for k, v in text.items())
     out = []
-    for item in str(text).split(","):
-        item = item.strip()
-        if not item:
-            continue
-        name, sep, weight = item.partition("=")
+    for name, weight in name_value_pairs(str(text), "--loss", "feature=1,affinity=0.5", bare="1"):
         try:
-            out.append((name.strip(), float(weight) if sep else 1.0))
+            out.append((name, float(weight)))
         except ValueError:
-            raise UserInputError(f"bad --loss item {item!r}", hint="write name=weight, e.g. feature=1,affinity=0.5") from None
+            raise UserInputError(f"bad --loss item {name}={weight}",
+                                 hint="write name=weight, e.g. feature=1,affinity=0.5") from None
     return tuple(out)
 
 

@@ -1,0 +1,36 @@
+"""One NAME=VALUE parser serves --tower-precision / --data (CLI), --ratio (prune) and --loss (distill)."""
+
+from __future__ import annotations
+
+import pytest
+
+from mmdeploy_kit.errors import UserInputError
+from mmdeploy_kit.passes.base import name_value_pairs
+
+
+def test_repeated_and_comma_separated_items():
+    assert name_value_pairs(["vision=int8, text=fp32", "audio=fp16"], "--tower-precision", "v=int8") == [
+        ("vision", "int8"), ("text", "fp32"), ("audio", "fp16")]
+    assert name_value_pairs("feature,affinity=0.5", "--loss", "feature=1", bare="1") == [("feature", "1"),
+                                                                                        ("affinity", "0.5")]
+    assert name_value_pairs(None, "--data", "calib=x.jsonl") == []
+
+
+@pytest.mark.parametrize("bad", ["vision", "=int8", "vision="])
+def test_malformed_items_are_one_line_errors(bad):
+    with pytest.raises(UserInputError, match="--tower-precision expects NAME=VALUE"):
+        name_value_pairs([bad], "--tower-precision", "vision=int8")
+
+
+def test_every_caller_uses_it():
+    from mmdeploy_kit.cli.app import _pairs_opt
+    from mmdeploy_kit.passes.distill import parse_losses
+    from mmdeploy_kit.passes.prune.config import tower_values
+
+    assert _pairs_opt(["calib=a.jsonl,val=b.jsonl"], "--data") == {"calib": "a.jsonl", "val": "b.jsonl"}
+    assert parse_losses("feature,contrastive=0.5") == (("feature", 1.0), ("contrastive", 0.5))
+    assert tower_values("vision=0.4,text=0.3", (), None, "ratio") == (("vision", 0.4), ("text", 0.3))
+    with pytest.raises(UserInputError, match="--data expects NAME=VALUE"):
+        _pairs_opt(["calib"], "--data")
+    with pytest.raises(UserInputError, match="--ratio expects NAME=VALUE"):
+        tower_values("vision=", (), None, "ratio")
