@@ -278,13 +278,12 @@ def _options(config_cls: Any, what: str, **fields: Any) -> Any:
         raise UserInputError(f"invalid {what} option {validation_message(exc)}") from None
 
 
-def synth_data(out: str | Path, n_train: int = 4000, n_val: int = 400, image_size: int = 32, seed: int = 0,
-               overwrite: bool = False) -> Path:
-    """Write the deterministic synthetic image-caption dataset (PNG + JSONL manifests, train/val)."""
+def synth_data(out: str | Path, overwrite: bool = False, **options: Any) -> Path:
+    """Write the deterministic synthetic image-caption dataset (PNG + JSONL manifests, train/val). ``options``:
+    ``n_train``, ``n_val``, ``image_size``, ``seed`` (defaults: ``data.synth.SYNTH_DEFAULTS``, the demo's)."""
     from .data.synth import synthesize_dataset
 
-    return synthesize_dataset(out, n_train=n_train, n_val=n_val, image_size=image_size, seed=seed,
-                              overwrite=overwrite)
+    return synthesize_dataset(out, overwrite=overwrite, **options)
 
 
 DEMO_TARGET_TOP1 = 90.0  # issue 2: the demo checkpoint's zero-shot top-1 on the held-out split

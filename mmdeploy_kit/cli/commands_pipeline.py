@@ -10,15 +10,17 @@ import typer
 
 from .app import (app, OverwriteOpt, data_app, recipes_app, _STATE, WeightsOpt, IoOpt, TrustOpt, load_kwargs, echo,
                   progress, _pairs_opt)
+from ..data.synth import SYNTH_DEFAULTS  # the one set of synthetic-data defaults
 
 
 @data_app.command("synth")
 def data_synth(
     out: Path = typer.Option(..., "-o", "--out", help="Output directory."),
-    n_train: int = typer.Option(4000, "--n-train", help="Training samples (the demo default)."),
-    n_val: int = typer.Option(400, "--n-val", help="Held-out validation samples."),
-    image_size: int = typer.Option(32, "--image-size", help="Square image size in pixels (the demo trains at 32)."),
-    seed: int = typer.Option(0, "--seed", help="Random seed (same seed -> identical files)."),
+    n_train: int = typer.Option(SYNTH_DEFAULTS["n_train"], "--n-train", help="Training samples (the demo default)."),
+    n_val: int = typer.Option(SYNTH_DEFAULTS["n_val"], "--n-val", help="Held-out validation samples."),
+    image_size: int = typer.Option(SYNTH_DEFAULTS["image_size"], "--image-size", help="Square image size in pixels "
+                                   "(the demo trains at this size)."),
+    seed: int = typer.Option(SYNTH_DEFAULTS["seed"], "--seed", help="Random seed (same seed -> identical files)."),
     overwrite: bool = OverwriteOpt,
 ) -> None:
     """Write a deterministic synthetic image-caption dataset (PNG + train/val JSONL manifests)."""

@@ -1,4 +1,5 @@
-"""One NAME=VALUE parser serves --tower-precision / --data (CLI), --ratio (prune) and --loss (distill)."""
+"""One source each: the NAME=VALUE parser (--tower-precision / --data, --ratio, --loss) and the synthetic-data
+defaults (`mmdk data synth`, `mmdk.synth_data`, the demo checkpoint)."""
 
 from __future__ import annotations
 
@@ -34,3 +35,20 @@ def test_every_caller_uses_it():
         _pairs_opt(["calib"], "--data")
     with pytest.raises(UserInputError, match="--ratio expects NAME=VALUE"):
         tower_values("vision=", (), None, "ratio")
+
+
+def test_synthetic_data_defaults_are_defined_once():
+    import inspect
+
+    import typer.main
+
+    from mmdeploy_kit.cli.app import app
+    from mmdeploy_kit.data.synth import SYNTH_DEFAULTS, synthesize_dataset
+
+    sig = inspect.signature(synthesize_dataset).parameters
+    assert {k: sig[k].default for k in SYNTH_DEFAULTS} == SYNTH_DEFAULTS
+    synth = typer.main.get_command(app).commands["data"].commands["synth"]
+    assert {p.name: p.default for p in synth.params if p.name in SYNTH_DEFAULTS} == SYNTH_DEFAULTS
+    import mmdeploy_kit.demo_checkpoint as demo
+
+    assert not hasattr(demo, "DEFAULT_DATA")  # the demo reads SYNTH_DEFAULTS
