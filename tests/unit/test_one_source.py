@@ -52,3 +52,17 @@ def test_synthetic_data_defaults_are_defined_once():
     import mmdeploy_kit.demo_checkpoint as demo
 
     assert not hasattr(demo, "DEFAULT_DATA")  # the demo reads SYNTH_DEFAULTS
+
+
+def test_source_files_named_in_docstrings_exist():
+    """No stale names after a rename (``bench/env.py`` after bench/ became runtime/)."""
+    import re
+    from pathlib import Path
+
+    pkg = Path(__file__).resolve().parents[2] / "mmdeploy_kit"
+    named = {(p.relative_to(pkg).as_posix(), m) for p in pkg.rglob("*.py")
+             for m in re.findall(r"``((?:[a-z_]+/)+[a-z_]+\.py)``", p.read_text())}
+    assert len(named) >= 10
+    missing = [f"{where}: {m}" for where, m in sorted(named)
+               if not (pkg / m).is_file() and not (pkg.parent / m).is_file()]
+    assert missing == []

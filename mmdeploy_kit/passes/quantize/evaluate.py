@@ -64,7 +64,7 @@ def _rows(a: np.ndarray) -> int:
 
 
 def _batched_drift(ref: Sequence[np.ndarray], cand: Sequence[np.ndarray]) -> dict[str, Any]:
-    """``bench.metrics.drift`` over batches: per-sample cosine mean / min and max abs error of all of them."""
+    """``runtime.metrics.drift`` over batches: per-sample cosine mean / min and max abs error of all of them."""
     per = [drift(r, c) for r, c in zip(ref, cand)]
     rows = [_rows(r) for r in ref]
     return {"cosine_mean": sum(d["cosine_mean"] * n for d, n in zip(per, rows)) / max(sum(rows), 1),
