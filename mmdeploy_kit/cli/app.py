@@ -99,8 +99,9 @@ def _pairs_opt(values: Optional[List[str]], what: str) -> dict[str, str]:
     """``['vision=int8,text=fp32', 'audio=fp16']`` -> ``{'vision': 'int8', 'text': 'fp32', 'audio': 'fp16'}``."""
     from ..passes.base import name_value_pairs
 
-    example = "calib=train.jsonl" if what == "--data" else "vision=int8,text=fp32"
-    return dict(name_value_pairs(values, what, example))
+    if what == "--data":
+        return dict(name_value_pairs(values, what, "calib=train.jsonl", form="NAME=PATH"))
+    return dict(name_value_pairs(values, what, "vision=int8,text=fp32", form="TOWER=VALUE"))
 
 
 recipes_app = typer.Typer(help="Built-in recipes and the recipe format.", no_args_is_help=True)

@@ -37,10 +37,12 @@ def model_format(model: Any) -> str:
     return "torch"
 
 
-def name_value_pairs(items: Any, what: str, example: str, bare: Optional[str] = None) -> list[tuple[str, str]]:
+def name_value_pairs(items: Any, what: str, example: str, bare: Optional[str] = None,
+                     form: str = "NAME=VALUE") -> list[tuple[str, str]]:
     """The one ``NAME=VALUE`` parser (``--tower-precision``, ``--data``, ``--ratio``, ``--loss``): items given
     repeatedly and/or comma-separated, ``["vision=int8,text=fp32", "audio=fp16"]`` -> ``[("vision", "int8"),
-    ("text", "fp32"), ("audio", "fp16")]``. A bare ``NAME`` takes ``bare`` (None: it is an error)."""
+    ("text", "fp32"), ("audio", "fp16")]``. A bare ``NAME`` takes ``bare`` (None: it is an error); ``form``
+    names the shape in the error (``TOWER=VALUE``, ``NAME=PATH``)."""
     from ..errors import UserInputError
 
     out: list[tuple[str, str]] = []
@@ -49,7 +51,7 @@ def name_value_pairs(items: Any, what: str, example: str, bare: Optional[str] = 
             name, sep, value = part.partition("=")
             name, value = name.strip(), value.strip() if sep else bare
             if not name or not value:
-                raise UserInputError(f"{what} expects NAME=VALUE, got {part!r}", hint=f"e.g. {what} {example}")
+                raise UserInputError(f"{what} expects {form}, got {part!r}", hint=f"e.g. {what} {example}")
             out.append((name, value))
     return out
 
@@ -90,10 +92,19 @@ class RunContext:
     load_options: dict[str, Any] = field(default_factory=dict)            # how the input model was loaded
     reference_load_options: dict[str, Any] = field(default_factory=dict)  # how the reference (teacher) was loaded
     checkpoints: Checkpoints = field(default_factory=Checkpoints)
+    # set by the runner: runs another pass as a sub-step of this one (cached, recorded in the manifest, reported)
+    substep: Optional[Callable[[type["Pass"], "PassConfig", Any, Path], Manifest]] = None
 
     def log(self, msg: str) -> None:
         if self.progress is not None and not self.quiet:
             self.progress(msg)
+
+    def run_substep(self, pass_cls: type["Pass"], config: "PassConfig", model: Any, workdir: Path) -> Manifest:
+        """A pass that needs another pass asks for it here: through the runner's cache when a runner set
+        ``substep``, else run directly. ``workdir`` (empty) gets the output; returns its manifest."""
+        if self.substep is not None:
+            return self.substep(pass_cls, config, model, workdir)
+        return pass_cls().run(model, config, self, workdir)
 
 
 class Pass:

@@ -86,6 +86,7 @@ def _execute(planned: Any, model: Any, dest: Path, *, cache: Optional[StepCache]
 
     key, input_hash, data_hashes = _identity(planned, model, reference)
     fields = dict(context or {})
+    substeps: list[dict[str, Any]] = []
     own_ckpt = None
     if planned.pass_cls.checkpoints and "checkpoints" not in fields and checkpoint_root is not None:
         own_ckpt = checkpoint_root / key
@@ -104,7 +105,10 @@ def _execute(planned: Any, model: Any, dest: Path, *, cache: Optional[StepCache]
         else:
             ctx = RunContext(seed=getattr(planned.config, "seed", 0), progress=progress, reference=reference,
                              quiet=quiet, **fields)
+            ctx.substep = _substep_runner(cache, force, reference, progress, quiet, substeps)
             manifest = planned.pass_cls().run(model, planned.config, ctx, tmp)
+            if substeps:
+                manifest.metrics.setdefault("substeps", substeps)
             prev = _input_manifest(model)
             if prev is not None and not manifest.history:
                 manifest.history = [*prev.history, _history_entry(prev)]
@@ -123,6 +127,36 @@ def _execute(planned: Any, model: Any, dest: Path, *, cache: Optional[StepCache]
     _collect_figures(res, dest)
     res.status = "done"
     return res
+
+
+def _substep_runner(cache: Optional[StepCache], force: bool, reference: Any, progress: Log, quiet: bool,
+                    records: list[dict[str, Any]]) -> Callable[..., Manifest]:
+    """``RunContext.substep``: a pass asking for another pass gets it as a step of its own (cache key, cache,
+    progress), recorded in the asking step's manifest (``metrics.substeps``)."""
+    from ..passes.base import model_format
+    from .recipe import Step
+    from .validate import PlannedStep
+
+    def substep(pass_cls: Any, config: Any, model: Any, workdir: Path) -> Manifest:
+        name = f"{pass_cls.name} (sub-step)"
+        planned = PlannedStep(index=0, step=Step(pass_step=pass_cls.name, options={}, name=name),
+                              pass_name=pass_cls.name, pass_cls=pass_cls, config=config,
+                              input_format=model_format(model), data_files=_data_files(pass_cls, config))
+        res = _execute(planned, model, Path(workdir), cache=cache, force=force, reference=reference,
+                       progress=progress, quiet=quiet)
+        if progress and not quiet:
+            progress(f"{name} {'cached' if res.cached else 'done'} in {res.seconds:.1f} s")
+        records.append({"pass_name": pass_cls.name, "key": res.key, "cached": res.cached, "seconds": res.seconds,
+                        "config": res.config})
+        return Manifest.read(workdir)
+
+    return substep
+
+
+def _data_files(pass_cls: Any, config: Any) -> dict[str, Path]:
+    """The data files a step reads (its ``data_fields`` naming an existing path): hashed into its key."""
+    return {f: Path(getattr(config, f)) for f in pass_cls.data_fields
+            if isinstance(getattr(config, f, None), (str, Path)) and Path(getattr(config, f)).exists()}
 
 
 def _input_manifest(model: Any) -> Optional[Manifest]:
@@ -207,10 +241,8 @@ def run_single_step(step: str, config: Any, source: Any, out: str | Path, *, ove
     if fmt not in pass_cls.accepts:
         raise UserInputError(f"{step} takes a {' or '.join(pass_cls.accepts)} model, but {model.source} is {fmt}",
                              hint="pass the checkpoint (or the mmdk directory) this pass works on")
-    data_files = {f: Path(getattr(config, f)) for f in pass_cls.data_fields
-                  if isinstance(getattr(config, f, None), (str, Path)) and Path(getattr(config, f)).exists()}
     planned = PlannedStep(index=1, step=Step(pass_step=step, options={}, name=step), pass_name=step,
-                          pass_cls=pass_cls, config=config, input_format=fmt, data_files=data_files)
+                          pass_cls=pass_cls, config=config, input_format=fmt, data_files=_data_files(pass_cls, config))
     _execute(planned, model, Path(out), cache=StepCache() if use_cache else None, force=force, reference=reference,
              progress=progress, quiet=quiet, overwrite=overwrite,
              context={"load_options": dict(load_options or {}), **(context or {})})

@@ -176,3 +176,15 @@ def test_fp16_records_when_its_overflow_check_could_not_run(mmdk, tmp_path, monk
     assert r.code == 0, r.err
     check = _man(tmp_path / "q")["artifacts"][0]["details"]["fp16"]["overflow_check"]
     assert check["ran"] is False and "shape inference failed" in check["reason"] and check["tensors_checked"] == 0
+
+
+def test_a_pass_needing_another_asks_the_runner_for_a_cached_recorded_sub_step(mmdk, tiny_clip_dir, tmp_path, cache):
+    """quantize on a torch checkpoint ran the ONNX export pass itself: outside the cache and the run record."""
+    r = mmdk("-q", "quantize", tiny_clip_dir, "--precision", "fp16", "-o", tmp_path / "fp16")
+    assert r.code == 0, r.err
+    (first,) = _man(tmp_path / "fp16")["metrics"]["substeps"]
+    assert first["pass_name"] == "export_onnx" and first["cached"] is False
+    r = mmdk("-q", "quantize", tiny_clip_dir, "--precision", "int8", "--method", "dynamic", "-o", tmp_path / "int8")
+    assert r.code == 0, r.err
+    (again,) = _man(tmp_path / "int8")["metrics"]["substeps"]
+    assert again["cached"] is True and again["key"] == first["key"]  # the export is not redone for another precision

@@ -31,9 +31,9 @@ def test_every_caller_uses_it():
     assert _pairs_opt(["calib=a.jsonl,val=b.jsonl"], "--data") == {"calib": "a.jsonl", "val": "b.jsonl"}
     assert parse_losses("feature,contrastive=0.5") == (("feature", 1.0), ("contrastive", 0.5))
     assert tower_values("vision=0.4,text=0.3", (), None, "ratio") == (("vision", 0.4), ("text", 0.3))
-    with pytest.raises(UserInputError, match="--data expects NAME=VALUE"):
+    with pytest.raises(UserInputError, match="--data expects NAME=PATH"):
         _pairs_opt(["calib"], "--data")
-    with pytest.raises(UserInputError, match="--ratio expects NAME=VALUE"):
+    with pytest.raises(UserInputError, match="--ratio expects TOWER=VALUE"):
         tower_values("vision=", (), None, "ratio")
 
 

@@ -156,8 +156,8 @@ def _onnx_sources(model: LoadedModel, config: TensorRTExportConfig, ctx: RunCont
     if bad:
         raise UserInputError(f"tower {bad[0]!r} is a {towers[bad[0]].kind}; export the torch or ONNX model instead")
     if torch_towers:
-        exp = OnnxExportPass().run(model, OnnxExportConfig(opset=config.opset, exporter=config.exporter,
-                                                           towers=tuple(torch_towers)), ctx, _mk(scratch / "export"))
+        exp = ctx.run_substep(OnnxExportPass, OnnxExportConfig(opset=config.opset, exporter=config.exporter,
+                                                               towers=tuple(torch_towers)), model, _mk(scratch / "export"))
         for a in exp.artifacts:
             towers[a.tower] = dataclasses.replace(towers[a.tower], kind="onnx", module=None,
                                                   path=scratch / "export" / a.path)
@@ -177,7 +177,7 @@ def _onnx_sources(model: LoadedModel, config: TensorRTExportConfig, ctx: RunCont
                              holdout_samples=config.holdout_samples, seed=config.seed)
     qctx = dataclasses.replace(ctx, calibration=config.calib_data or ctx.calibration)
     onnx_model = dataclasses.replace(model, towers=towers)
-    qman = QuantizePass().run(onnx_model, qconfig, qctx, _mk(scratch / "quant"))
+    qman = qctx.run_substep(QuantizePass, qconfig, onnx_model, _mk(scratch / "quant"))
     for a in qman.artifacts:
         if a.tower in record:
             record[a.tower]["quantize"] = {k: a.verification.get(k) for k in ("cosine", "cosine_min", "data")

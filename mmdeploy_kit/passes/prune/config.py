@@ -148,7 +148,8 @@ def tower_values(value: Any, towers: tuple[str, ...], all_towers: Optional[list[
         for part in (str(item).split(",") if isinstance(item, str) else [item]):
             part = part.strip() if isinstance(part, str) else part
             if isinstance(part, str) and "=" in part:
-                pairs += [(k, _cast(v, cast, what)) for k, v in name_value_pairs(part, f"--{what}", "vision=0.4")]
+                pairs += [(k, _cast(v, cast, what)) for k, v in name_value_pairs(part, f"--{what}", "vision=0.4",
+                                                                              form="TOWER=VALUE")]
             elif part != "":
                 plain.append(_cast(part, cast, what))
     if pairs and plain:

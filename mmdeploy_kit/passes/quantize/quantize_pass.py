@@ -92,7 +92,7 @@ class _Run:
             export_dir = self.scratch / "export"
             export_dir.mkdir()
             cfg = OnnxExportConfig(towers=tuple(torch_towers))
-            manifest = OnnxExportPass().run(self.model, cfg, RunContext(quiet=True, seed=self.ctx.seed), export_dir)
+            manifest = self.ctx.run_substep(OnnxExportPass, cfg, self.model, export_dir)
             self.history.append({"pass_name": manifest.pass_name, "config": manifest.config,
                                  "verification": {a.tower: {k: a.verification.get(k) for k in
                                                             ("cosine_min", "max_abs_error")} for a in manifest.artifacts}})
