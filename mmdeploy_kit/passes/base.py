@@ -137,6 +137,12 @@ class Pass:
         """Write this pass's artifacts into ``workdir`` and return their manifest (not yet written)."""
         raise NotImplementedError
 
+    @classmethod
+    def output_format(cls, config: Any) -> str:
+        """The format this step writes with ``config`` (``produces`` unless an option changes it); recipe order
+        checks reason from it."""
+        return cls.produces
+
     @staticmethod
     def preflight(config: Any) -> None:
         """Refuse early (before any model is loaded or step run), e.g. a missing backend or GPU -> exit 3."""

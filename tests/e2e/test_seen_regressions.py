@@ -188,3 +188,15 @@ def test_a_pass_needing_another_asks_the_runner_for_a_cached_recorded_sub_step(m
     assert r.code == 0, r.err
     (again,) = _man(tmp_path / "int8")["metrics"]["substeps"]
     assert again["cached"] is True and again["key"] == first["key"]  # the export is not redone for another precision
+
+
+def test_recipe_order_checks_reason_from_the_format_the_config_writes(tiny_clip_dir):
+    """`quantize --backend inc` writes .pt2 torch towers but was declared `onnx`, so order checks reasoned wrongly."""
+    from mmdeploy_kit.pipeline.recipe import load_recipe
+    from mmdeploy_kit.pipeline.validate import plan_recipe
+
+    recipe = {"steps": [{"quantize": {"backend": "inc", "precision": "int8"}}, {"export": {"target": "onnx"}}]}
+    plan = plan_recipe(load_recipe(recipe), tiny_clip_dir, preflight=False)
+    assert [s.input_format for s in plan.steps] == ["torch", "torch"]
+    ort = plan_recipe(load_recipe({"steps": [{"quantize": {"precision": "fp16"}}]}), tiny_clip_dir, preflight=False)
+    assert ort.steps[0].pass_cls.output_format(ort.steps[0].config) == "onnx"

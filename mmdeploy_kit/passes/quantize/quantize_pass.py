@@ -29,6 +29,10 @@ class QuantizePass(Pass):
     config_cls: ClassVar[type[PassConfig]] = QuantizeConfig
     accepts: ClassVar[tuple[str, ...]] = ("torch", "onnx")
     produces: ClassVar[str] = "onnx"
+
+    @classmethod
+    def output_format(cls, config: Any) -> str:
+        return "torch" if getattr(config, "backend", "ort") == "inc" else cls.produces  # INC writes .pt2 towers
     forbidden_after: ClassVar[tuple[str, ...]] = ("prune", "distill")
     data_fields: ClassVar[tuple[str, ...]] = ("calib_data", "processor")
 
