@@ -105,3 +105,27 @@ def test_min_cosine_help_is_the_table(command, check):
     cmd = typer.main.get_command(app).commands[command]
     opt = next(p for p in cmd.params if "--min-cosine" in p.opts)
     assert min_cosine_help(check) in " ".join(opt.help.split())
+
+
+def test_one_verification_loop_serves_every_check():
+    """verify_tower, the TensorRT bundle check, the engine check and torch-tensorrt share ``verify_runs``."""
+    import numpy as np
+
+    from mmdeploy_kit.errors import VerificationError
+    from mmdeploy_kit.runtime.verify import verify_runs
+
+    feeds = {"x": np.ones((2, 4), np.float32)}
+    same = verify_runs(lambda f: {"y": f["x"] * 2}, lambda f: {"y": f["x"] * 2}, [({"shape": "opt"}, feeds)], 0.99,
+                       what="engine e.plan")
+    assert same["cosine_min"] > 0.999 and same["checks"][0]["shape"] == "opt" and same["min_cosine_required"] == 0.99
+    with pytest.raises(VerificationError, match=r"engine e.plan disagrees with its source: .* at the opt shape"):
+        verify_runs(lambda f: {"y": f["x"]}, lambda f: {"y": -f["x"]}, [({"shape": "opt", "sizes": {}}, feeds)], 0.5,
+                    what="engine e.plan")
+    with pytest.raises(VerificationError, match="produced NaN/Inf"):
+        verify_runs(lambda f: {"y": f["x"]}, lambda f: {"y": f["x"] * np.nan}, [({}, feeds)], 0.5, what="t")
+    import inspect
+
+    from mmdeploy_kit.passes.export import tensorrt, torch_tensorrt, trt_build
+
+    for mod in (tensorrt, torch_tensorrt, trt_build):
+        assert "verify_runs(" in inspect.getsource(mod) and "compare_outputs(" not in inspect.getsource(mod)

@@ -30,7 +30,6 @@ from ..._lazy import require
 from ..._quiet import quiet
 from ...artifacts import Artifact, Manifest, describe_file, package_versions, sha256_file
 from ...errors import DataError, ExportError, UserInputError
-from ...model.profiles import profile_sizes
 from ...model.tower import LoadedModel, Tower
 from ..base import Pass, PassConfig, RunContext
 from ...runtime import trt_env
@@ -197,14 +196,12 @@ def verify_onnx_bundle(source: Tower, onnx_path: Path, precision: str, seed: int
     """The bundle's ONNX in ONNX Runtime vs the source tower at the profile's min / opt / max shapes; below
     ``min_cosine`` (default: the tolerance table's ``tensorrt_onnx`` row) it raises VerificationError."""
     from ...model.loaders import load_onnx_file
-    from ...runtime.verify import min_cosine_floor, verify_tower
+    from ...runtime.verify import TowerRunner, min_cosine_floor, profile_batches, verify_runs
 
     cand = load_onnx_file(onnx_path, spec=source.spec, tower=source.name).towers[source.name]
-    sizes = [profile_sizes(source.spec, w) for w in ("min", "opt", "max")]
-    fig = verify_tower(source, cand, sizes, min_cosine_floor("tensorrt_onnx", precision, min_cosine), seed=seed)
-    for c, w in zip(fig["checks"], ("min", "opt", "max")):
-        c["shape"] = w
-    return fig
+    fig = verify_runs(TowerRunner(source), TowerRunner(cand), profile_batches(source.spec, seed),
+                      min_cosine_floor("tensorrt_onnx", precision, min_cosine), what=f"tower {source.name!r}")
+    return {"reference": source.kind, "candidate": "onnx", **fig}
 
 
 # ---- the pass ---------------------------------------------------------------------------------------------------
