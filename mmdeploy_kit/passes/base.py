@@ -86,7 +86,6 @@ class RunContext:
 
     quiet: bool = False
     seed: int = 0
-    calibration: Any = None          # calibration data source (manifest rows / arrays); prefer a config path
     reference: Any = None            # the recipe's source model (bench reference, distillation teacher)
     progress: Optional[Callable[[str], None]] = None
     load_options: dict[str, Any] = field(default_factory=dict)            # how the input model was loaded

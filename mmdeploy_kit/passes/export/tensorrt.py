@@ -174,9 +174,8 @@ def _onnx_sources(model: LoadedModel, config: TensorRTExportConfig, ctx: RunCont
                              towers=tuple(names), calib_data=config.calib_data, processor=config.processor,
                              calib_samples=config.calib_samples,
                              holdout_samples=config.holdout_samples, seed=config.seed)
-    qctx = dataclasses.replace(ctx, calibration=config.calib_data or ctx.calibration)
     onnx_model = dataclasses.replace(model, towers=towers)
-    qman = qctx.run_substep(QuantizePass, qconfig, onnx_model, _mk(scratch / "quant"))
+    qman = ctx.run_substep(QuantizePass, qconfig, onnx_model, _mk(scratch / "quant"))
     for a in qman.artifacts:
         if a.tower in record:
             record[a.tower]["quantize"] = {k: a.verification.get(k) for k in ("cosine", "cosine_min", "data")
@@ -232,7 +231,7 @@ class TensorRTExportPass(Pass):
         if mode == "local":
             trt_env.require_build(caps)  # exit 3 before any work
         trt_version = config.resolved_trt_version(caps, mode)
-        if config.precision == "int8" and not (config.calib_data or ctx.calibration):
+        if config.precision == "int8" and not config.calib_data:
             raise DataError("INT8 TensorRT engines need calibration data for the QDQ graph; none was given",
                             hint="pass --calib-data (JSONL manifest, .npz or folder of .npy), or use --precision fp16")
         if config.dla is not None and trt_plan.major(trt_version) >= 11:

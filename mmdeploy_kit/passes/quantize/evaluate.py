@@ -179,7 +179,7 @@ def load_tower_data(model: LoadedModel, config: QuantizeConfig, ctx: RunContext,
     from ...data.calib import load_calibration
 
     proc = processor_dir([model], config.processor)
-    data = load_calibration(config.calib_data or ctx.calibration, {n: model.towers[n].spec for n in towers}, proc,
+    data = load_calibration(config.calib_data, {n: model.towers[n].spec for n in towers}, proc,
                             n_calib=config.calib_samples, n_holdout=config.holdout_samples,
                             batch_size=config.batch_size, seed=config.seed)
     return data, proc

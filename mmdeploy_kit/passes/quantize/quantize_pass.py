@@ -105,7 +105,7 @@ class _Run:
         return {n: out[n] for n in self.model.towers}
 
     def load_data(self) -> Any:
-        if (self.config.calib_data or self.ctx.calibration) is None:
+        if self.config.calib_data is None:
             needs = [n for n in self.active if self.plans[n].precision == "int8" and self.plans[n].method == "static"]
             if needs:
                 raise DataError(f"static INT8 needs calibration data for tower(s) {', '.join(needs)}; none was given",
@@ -122,7 +122,7 @@ class _Run:
     def execute(self) -> Manifest:
         for name in self.active:  # a fusion tower without data: the static half cannot be calibrated
             plan = self.plans[name]
-            if plan.method == "hybrid" and (self.config.calib_data or self.ctx.calibration) is None and \
+            if plan.method == "hybrid" and self.config.calib_data is None and \
                     dict(self.config.tower_method).get(name, self.config.method) in (None, "auto") and not self.budgets:
                 plan.method = "dynamic"
                 plan.note = ("fusion tower without --calib-data: dynamic INT8 for every MatMul/Gemm (the image "
