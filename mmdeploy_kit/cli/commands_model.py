@@ -12,6 +12,7 @@ import typer
 from .app import (app, OverwriteOpt, _STATE, WeightsOpt, IoOpt, TrustOpt, TowerOpt, SaveRecipeOpt, ForceOpt,
                   SshKeyOpt, SshOptionOpt, AcceptNewHostKeyOpt, RemoteMmdkOpt, _dflt, load_kwargs, progress,
                   _pairs_opt)
+from ..runtime.verify import min_cosine_help as _floors  # help texts read the one tolerance table
 
 
 @app.command()
@@ -55,8 +56,9 @@ def export(
     exporter: Optional[str] = typer.Option(None, "--exporter", help="auto (TorchScript exporter, falling back to "
                                            "dynamo if export or verification fails), torchscript, or dynamo "
                                            f"{_dflt('export_onnx', 'exporter')}."),
-    min_cosine: Optional[float] = typer.Option(None, "--min-cosine", help="Verification tolerance vs the source "
-                                               "(default: 0.9999 for onnx; per precision for tensorrt engines)."),
+    min_cosine: Optional[float] = typer.Option(None, "--min-cosine", help="Verification floor for every check "
+                                               f"(default: onnx {_floors('export_onnx')}; tensorrt bundle ONNX "
+                                               f"{_floors('tensorrt_onnx')}, engines {_floors('tensorrt_engine')})."),
     precision: Optional[str] = typer.Option(None, "--precision", help="tensorrt / torch-tensorrt: fp16 (default), "
                                             "int8 (QDQ, needs --calib-data) or fp32; precision lives in the graph."),
     calib_data: Optional[Path] = typer.Option(None, "--calib-data", help="tensorrt int8: calibration data (JSONL "
@@ -70,6 +72,8 @@ def export(
                                            "the readiness lint finds errors."),
     trt_version: Optional[str] = typer.Option(None, "--trt-version", help="tensorrt: target TensorRT version, e.g. "
                                               "10.3 (default: the installed one; 10.3 for jetson-*; else 10.x)."),
+    workspace_mb: Optional[int] = typer.Option(None, "--workspace-mb", help="tensorrt / torch-tensorrt: builder "
+                                               f"workspace in MiB {_dflt('export_tensorrt', 'workspace_mb')}."),
     overwrite: bool = OverwriteOpt,
     save_recipe: Optional[Path] = SaveRecipeOpt,
     force: bool = ForceOpt,
@@ -87,7 +91,7 @@ def export(
 
     options: dict[str, Any] = {"precision": precision, "calib_data": calib_data, "device": device, "dla": dla,
                                "build": build, "allow_unsupported": allow_unsupported or None,
-                               "trt_version": trt_version, "min_cosine": min_cosine}
+                               "trt_version": trt_version, "min_cosine": min_cosine, "workspace_mb": workspace_mb}
     if target != "torch-tensorrt":  # the options the other targets' configs reject as unknown stay unset
         options.update(opset=opset, exporter=exporter)
     manifest = api.export(model, out, target=target, towers=tower or (), overwrite=overwrite, progress=progress(),
@@ -153,7 +157,7 @@ def quantize(
                                                         "'recall@1_drop<=2', 'accuracy_drop<=1' (repeatable)."),
     op_types: Optional[List[str]] = typer.Option(None, "--op-types", help="Op types to quantize, e.g. MatMul,Gemm."),
     min_cosine: Optional[float] = typer.Option(None, "--min-cosine", help="Fail if a tower's held-out cosine vs FP32 "
-                                               "is lower (default without a budget: 0.98 int8, 0.999 fp16)."),
+                                               f"is lower (default without a budget: {_floors('quantize')})."),
     max_fp32_fraction: Optional[float] = typer.Option(None, "--max-fp32-fraction", help="Most of a tower's weights "
                                                       "mixed precision may keep in FP32 before giving up "
                                                       f"{_dflt('quantize', 'max_fp32_fraction')}."),
@@ -213,7 +217,7 @@ def build_engines(
     bundle: Path = typer.Argument(..., help="Bundle written by `mmdk export --target tensorrt` (engines deferred)."),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="Write the built bundle here instead of in place."),
     min_cosine: Optional[float] = typer.Option(None, "--min-cosine", help="Engine vs the bundle's ONNX tolerance "
-                                               "(default per precision: fp32 0.9999, fp16 0.999, int8 0.99)."),
+                                               f"(default per precision: {_floors('tensorrt_engine')})."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out directory."),
     host: Optional[str] = typer.Option(None, "--host", help="Build on this device over SSH (USER@HOST[:PORT] or an "
                                        "~/.ssh/config alias) with its own mmdk; the built bundle comes back."),

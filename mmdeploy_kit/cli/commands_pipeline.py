@@ -10,18 +10,20 @@ import typer
 
 from .app import (app, OverwriteOpt, data_app, recipes_app, _STATE, WeightsOpt, IoOpt, TrustOpt, load_kwargs, echo,
                   progress, _pairs_opt)
+from ..data.synth import SYNTH_DEFAULTS  # the one set of synthetic-data defaults
 
 
 @data_app.command("synth")
 def data_synth(
     out: Path = typer.Option(..., "-o", "--out", help="Output directory."),
-    n_train: Optional[int] = typer.Option(None, "--n-train", help="Training samples (default: 4000 images, the "
-                                          "demo default; 600 audio clips; 240 videos)."),
-    n_val: Optional[int] = typer.Option(None, "--n-val", help="Held-out validation samples (default: 400 images; "
-                                        "120 audio clips; 60 videos)."),
-    image_size: int = typer.Option(32, "--image-size", help="Square image / video frame size in pixels (the demo "
-                                   "trains at 32)."),
-    seed: int = typer.Option(0, "--seed", help="Random seed (same seed -> identical files)."),
+    n_train: Optional[int] = typer.Option(None, "--n-train", help=f"Training samples (default: "
+                                          f"{SYNTH_DEFAULTS['n_train']} images, the demo default; 600 audio clips; "
+                                          "240 videos)."),
+    n_val: Optional[int] = typer.Option(None, "--n-val", help=f"Held-out validation samples (default: "
+                                        f"{SYNTH_DEFAULTS['n_val']} images; 120 audio clips; 60 videos)."),
+    image_size: Optional[int] = typer.Option(None, "--image-size", help=f"Square image / video frame size in pixels "
+                                             f"(default {SYNTH_DEFAULTS['image_size']}, the size the demo trains at)."),
+    seed: int = typer.Option(SYNTH_DEFAULTS["seed"], "--seed", help="Random seed (same seed -> identical files)."),
     overwrite: bool = OverwriteOpt,
     modality: str = typer.Option("image", "--modality", help="image (coloured shapes), audio (tones, chirps, "
                                  "noise bursts as WAV clips) or video (moving shapes, a frames folder per clip)."),
@@ -36,8 +38,10 @@ def data_synth(
     """
     from .. import api
 
-    path = api.synth_data(out, n_train=n_train, n_val=n_val, image_size=image_size, seed=seed, overwrite=overwrite,
-                          modality=modality, sampling_rate=sampling_rate, duration=duration, frames=frames)
+    media = {"audio": {"sampling_rate": sampling_rate, "duration": duration},
+             "video": {"image_size": image_size, "num_frames": frames}}.get(modality, {"image_size": image_size})
+    path = api.synth_data(out, n_train=n_train, n_val=n_val, seed=seed, overwrite=overwrite, modality=modality,
+                          **media)
     rows = {s: sum(1 for _ in open(path / f"{s}.jsonl", encoding="utf-8")) for s in ("train", "val")}
     typer.echo(f"wrote {path}/train.jsonl ({rows['train']}) and {path}/val.jsonl ({rows['val']})")
 

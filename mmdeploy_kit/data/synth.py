@@ -154,8 +154,14 @@ def _balanced_labels(rng: np.random.Generator, n: int, n_classes: int) -> np.nda
     return labels
 
 
-def synthesize_dataset(out: str | Path, n_train: int = 4000, n_val: int = 400, image_size: int = 32,
-                       seed: int = 0, overwrite: bool = False) -> Path:
+# The one set of synthetic-data defaults (the demo's dataset): `mmdk data synth`, `mmdk.synth_data` and the demo
+# checkpoint read them here.
+SYNTH_DEFAULTS = {"n_train": 4000, "n_val": 400, "image_size": 32, "seed": 0}
+
+
+def synthesize_dataset(out: str | Path, n_train: int = SYNTH_DEFAULTS["n_train"], n_val: int = SYNTH_DEFAULTS["n_val"],
+                       image_size: int = SYNTH_DEFAULTS["image_size"], seed: int = SYNTH_DEFAULTS["seed"],
+                       overwrite: bool = False) -> Path:
     """Write the synthetic coloured-shapes dataset to ``out`` and return its (resolved) path.
 
     Classes are balanced within each split. Deterministic: the same arguments give byte-identical

@@ -37,6 +37,25 @@ def model_format(model: Any) -> str:
     return "torch"
 
 
+def name_value_pairs(items: Any, what: str, example: str, bare: Optional[str] = None,
+                     form: str = "NAME=VALUE") -> list[tuple[str, str]]:
+    """The one ``NAME=VALUE`` parser (``--tower-precision``, ``--data``, ``--ratio``, ``--loss``): items given
+    repeatedly and/or comma-separated, ``["vision=int8,text=fp32", "audio=fp16"]`` -> ``[("vision", "int8"),
+    ("text", "fp32"), ("audio", "fp16")]``. A bare ``NAME`` takes ``bare`` (None: it is an error); ``form``
+    names the shape in the error (``TOWER=VALUE``, ``NAME=PATH``)."""
+    from ..errors import UserInputError
+
+    out: list[tuple[str, str]] = []
+    for item in [items] if isinstance(items, str) else list(items or []):
+        for part in filter(None, (p.strip() for p in str(item).split(","))):
+            name, sep, value = part.partition("=")
+            name, value = name.strip(), value.strip() if sep else bare
+            if not name or not value:
+                raise UserInputError(f"{what} expects {form}, got {part!r}", hint=f"e.g. {what} {example}")
+            out.append((name, value))
+    return out
+
+
 class PassConfig(BaseModel):
     """Base of every ``XxxConfig``: unknown keys are errors, instances are immutable and hashable."""
 
@@ -50,19 +69,41 @@ class PassConfig(BaseModel):
 
 
 @dataclass
+class Checkpoints:
+    """Where a training step keeps its checkpoints and whether it continues from the newest one. The runner sets
+    it for every step of a pass with ``checkpoints=True``: the verb from its options (``--resume``), a recipe
+    step to ``OUT/.checkpoints/<step key>/`` (resumed when a killed run left one there)."""
+
+    dir: Optional[Path] = None
+    resume: bool = False
+    on_checkpoint: Optional[Callable[[int], None]] = None  # called after each checkpoint is written (tests)
+
+
+@dataclass
 class RunContext:
-    """Things a pass needs at run time that do not belong in a config."""
+    """Things a pass needs at run time that do not belong in a config; every field is set by the runner, for a
+    verb and a recipe step alike."""
 
     quiet: bool = False
     seed: int = 0
-    calibration: Any = None          # calibration data source (manifest rows / arrays); prefer a config path
     reference: Any = None            # the recipe's source model (bench reference, distillation teacher)
     progress: Optional[Callable[[str], None]] = None
-    extras: dict[str, Any] = field(default_factory=dict)
+    load_options: dict[str, Any] = field(default_factory=dict)            # how the input model was loaded
+    reference_load_options: dict[str, Any] = field(default_factory=dict)  # how the reference (teacher) was loaded
+    checkpoints: Checkpoints = field(default_factory=Checkpoints)
+    # set by the runner: runs another pass as a sub-step of this one (cached, recorded in the manifest, reported)
+    substep: Optional[Callable[[type["Pass"], "PassConfig", Any, Path], Manifest]] = None
 
     def log(self, msg: str) -> None:
         if self.progress is not None and not self.quiet:
             self.progress(msg)
+
+    def run_substep(self, pass_cls: type["Pass"], config: "PassConfig", model: Any, workdir: Path) -> Manifest:
+        """A pass that needs another pass asks for it here: through the runner's cache when a runner set
+        ``substep``, else run directly. ``workdir`` (empty) gets the output; returns its manifest."""
+        if self.substep is not None:
+            return self.substep(pass_cls, config, model, workdir)
+        return pass_cls().run(model, config, self, workdir)
 
 
 class Pass:
@@ -76,6 +117,8 @@ class Pass:
       content hashes go into the cache key.
     - ``tower_field``: the config field listing the towers the step applies to (validated against the model).
     - ``uses_reference``: the pass reads ``ctx.reference``, so the reference's hash is part of its cache key.
+    - ``checkpoints``: the pass trains and can resume (``ctx.checkpoints``): a recipe step killed mid-run
+      continues from its newest checkpoint when the run is started again.
     """
 
     name: ClassVar[str]
@@ -87,10 +130,17 @@ class Pass:
     data_fields: ClassVar[tuple[str, ...]] = ()
     tower_field: ClassVar[Optional[str]] = "towers"
     uses_reference: ClassVar[bool] = False    # reads ctx.reference (bench: compares with it; distill: its teacher)
+    checkpoints: ClassVar[bool] = False       # trains with checkpoints and resume (ctx.checkpoints)
 
     def run(self, model: Any, config: PassConfig, ctx: RunContext, workdir: Path) -> Manifest:
         """Write this pass's artifacts into ``workdir`` and return their manifest (not yet written)."""
         raise NotImplementedError
+
+    @classmethod
+    def output_format(cls, config: Any) -> str:
+        """The format this step writes with ``config`` (``produces`` unless an option changes it); recipe order
+        checks reason from it."""
+        return cls.produces
 
     @staticmethod
     def preflight(config: Any) -> None:

@@ -72,8 +72,8 @@ class BenchPass(Pass):
         timing = TimingConfig(warmup_runs=config.warmup_runs, min_runs=config.min_runs, min_time_s=config.min_time_s,
                               min_rounds=config.min_rounds, max_time_s=config.max_time_s, clock=config.clock)
         reference = ctx.reference if config.reference else None
-        label = ctx.extras.get("label") or model_format(model)   # "onnx" | "torch" | "trt"
-        ref_label = ctx.extras.get("reference_label") or "source"
+        label = model_format(model)   # "onnx" | "torch" | "trt"
+        ref_label = "source"
         report = run_bench([(label, model)], (ref_label, reference) if reference is not None else None,
                            target=config.target, backend=config.backend, batches=config.batch, seqs=config.seq,
                            towers=config.towers, data=config.data, data_limit=config.data_limit,

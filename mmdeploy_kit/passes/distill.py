@@ -21,7 +21,10 @@ from pydantic import field_validator
 
 from ..artifacts import Manifest, package_versions
 from ..errors import UserInputError
-from .base import Pass, PassConfig, RunContext
+from .base import Pass, PassConfig, RunContext, name_value_pairs
+
+EVAL_FILE = "eval_history.jsonl"  # every eval record of the run, one JSON object a line, beside the model
+EVAL_KEEP = 20                     # the records a manifest keeps: first, best, last and evenly spaced between
 
 
 
@@ -82,15 +85,12 @@ def parse_losses(text: str | dict[str, float] | None) -> tuple[tuple[str, float]
     if isinstance(text, dict):
         return tuple((str(k), float(v)) for k, v in text.items())
     out = []
-    for item in str(text).split(","):
-        item = item.strip()
-        if not item:
-            continue
-        name, sep, weight = item.partition("=")
+    for name, weight in name_value_pairs(str(text), "--loss", "feature=1,affinity=0.5", bare="1"):
         try:
-            out.append((name.strip(), float(weight) if sep else 1.0))
+            out.append((name, float(weight)))
         except ValueError:
-            raise UserInputError(f"bad --loss item {item!r}", hint="write name=weight, e.g. feature=1,affinity=0.5") from None
+            raise UserInputError(f"bad --loss item {name}={weight}",
+                                 hint="write name=weight, e.g. feature=1,affinity=0.5") from None
     return tuple(out)
 
 
@@ -103,6 +103,7 @@ class DistillPass(Pass):
     data_fields: ClassVar[tuple[str, ...]] = ("data", "val")
     tower_field: ClassVar[Optional[str]] = "towers"
     uses_reference: ClassVar[bool] = True   # the teacher
+    checkpoints: ClassVar[bool] = True      # a killed run (verb with --resume, recipe step re-run) continues
 
     def run(self, model: Any, config: PassConfig, ctx: RunContext, workdir: Path) -> Manifest:
         from ..model.loaders import load
@@ -110,26 +111,27 @@ class DistillPass(Pass):
         assert isinstance(config, DistillConfig)
         teacher = ctx.reference
         if teacher is None and config.teacher:
-            teacher = load(config.teacher, **ctx.extras.get("teacher_load_options", {}))
+            teacher = load(config.teacher, **ctx.reference_load_options)
         if teacher is None:
             raise UserInputError("distillation needs a teacher", hint="pass --teacher MODEL")
         from ..train.save import single_root
 
         model, teacher = single_root(model), single_root(teacher)
         t0 = time.perf_counter()
-        training = ctx.extras.get("training") or {}
-        ckpt_dir, resume = training.get("checkpoint_dir"), bool(training.get("resume", False))
+        ckpt = ctx.checkpoints
         if config.nproc > 1:
             result = _run_distributed(model, teacher, config, ctx, workdir)
         else:
             from ..train.run import run_distillation
 
-            result = run_distillation(model, teacher, config, checkpoint_dir=ckpt_dir, resume=resume,
-                                      quiet=ctx.quiet, on_checkpoint=training.get("on_checkpoint"))
+            result = run_distillation(model, teacher, config, checkpoint_dir=ckpt.dir, resume=ckpt.resume,
+                                      quiet=ctx.quiet, on_checkpoint=ckpt.on_checkpoint)
         from ..train.save import save_student
 
         artifacts = save_student(model, workdir, result["proc_dir"])
         metrics = {k: v for k, v in result.items() if k not in ("proc_dir",)}
+        metrics["eval"], metrics["eval_history"] = summarise_eval(metrics.get("eval") or [], metrics.get("best"),
+                                                                  workdir)
         metrics["wall_seconds"] = round(time.perf_counter() - t0, 2)
         return Manifest(pass_name=self.name, config=config.model_dump(mode="json"),
                         source={"path": str(model.source), "format": model.format, "architecture": model.architecture,
@@ -139,20 +141,36 @@ class DistillPass(Pass):
                         metrics=metrics)
 
 
+def summarise_eval(history: list[dict[str, Any]], best: Optional[dict[str, Any]],
+                   workdir: Path) -> tuple[list[dict[str, Any]], Optional[dict[str, Any]]]:
+    """(the eval records a manifest keeps, where the full history is): the whole history goes to ``EVAL_FILE``;
+    the manifest keeps at most ``EVAL_KEEP`` records (all of a short run), so 2000 epochs stay a few KB."""
+    if not history:
+        return [], None
+    (workdir / EVAL_FILE).write_text("".join(json.dumps(e, sort_keys=True) + "\n" for e in history))
+    if len(history) <= EVAL_KEEP:
+        kept = list(history)
+    else:
+        n = len(history)
+        picks = {round(k * (n - 1) / (EVAL_KEEP - 2)) for k in range(EVAL_KEEP - 1)}
+        picks |= {k for k, e in enumerate(history) if best is not None and e.get("step") == best.get("step")}
+        kept = [history[k] for k in sorted(picks)]
+    return kept, {"file": EVAL_FILE, "records": len(history), "kept_in_manifest": len(kept)}
+
+
 def _run_distributed(model: Any, teacher: Any, config: DistillConfig, ctx: RunContext, workdir: Path) -> dict[str, Any]:
     """Launch ``config.nproc`` ranks with torchrun; rank 0 leaves the trained weights + figures in workdir."""
     from ..model.loaders import read_state_dict
     from ..train.dist import launch
 
-    training = ctx.extras.get("training") or {}
     scratch = workdir / "_distributed"
     scratch.mkdir()
     job = scratch / "job.json"
     job.write_text(json.dumps({
-        "student": str(model.source), "student_load_options": _jsonable(ctx.extras.get("load_options", {})),
-        "teacher": str(teacher.source), "teacher_load_options": _jsonable(ctx.extras.get("teacher_load_options", {})),
-        "config": config.model_dump(mode="json"), "checkpoint_dir": _str(training.get("checkpoint_dir")),
-        "resume": bool(training.get("resume", False)), "quiet": ctx.quiet, "out": str(scratch)}))
+        "student": str(model.source), "student_load_options": _jsonable(ctx.load_options),
+        "teacher": str(teacher.source), "teacher_load_options": _jsonable(ctx.reference_load_options),
+        "config": config.model_dump(mode="json"), "checkpoint_dir": _str(ctx.checkpoints.dir),
+        "resume": ctx.checkpoints.resume, "quiet": ctx.quiet, "out": str(scratch)}))
     launch(job, config.nproc, "mmdeploy_kit.passes.distill_worker", quiet=ctx.quiet)
     result = json.loads((scratch / "result.json").read_text())
     state = read_state_dict(scratch / "student.safetensors")

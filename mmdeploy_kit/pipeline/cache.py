@@ -50,6 +50,12 @@ def model_hash(model: Any) -> str:
             h.update(content_hash(f).encode())
     specs = {name: (t.kind, t.precision, t.spec.to_dict()) for name, t in model.towers.items()}
     h.update(json.dumps(specs, sort_keys=True, default=str).encode())
+    known = {Path(f).resolve() for f in model.files}
+    for name, t in sorted(model.towers.items()):  # a tower file from elsewhere (a sub-step's scratch export)
+        path = Path(t.path).resolve() if getattr(t, "path", None) else None
+        if path is not None and path.exists() and path not in known and not (
+                src.is_dir() and path.is_relative_to(src.resolve())):
+            h.update(f"{name}:{content_hash(path)}".encode())
     return h.hexdigest()
 
 

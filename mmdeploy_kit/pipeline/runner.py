@@ -65,13 +65,10 @@ class RunResult:
 
 
 # ---- one step -----------------------------------------------------------------------------------------------
-def _identity(planned: Any, model: Any, reference: Any, extras: dict[str, Any]) -> tuple[str, str, dict[str, str]]:
+def _identity(planned: Any, model: Any, reference: Any) -> tuple[str, str, dict[str, str]]:
     """(cache key, input hash, data hashes) of a planned step on ``model``."""
     input_hash = model_hash(model)
     data_hashes = {f: content_hash(p) for f, p in planned.data_files.items()}
-    for k, v in sorted(extras.items()):  # paths handed over at run time (e.g. a processor dir)
-        if isinstance(v, (str, Path)) and Path(v).exists():
-            data_hashes[f"extra:{k}"] = content_hash(v)
     ref_hash = None
     if planned.pass_cls.uses_reference:  # only a pass that reads the reference depends on it
         ref_hash = model_hash(reference) if reference is not None and hasattr(reference, "towers") else (
@@ -80,11 +77,20 @@ def _identity(planned: Any, model: Any, reference: Any, extras: dict[str, Any]) 
 
 
 def _execute(planned: Any, model: Any, dest: Path, *, cache: Optional[StepCache], force: bool, reference: Any,
-             extras: dict[str, Any], progress: Log, quiet: bool, overwrite: bool = True) -> StepResult:
-    """Run (or reuse) one step and publish its output directory at ``dest``."""
-    from ..passes.base import RunContext
+             progress: Log, quiet: bool, overwrite: bool = True, context: Optional[dict[str, Any]] = None,
+             checkpoint_root: Optional[Path] = None) -> StepResult:
+    """Run (or reuse) one step and publish its output directory at ``dest``. ``context``: further ``RunContext``
+    fields (load options, checkpoints); a training step without ``checkpoints`` keeps them in
+    ``checkpoint_root/<key>/`` and resumes from there when a killed run left some."""
+    from ..passes.base import Checkpoints, RunContext
 
-    key, input_hash, data_hashes = _identity(planned, model, reference, extras)
+    key, input_hash, data_hashes = _identity(planned, model, reference)
+    fields = dict(context or {})
+    substeps: list[dict[str, Any]] = []
+    own_ckpt = None
+    if planned.pass_cls.checkpoints and "checkpoints" not in fields and checkpoint_root is not None:
+        own_ckpt = checkpoint_root / key
+        fields["checkpoints"] = Checkpoints(dir=own_ckpt, resume=own_ckpt.is_dir() and any(own_ckpt.iterdir()))
     res = StepResult(name=planned.step.name, pass_name=planned.pass_name, version=planned.pass_cls.version,
                      config=planned.config.model_dump(mode="json"), key=key, input_sha256=input_hash,
                      data_sha256=data_hashes)
@@ -94,20 +100,27 @@ def _execute(planned: Any, model: Any, dest: Path, *, cache: Optional[StepCache]
         if hit is not None:
             shutil.rmtree(tmp)
             copy_tree(hit, tmp)
+            bind_to_run(tmp, model, reference)
             res.cached = True
         else:
             ctx = RunContext(seed=getattr(planned.config, "seed", 0), progress=progress, reference=reference,
-                             extras=dict(extras), quiet=quiet)
+                             quiet=quiet, **fields)
+            ctx.substep = _substep_runner(cache, force, reference, progress, quiet, substeps)
             manifest = planned.pass_cls().run(model, planned.config, ctx, tmp)
-            prev = (model.details or {}).get("manifest") if hasattr(model, "details") else None
+            if substeps:
+                manifest.metrics.setdefault("substeps", substeps)
+            prev = _input_manifest(model)
             if prev is not None and not manifest.history:
-                manifest.history = [*prev.history, {"pass_name": prev.pass_name, "config": prev.config,
-                                                    "created": prev.created, "source": prev.source}]
+                manifest.history = [*prev.history, _history_entry(prev)]
             manifest.metrics.setdefault("step", {"key": key, "input_sha256": input_hash, "data_sha256": data_hashes})
             manifest.write(tmp)
             if cache is not None and planned.pass_cls.cacheable(manifest):
                 cache.store(key, tmp, {"pass": planned.pass_name, "step": planned.step.name,
                                        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
+    if own_ckpt is not None:  # the output holds the kept weights
+        shutil.rmtree(own_ckpt, ignore_errors=True)
+        if not any(own_ckpt.parent.iterdir()):
+            own_ckpt.parent.rmdir()
     res.seconds = round(time.perf_counter() - t0, 3)
     res.output_dir = str(dest)
     res.output_sha256 = content_hash(dest)
@@ -116,9 +129,84 @@ def _execute(planned: Any, model: Any, dest: Path, *, cache: Optional[StepCache]
     return res
 
 
-def _collect_figures(res: StepResult, dest: Path) -> None:
+def _substep_runner(cache: Optional[StepCache], force: bool, reference: Any, progress: Log, quiet: bool,
+                    records: list[dict[str, Any]]) -> Callable[..., Manifest]:
+    """``RunContext.substep``: a pass asking for another pass gets it as a step of its own (cache key, cache,
+    progress), recorded in the asking step's manifest (``metrics.substeps``)."""
+    from ..passes.base import model_format
+    from .recipe import Step
+    from .validate import PlannedStep
+
+    def substep(pass_cls: Any, config: Any, model: Any, workdir: Path) -> Manifest:
+        name = f"{pass_cls.name} (sub-step)"
+        planned = PlannedStep(index=0, step=Step(pass_step=pass_cls.name, options={}, name=name),
+                              pass_name=pass_cls.name, pass_cls=pass_cls, config=config,
+                              input_format=model_format(model), data_files=_data_files(pass_cls, config))
+        res = _execute(planned, model, Path(workdir), cache=cache, force=force, reference=reference,
+                       progress=progress, quiet=quiet)
+        if progress and not quiet:
+            progress(f"{name} {'cached' if res.cached else 'done'} in {res.seconds:.1f} s")
+        records.append({"pass_name": pass_cls.name, "key": res.key, "cached": res.cached, "seconds": res.seconds,
+                        "config": res.config})
+        return Manifest.read(workdir)
+
+    return substep
+
+
+def _data_files(pass_cls: Any, config: Any) -> dict[str, Path]:
+    """The data files a step reads (its ``data_fields`` naming an existing path): hashed into its key."""
+    return {f: Path(getattr(config, f)) for f in pass_cls.data_fields
+            if isinstance(getattr(config, f, None), (str, Path)) and Path(getattr(config, f)).exists()}
+
+
+def _input_manifest(model: Any) -> Optional[Manifest]:
+    return (model.details or {}).get("manifest") if hasattr(model, "details") else None
+
+
+def _history_entry(prev: Manifest) -> dict[str, Any]:
+    return {"pass_name": prev.pass_name, "config": prev.config, "created": prev.created, "source": prev.source}
+
+
+def bind_to_run(out: Path, model: Any, reference: Any = None) -> None:
+    """A step restored from the cache describes the run that stored it; bind its manifest to THIS run's input
+    (source path, HF dir with the tokenizer / processor files, teacher, history), keeping the stored source
+    as ``source.cached_from`` (provenance keeps both)."""
+    from ..passes.export.onnx import source_info
+
+    try:
+        manifest = Manifest.read(out)
+    except MmdkError:
+        return
+    old = {k: v for k, v in manifest.source.items() if k != "cached_from"}
+    now = source_info(model)
+    source = {**old, "path": now["path"], "cached_from": old}
+    for k in ("hf_dir", "root_source"):
+        if k in old and now.get(k):
+            source[k] = now[k]
+    if "teacher" in old and reference is not None and hasattr(reference, "source"):
+        source["teacher"] = str(reference.source)
+    prev = _input_manifest(model)
+    history = list(manifest.history)
+    if prev is not None and len(history) > len(prev.history):  # the part the runner derived from the input
+        history[:len(prev.history) + 1] = [*prev.history, _history_entry(prev)]
+    if {**source, "cached_from": None} == {**old, "cached_from": None} and history == manifest.history:
+        return  # same place as the run that stored it: the output stays byte-identical (later keys stay stable)
+    bound = manifest.model_copy(update={"source": source, "history": history})
+    (out / MANIFEST_NAME).unlink()  # a hard link into the cache entry: never write through it
+    bound.write(out)
+
+
+def model_bytes(manifest: Manifest, dest: Path) -> int:
+    """Size on disk of a step's model files: its artifacts (each path once), not manifests or side files."""
     from ..artifacts import size_on_disk
 
+    sizes = {}
+    for a in manifest.artifacts:
+        sizes.setdefault(a.path, a.size_bytes if a.size_bytes else size_on_disk(dest / a.path))
+    return int(sum(sizes.values()))
+
+
+def _collect_figures(res: StepResult, dest: Path) -> None:
     try:
         m = Manifest.read(dest)
     except MmdkError:
@@ -128,14 +216,15 @@ def _collect_figures(res: StepResult, dest: Path) -> None:
     cos = [c for c in cos if isinstance(c, (int, float))]
     if cos:
         res.verification = {"cosine_min": min(cos)}
-    res.size_bytes = size_on_disk(dest) if m.artifacts else 0
+    res.size_bytes = model_bytes(m, dest)
 
 
 def run_single_step(step: str, config: Any, source: Any, out: str | Path, *, overwrite: bool = False,
                     progress: Log = None, load_options: Optional[dict[str, Any]] = None, reference: Any = None,
-                    extras: Optional[dict[str, Any]] = None, quiet: bool = False, force: bool = False,
+                    context: Optional[dict[str, Any]] = None, quiet: bool = False, force: bool = False,
                     use_cache: bool = True) -> Manifest:
-    """A verb as a one-step recipe: validated like a recipe step, cached, published straight to ``out``."""
+    """A verb as a one-step recipe: validated like a recipe step, cached, published straight to ``out``.
+    ``context``: further ``RunContext`` fields the verb sets (``reference_load_options``, ``checkpoints``)."""
     from ..model.loaders import load
     from ..model.tower import LoadedModel
     from ..passes.registry import get_pass
@@ -152,12 +241,11 @@ def run_single_step(step: str, config: Any, source: Any, out: str | Path, *, ove
     if fmt not in pass_cls.accepts:
         raise UserInputError(f"{step} takes a {' or '.join(pass_cls.accepts)} model, but {model.source} is {fmt}",
                              hint="pass the checkpoint (or the mmdk directory) this pass works on")
-    data_files = {f: Path(getattr(config, f)) for f in pass_cls.data_fields
-                  if isinstance(getattr(config, f, None), (str, Path)) and Path(getattr(config, f)).exists()}
     planned = PlannedStep(index=1, step=Step(pass_step=step, options={}, name=step), pass_name=step,
-                          pass_cls=pass_cls, config=config, input_format=fmt, data_files=data_files)
+                          pass_cls=pass_cls, config=config, input_format=fmt, data_files=_data_files(pass_cls, config))
     _execute(planned, model, Path(out), cache=StepCache() if use_cache else None, force=force, reference=reference,
-             extras=extras or {}, progress=progress, quiet=quiet, overwrite=overwrite)
+             progress=progress, quiet=quiet, overwrite=overwrite,
+             context={"load_options": dict(load_options or {}), **(context or {})})
     return Manifest.read(out)
 
 
@@ -190,7 +278,7 @@ def run_recipe(plan: Any, out: str | Path, *, force: bool = False, overwrite: bo
         _write_record(result, extra=[pending])
         try:
             res = _execute(ps, model, out / ps.dirname, cache=cache, force=force, reference=source,
-                           extras={}, progress=progress, quiet=quiet)
+                           progress=progress, quiet=quiet, checkpoint_root=out / ".checkpoints")
         except BaseException:
             pending.status = "failed"
             _write_record(result, extra=[pending])

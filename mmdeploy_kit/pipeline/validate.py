@@ -32,7 +32,7 @@ class PlannedStep:
     def describe(self) -> str:
         opts = ", ".join(f"{k}={v}" for k, v in sorted(self.config.model_dump(exclude_defaults=True).items()))
         return f"[{self.index}] {self.step.name} ({self.pass_name} v{self.pass_cls.version}: " \
-               f"{self.input_format} -> {self.pass_cls.produces}){': ' + opts if opts else ''}"
+               f"{self.input_format} -> {self.pass_cls.output_format(self.config)}){': ' + opts if opts else ''}"
 
 
 @dataclass
@@ -183,5 +183,5 @@ def _check_order(recipe: Recipe, steps: list[PlannedStep], fmt: str) -> None:
             raise UserInputError(f"{where}: step {ps.step.name!r} ({ps.pass_name}) takes a "
                                  f"{' or '.join(ps.pass_cls.accepts)} model, but {made_by} gives {current}",
                                  hint="reorder the steps or start from a different model")
-        if ps.pass_cls.produces != "report":
-            current, made_by = ps.pass_cls.produces, f"step {ps.step.name!r}"
+        if ps.pass_cls.output_format(ps.config) != "report":
+            current, made_by = ps.pass_cls.output_format(ps.config), f"step {ps.step.name!r}"

@@ -1,9 +1,9 @@
 """``mmdk doctor``: what this machine has (CPU ISA, cores, RAM, GPU/driver/CUDA, TensorRT, ONNX Runtime providers,
 Jetson model/L4T/power mode/clocks) and which mmdk features are available here and what each one needs.
 
-Detection is reused, not repeated: the environment fingerprint (``bench/env.py``), the TensorRT capability
-probe (``bench/trt_env.py``), the Jetson tools (``bench/jetson.py``), the deployment targets
-(``bench/targets.py``) and the backends' own availability checks. Heavy packages are looked up by spec and
+Detection is reused, not repeated: the environment fingerprint (``runtime/env.py``), the TensorRT capability
+probe (``runtime/trt_env.py``), the Jetson tools (``runtime/jetson.py``), the deployment targets
+(``runtime/targets.py``) and the backends' own availability checks. Heavy packages are looked up by spec and
 metadata; only onnxruntime is imported (for its provider list), and torch never is.
 """
 

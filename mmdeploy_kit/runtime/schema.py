@@ -1,6 +1,6 @@
 """The benchmark report: typed (pydantic), versioned, and the source of truth for every rendering.
 
-The JSON Schema of :class:`BenchReport` is committed as ``bench/schemas/bench_report.v{N}.schema.json``
+The JSON Schema of :class:`BenchReport` is committed as ``runtime/schemas/bench_report.v{N}.schema.json``
 (regenerate with ``python -m mmdeploy_kit.runtime.schema``; a test keeps it in sync). Bump
 ``SCHEMA_VERSION`` on incompatible changes; readers refuse reports from a newer major version.
 """

@@ -11,7 +11,7 @@ from ..._lazy import require
 from ...artifacts import Artifact, Manifest, describe_file, package_versions
 from ..._quiet import quiet
 from ...errors import ExportError, MmdkError, UserInputError, VerificationError
-from ...runtime.verify import verify_tower
+from ...runtime.verify import MIN_COSINE, verify_tower
 from ...model.tower import LoadedModel, Tower
 from ..base import Pass, PassConfig, RunContext
 
@@ -24,7 +24,7 @@ class OnnxExportConfig(PassConfig):
     opset: int = 17
     exporter: Literal["auto", "torchscript", "dynamo"] = "auto"
     towers: tuple[str, ...] = ()
-    min_cosine: float = 0.9999
+    min_cosine: float = MIN_COSINE["export_onnx"]["fp32"]
     verify_max_batch: int = 4
     constant_folding: bool = True
 

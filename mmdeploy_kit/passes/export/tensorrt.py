@@ -30,13 +30,10 @@ from ..._lazy import require
 from ..._quiet import quiet
 from ...artifacts import Artifact, Manifest, describe_file, package_versions, sha256_file
 from ...errors import DataError, ExportError, UserInputError
-from ...model.profiles import profile_sizes
 from ...model.tower import LoadedModel, Tower
 from ..base import Pass, PassConfig, RunContext
 from ...runtime import trt_env
 from . import trt_plan
-
-ONNX_MIN_COSINE = {"fp32": 0.9999, "fp16": 0.999, "int8": 0.98}  # bundle ONNX vs the source, in ONNX Runtime
 
 
 class TensorRTExportConfig(PassConfig):
@@ -58,7 +55,7 @@ class TensorRTExportConfig(PassConfig):
     builder_optimization_level: int = Field(3, ge=0, le=5)
     hardware_compatibility_level: Literal["none", "ampere+"] = "none"
     version_compatible: bool = False
-    min_cosine: Optional[float] = Field(None, ge=-1, le=1)  # engine vs reference (default per precision)
+    min_cosine: Optional[float] = Field(None, ge=-1, le=1)  # every check's floor (None: runtime.verify.MIN_COSINE)
     calib_samples: int = Field(128, ge=1)
     holdout_samples: int = Field(64, ge=1)
     seed: int = 0
@@ -128,9 +125,27 @@ def prepare_onnx(src: Path, dst: Path) -> dict[str, Any]:
             "constant_folding": f"onnx-graphsurgeon {getattr(gs, '__version__', '?')}"}
 
 
+def lint_tower(path: Path, name: str, trt_version: str, config: TensorRTExportConfig,
+               log: Optional[Any] = None) -> Any:
+    """TensorRT readiness of one tower's ONNX (``trt_lint``); errors stop the export (exit 4) unless
+    ``allow_unsupported``. ``log`` gets the warnings and the allowed errors."""
+    from .trt_lint import lint_file
+
+    rep = lint_file(path, name, trt_version, dla=config.dla is not None, precision=config.precision)
+    for f in rep.warnings if log else ():
+        log(f"lint {name}: {f.text()}")
+    if not config.allow_unsupported:
+        rep.raise_on_errors()
+    for f in rep.errors if log else ():
+        log(f"lint {name} (allowed by --allow-unsupported): {f.text()}")
+    return rep
+
+
 def _onnx_sources(model: LoadedModel, config: TensorRTExportConfig, ctx: RunContext, scratch: Path,
-                  names: list[str]) -> tuple[dict[str, Path], dict[str, Any]]:
-    """The selected towers as ONNX with the precision in the graph; plus what each step recorded."""
+                  names: list[str], trt_version: str) -> tuple[dict[str, Path], dict[str, Any]]:
+    """The selected towers as ONNX with the precision in the graph; plus what each step recorded. The FP32
+    graph is linted (constants folded) before the precision step runs it, so an op TensorRT cannot parse
+    stops the export (exit 4) before anything executes the graph on data."""
     from .onnx import OnnxExportConfig, OnnxExportPass
 
     towers = dict(model.towers)
@@ -140,8 +155,8 @@ def _onnx_sources(model: LoadedModel, config: TensorRTExportConfig, ctx: RunCont
     if bad:
         raise UserInputError(f"tower {bad[0]!r} is a {towers[bad[0]].kind}; export the torch or ONNX model instead")
     if torch_towers:
-        exp = OnnxExportPass().run(model, OnnxExportConfig(opset=config.opset, exporter=config.exporter,
-                                                           towers=tuple(torch_towers)), ctx, _mk(scratch / "export"))
+        exp = ctx.run_substep(OnnxExportPass, OnnxExportConfig(opset=config.opset, exporter=config.exporter,
+                                                               towers=tuple(torch_towers)), model, _mk(scratch / "export"))
         for a in exp.artifacts:
             towers[a.tower] = dataclasses.replace(towers[a.tower], kind="onnx", module=None,
                                                   path=scratch / "export" / a.path)
@@ -149,6 +164,9 @@ def _onnx_sources(model: LoadedModel, config: TensorRTExportConfig, ctx: RunCont
                                               "cosine_min": a.verification.get("cosine_min")}
     if config.precision == "fp32":
         return {n: towers[n].path for n in names}, record
+    for n in names:
+        prepare_onnx(towers[n].path, _mk(scratch / "lint") / f"{n}.onnx")
+        lint_tower(scratch / "lint" / f"{n}.onnx", n, trt_version, config)
     from ..quantize.config import QuantizeConfig
     from ..quantize.quantize_pass import QuantizePass
 
@@ -156,10 +174,8 @@ def _onnx_sources(model: LoadedModel, config: TensorRTExportConfig, ctx: RunCont
                              towers=tuple(names), calib_data=config.calib_data, processor=config.processor,
                              calib_samples=config.calib_samples,
                              holdout_samples=config.holdout_samples, seed=config.seed)
-    qctx = RunContext(quiet=ctx.quiet, seed=ctx.seed, progress=ctx.progress, reference=ctx.reference,
-                      calibration=config.calib_data or ctx.calibration, extras=dict(ctx.extras))
     onnx_model = dataclasses.replace(model, towers=towers)
-    qman = QuantizePass().run(onnx_model, qconfig, qctx, _mk(scratch / "quant"))
+    qman = ctx.run_substep(QuantizePass, qconfig, onnx_model, _mk(scratch / "quant"))
     for a in qman.artifacts:
         if a.tower in record:
             record[a.tower]["quantize"] = {k: a.verification.get(k) for k in ("cosine", "cosine_min", "data")
@@ -174,17 +190,17 @@ def _mk(p: Path) -> Path:
     return p
 
 
-def verify_onnx_bundle(source: Tower, onnx_path: Path, precision: str, seed: int = 0) -> dict[str, Any]:
-    """The bundle's ONNX in ONNX Runtime vs the source tower at the profile's min / opt / max shapes."""
+def verify_onnx_bundle(source: Tower, onnx_path: Path, precision: str, seed: int = 0,
+                       min_cosine: Optional[float] = None) -> dict[str, Any]:
+    """The bundle's ONNX in ONNX Runtime vs the source tower at the profile's min / opt / max shapes; below
+    ``min_cosine`` (default: the tolerance table's ``tensorrt_onnx`` row) it raises VerificationError."""
     from ...model.loaders import load_onnx_file
-    from ...runtime.verify import verify_tower
+    from ...runtime.verify import TowerRunner, min_cosine_floor, profile_batches, verify_runs
 
     cand = load_onnx_file(onnx_path, spec=source.spec, tower=source.name).towers[source.name]
-    sizes = [profile_sizes(source.spec, w) for w in ("min", "opt", "max")]
-    fig = verify_tower(source, cand, sizes, ONNX_MIN_COSINE[precision], seed=seed)
-    for c, w in zip(fig["checks"], ("min", "opt", "max")):
-        c["shape"] = w
-    return fig
+    fig = verify_runs(TowerRunner(source), TowerRunner(cand), profile_batches(source.spec, seed),
+                      min_cosine_floor("tensorrt_onnx", precision, min_cosine), what=f"tower {source.name!r}")
+    return {"reference": source.kind, "candidate": "onnx", **fig}
 
 
 # ---- the pass ---------------------------------------------------------------------------------------------------
@@ -209,14 +225,13 @@ class TensorRTExportPass(Pass):
 
     def run(self, model: LoadedModel, config: TensorRTExportConfig, ctx: RunContext, workdir: Path) -> Manifest:
         from .onnx import source_info
-        from .trt_lint import lint_file
 
         caps = trt_env.detect()
         mode = config.build_mode(caps)
         if mode == "local":
             trt_env.require_build(caps)  # exit 3 before any work
         trt_version = config.resolved_trt_version(caps, mode)
-        if config.precision == "int8" and not (config.calib_data or ctx.calibration):
+        if config.precision == "int8" and not config.calib_data:
             raise DataError("INT8 TensorRT engines need calibration data for the QDQ graph; none was given",
                             hint="pass --calib-data (JSONL manifest, .npz or folder of .npy), or use --precision fp16")
         if config.dla is not None and trt_plan.major(trt_version) >= 11:
@@ -224,28 +239,21 @@ class TensorRTExportPass(Pass):
         towers = model.select(config.towers)
         names = [t.name for t in towers]
         with tempfile.TemporaryDirectory(prefix="mmdk-trt-") as scratch_name:
-            sources, record = _onnx_sources(model, config, ctx, Path(scratch_name), names)
+            sources, record = _onnx_sources(model, config, ctx, Path(scratch_name), names, trt_version)
             for n in names:
                 ctx.log(f"preparing {n}.onnx for TensorRT (constant folding, shape inference)")
                 record[n]["prepare"] = prepare_onnx(sources[n], workdir / f"{n}.onnx")
         lint, plan_towers = {}, []
         for t in towers:
-            rep = lint_file(workdir / f"{t.name}.onnx", t.name, trt_version, dla=config.dla is not None,
-                            precision=config.precision)
-            lint[t.name] = rep
-            for f in rep.warnings:
-                ctx.log(f"lint {t.name}: {f.text()}")
-            if not config.allow_unsupported:
-                rep.raise_on_errors()
-            for f in rep.errors:
-                ctx.log(f"lint {t.name} (allowed by --allow-unsupported): {f.text()}")
+            lint[t.name] = lint_tower(workdir / f"{t.name}.onnx", t.name, trt_version, config, ctx.log)
             plan_towers.append({"name": t.name, "onnx": f"{t.name}.onnx",
                                 "onnx_sha256": sha256_file(workdir / f"{t.name}.onnx"),
                                 "profile": trt_plan.derive_profile(t.spec, static=config.dla is not None)})
         figures = {}
         for t in towers:
             ctx.log(f"verifying {t.name}.onnx in ONNX Runtime against the source at min/opt/max shapes")
-            figures[t.name] = verify_onnx_bundle(t, workdir / f"{t.name}.onnx", config.precision, seed=ctx.seed)
+            figures[t.name] = verify_onnx_bundle(t, workdir / f"{t.name}.onnx", config.precision, seed=ctx.seed,
+                                                 min_cosine=config.min_cosine)
         plan = trt_plan.build_plan(plan_towers, trt_version=trt_version, device=config.device,
                                    precision=config.precision, workspace_mb=config.workspace_mb,
                                    builder_optimization_level=config.builder_optimization_level, dla_core=config.dla,

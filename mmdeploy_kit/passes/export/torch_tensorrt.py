@@ -14,12 +14,10 @@ from pydantic import Field
 
 from ..._lazy import require
 from ...artifacts import Artifact, Manifest, describe_file, package_versions
-from ...errors import BackendUnavailableError, VerificationError
+from ...errors import BackendUnavailableError
 from ...model.profiles import derive_profile, profile_sizes
 from ...model.tower import LoadedModel
 from ..base import Pass, PassConfig, RunContext
-
-DEFAULT_MIN_COSINE = {"fp32": 0.9999, "fp16": 0.999}
 
 
 class TorchTensorRTExportConfig(PassConfig):
@@ -27,7 +25,7 @@ class TorchTensorRTExportConfig(PassConfig):
     precision: Literal["fp16", "fp32"] = "fp16"
     towers: tuple[str, ...] = ()
     workspace_mb: int = Field(4096, ge=16)
-    min_cosine: Optional[float] = Field(None, ge=-1, le=1)  # vs torch eager (default per precision)
+    min_cosine: Optional[float] = Field(None, ge=-1, le=1)  # vs torch eager (None: runtime.verify.MIN_COSINE)
     seed: int = 0
 
 
@@ -52,14 +50,14 @@ class TorchTensorRTExportPass(Pass):
     def run(self, model: LoadedModel, config: TorchTensorRTExportConfig, ctx: RunContext, workdir: Path) -> Manifest:
         from ...runtime.backends.tensorrt import TorchTensorRTBackend, compile_torch_tensorrt
         from ...runtime.backends.torch_eager import TorchEagerBackend
-        from ...runtime.verify import compare_outputs
+        from ...runtime.verify import min_cosine_floor, profile_batches, verify_runs
         from .onnx import source_info
 
         self.preflight(config)
         TorchTensorRTBackend.check_available("cuda")
         torch = require("torch")
         torch_trt = require("torch_tensorrt")
-        floor = config.min_cosine if config.min_cosine is not None else DEFAULT_MIN_COSINE[config.precision]
+        floor = min_cosine_floor("torch_tensorrt", config.precision, config.min_cosine)
         artifacts = []
         for tower in model.select(config.towers):
             if tower.kind != "torch":
@@ -68,22 +66,17 @@ class TorchTensorRTExportPass(Pass):
             ctx.log(f"compiling tower {tower.name!r} with torch-tensorrt ({config.precision})")
             compiled = compile_torch_tensorrt(tower, config.precision, config.workspace_mb)
             ref = TorchEagerBackend(tower, device="cuda")
-            checks = []
-            for k, w in enumerate(("min", "opt", "max")):
-                sizes = profile_sizes(tower.spec, w)
-                feeds = tower.spec.dummy_inputs(sizes, seed=config.seed + k)
+
+            def run_compiled(feeds: dict, tower: Any = tower, compiled: Any = compiled) -> dict:
                 args = [torch.from_numpy(feeds[n]).to("cuda") for n in tower.spec.input_names]
                 with torch.inference_mode():
                     outs = compiled(*args)
-                got = {n: o.detach().float().cpu().numpy() for n, o in zip(tower.spec.output_names, outs)}
-                cmp = compare_outputs(ref.run(feeds), got)
-                checks.append({"shape": w, "sizes": sizes, "cosine_min": cmp["cosine_min"],
-                               "max_abs_error": cmp["max_abs_error"], "finite": cmp["finite"]})
-            fig = {"reference": "torch", "checks": checks, "cosine_min": min(c["cosine_min"] for c in checks),
-                   "max_abs_error": max(c["max_abs_error"] for c in checks), "min_cosine_required": floor}
-            if not all(c["finite"] for c in checks) or fig["cosine_min"] < floor:
-                raise VerificationError(f"torch-tensorrt tower {tower.name!r} disagrees with torch: cosine "
-                                        f"{fig['cosine_min']:.6f} < {floor}", hint="try --precision fp32")
+                return {n: o.detach().float().cpu().numpy() for n, o in zip(tower.spec.output_names, outs)}
+
+            fig = {"reference": "torch", **verify_runs(
+                ref.run, run_compiled, profile_batches(tower.spec, config.seed), floor,
+                what=f"torch-tensorrt tower {tower.name!r}", against="torch", hint="try --precision fp32",
+                nan_hint="try --precision fp32")}
             rel = f"{tower.name}.pt2"
             opt = tower.spec.dummy_inputs(profile_sizes(tower.spec, "opt"), seed=config.seed)
             example = [torch.from_numpy(opt[n]).to("cuda") for n in tower.spec.input_names]

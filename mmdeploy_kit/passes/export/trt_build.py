@@ -22,13 +22,10 @@ from typing import Any, Callable, Optional
 from ..._lazy import require
 from ...artifacts import sha256_file
 from ...runtime.backends.tensorrt import check_engine_compat  # noqa: F401 - re-exported: the refusal rule
-from ...errors import BackendUnavailableError, ExportError, VerificationError
-from ...model.profiles import profile_sizes
+from ...errors import BackendUnavailableError, ExportError
 from ...model.tower import Tower
 from ...runtime.trt_env import TrtCapabilities
 from .trt_plan import major
-
-DEFAULT_MIN_COSINE = {"fp32": 0.9999, "fp16": 0.999, "int8": 0.99}  # engine vs the bundle's own ONNX
 
 
 def check_plan_version(plan: dict[str, Any], installed: str) -> Optional[str]:
@@ -167,9 +164,9 @@ def verify_engines(bundle: Path, plan: dict[str, Any], references: dict[str, Tow
     """Each engine vs its reference tower (torch, or the bundle's ONNX in ONNX Runtime) at the profile's
     min / opt / max shapes; VerificationError (exit 5) below ``min_cosine`` (default per precision)."""
     from ...runtime.backends.tensorrt import TensorRTBackend
-    from ...runtime.verify import TowerRunner, compare_outputs
+    from ...runtime.verify import TowerRunner, min_cosine_floor, profile_batches, verify_runs
 
-    floor = min_cosine if min_cosine is not None else DEFAULT_MIN_COSINE[plan["precision"]]
+    floor = min_cosine_floor("tensorrt_engine", plan["precision"], min_cosine)
     figures = {}
     for tower in plan["towers"]:
         name = tower["name"]
@@ -177,25 +174,14 @@ def verify_engines(bundle: Path, plan: dict[str, Any], references: dict[str, Tow
         ref = references[name]
         log(f"verifying {tower['plan']} against {ref.kind} at min/opt/max shapes")
         engine = TensorRTBackend(Tower(name, spec, "trt_engine", path=bundle / tower["plan"]), device="cuda")
-        run_ref = TowerRunner(ref)
         which = ("opt",) if plan["dla"] is not None else ("min", "opt", "max")
-        checks = []
-        for k, w in enumerate(which):
-            sizes = profile_sizes(spec, w)
-            feeds = spec.dummy_inputs(sizes, seed=seed + k)
-            cmp = compare_outputs(run_ref(feeds), engine.run(feeds))
-            checks.append({"shape": w, "sizes": sizes, **{x: cmp[x] for x in ("cosine_min", "cosine_mean",
-                                                                              "max_abs_error", "finite")}})
-        engine.close()
-        fig = {"reference": ref.kind, "checks": checks, "cosine_min": min(c["cosine_min"] for c in checks),
-               "max_abs_error": max(c["max_abs_error"] for c in checks), "min_cosine_required": floor}
-        figures[name] = fig
-        if not all(c["finite"] for c in checks):
-            raise VerificationError(f"engine {tower['plan']} produced NaN/Inf", hint="rebuild with --precision fp32 to "
-                                    "check the model, or keep the overflowing layers in FP32")
-        if fig["cosine_min"] < floor:
-            worst = min(checks, key=lambda c: c["cosine_min"])
-            raise VerificationError(f"engine {tower['plan']} disagrees with its {ref.kind} reference: cosine "
-                                    f"{worst['cosine_min']:.6f} < {floor} at the {worst['shape']} shape {worst['sizes']}",
-                                    hint="lower --min-cosine only if you accept the drift; try --precision fp16/fp32")
+        try:
+            fig = verify_runs(TowerRunner(ref), engine.run, profile_batches(spec, seed, which), floor,
+                              what=f"engine {tower['plan']}", against=f"its {ref.kind} reference",
+                              hint="lower --min-cosine only if you accept the drift; try --precision fp16/fp32",
+                              nan_hint="rebuild with --precision fp32 to check the model, or keep the overflowing "
+                                       "layers in FP32")
+        finally:
+            engine.close()
+        figures[name] = {"reference": ref.kind, **fig}
     return figures

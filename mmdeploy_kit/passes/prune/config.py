@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal, Optional
 from pydantic import WithJsonSchema, field_validator, model_validator
 
 from ...errors import UserInputError
-from ..base import PassConfig
+from ..base import PassConfig, name_value_pairs
 
 SCOPES = ("heads", "mlp", "channels")
 
@@ -148,8 +148,8 @@ def tower_values(value: Any, towers: tuple[str, ...], all_towers: Optional[list[
         for part in (str(item).split(",") if isinstance(item, str) else [item]):
             part = part.strip() if isinstance(part, str) else part
             if isinstance(part, str) and "=" in part:
-                k, _, v = part.partition("=")
-                pairs.append((k.strip(), _cast(v.strip(), cast, what)))
+                pairs += [(k, _cast(v, cast, what)) for k, v in name_value_pairs(part, f"--{what}", "vision=0.4",
+                                                                              form="TOWER=VALUE")]
             elif part != "":
                 plain.append(_cast(part, cast, what))
     if pairs and plain:

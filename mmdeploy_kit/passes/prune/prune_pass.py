@@ -21,7 +21,7 @@ from ..._lazy import require
 from ...artifacts import Artifact, Manifest, package_versions, sha256_file, size_on_disk
 from ...errors import UserInputError, VerificationError
 from ...model.arch_record import ARCH_RECORD_NAME, WEIGHTS_NAME, build_source, module_changes, save_pruned
-from ...runtime.verify import compare_outputs
+from ...runtime.verify import compare_outputs, min_cosine_floor
 from ...model.tower import LoadedModel, Tower
 from ..base import Pass, PassConfig, RunContext
 from ..export.onnx import source_info
@@ -31,7 +31,6 @@ from .hf_attention import discover_attention
 from .importance import gradient_refresher, loss_kind, make_importance
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack")
-RELOAD_MIN_COSINE = 0.9999
 
 
 class PrunePass(Pass):
@@ -319,7 +318,7 @@ def _check_reload(mdir: Path, model: LoadedModel, names: list[str], feeds: dict)
     figs = {}
     for n in names:
         cmp = _compare(_run(model.towers[n], feeds[n]["verify"]), _run(reloaded.towers[n], feeds[n]["verify"]))
-        if cmp["cosine_min"] < RELOAD_MIN_COSINE:
+        if cmp["cosine_min"] < min_cosine_floor("prune_reload"):
             raise VerificationError(f"tower {n!r} rebuilt from {ARCH_RECORD_NAME} + {WEIGHTS_NAME} disagrees with the "
                                     f"pruned model (cosine {cmp['cosine_min']:.6f})",
                                     hint="report this: the architecture record misses a change")

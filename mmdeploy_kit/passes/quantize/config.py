@@ -22,13 +22,14 @@ from pydantic import Field, field_validator
 
 from ...errors import UserInputError
 from ...model.tower import LoadedModel, Tower
+from ...runtime.verify import MIN_COSINE
 from ..base import PassConfig
 
 Precision = Literal["int8", "fp16", "fp32"]
 Method = Literal["static", "dynamic", "hybrid", "auto"]  # hybrid: static image branch + dynamic text, one tower
 TargetCpu = Literal["auto", "avx512_vnni", "avx2", "arm64"]
 DEFAULT_AUTO_BUDGET = "cosine>=0.99"
-DEFAULT_MIN_COSINE = {"int8": 0.98, "fp16": 0.999}
+DEFAULT_MIN_COSINE = MIN_COSINE["quantize"]  # the one tolerance table lives in runtime/verify.py
 # numerically sensitive ops kept in FP32 by the FP16 conversion (ORT's own block-list is added to these)
 FP16_BLOCK_OPS = ("LayerNormalization", "SimplifiedLayerNormalization", "SkipLayerNormalization",
                   "SkipSimplifiedLayerNormalization", "Softmax", "LogSoftmax", "ReduceMean", "ReduceSum",

@@ -49,12 +49,22 @@ def run_outputs(path: Path, batches: Sequence[dict[str, np.ndarray]]) -> Outputs
     return acc
 
 
+def first_sample(path: Path, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``batch`` cut to one sample along the inputs whose first dim is dynamic in the graph; a fixed dim stays
+    as the graph fixes it (an input ``x: float[8]`` is eight values, not a batch of eight)."""
+    from ...runtime.backends.ort import ort_session
+
+    dynamic = {i.name for i in ort_session(path, optimization="disable", spinning=False).get_inputs()
+               if i.shape and not isinstance(i.shape[0], int)}
+    return {k: (v[:1] if k in dynamic else v) for k, v in batch.items()}
+
+
 def _rows(a: np.ndarray) -> int:
     return int(a.shape[0]) if a.ndim else 1
 
 
 def _batched_drift(ref: Sequence[np.ndarray], cand: Sequence[np.ndarray]) -> dict[str, Any]:
-    """``bench.metrics.drift`` over batches: per-sample cosine mean / min and max abs error of all of them."""
+    """``runtime.metrics.drift`` over batches: per-sample cosine mean / min and max abs error of all of them."""
     per = [drift(r, c) for r, c in zip(ref, cand)]
     rows = [_rows(r) for r in ref]
     return {"cosine_mean": sum(d["cosine_mean"] * n for d, n in zip(per, rows)) / max(sum(rows), 1),
@@ -85,7 +95,7 @@ class TowerEval:
         self.data_kind = data_kind  # "held-out calibration data" | "synthetic inputs (no --calib-data)"
         self._ref_calib: Optional[Outputs] = None
         self.ref_holdout = run_outputs(fp32_path, self.holdout)
-        self.single = [{k: v[:1] for k, v in self.holdout[0].items()}]
+        self.single = [first_sample(fp32_path, self.holdout[0])]
         self.ref_single = run_outputs(fp32_path, self.single)
 
     def calib_cosine(self, path: Path) -> float:
@@ -169,8 +179,8 @@ def load_tower_data(model: LoadedModel, config: QuantizeConfig, ctx: RunContext,
     from ...runtime.preprocess import processor_dir
     from ...data.calib import load_calibration
 
-    proc = processor_dir([model], config.processor or ctx.extras.get("processor_dir"))
-    data = load_calibration(config.calib_data or ctx.calibration, {n: model.towers[n].spec for n in towers}, proc,
+    proc = processor_dir([model], config.processor)
+    data = load_calibration(config.calib_data, {n: model.towers[n].spec for n in towers}, proc,
                             n_calib=config.calib_samples, n_holdout=config.holdout_samples,
                             batch_size=config.batch_size, seed=config.seed)
     return data, proc

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -79,16 +79,18 @@ def convert(src: Path, dst: Path, block_ops: Iterable[str], block_nodes: Iterabl
     onnx.save(wrapper.model, str(dst))
 
 
-def tensor_stats(path: Path, batches: Sequence[dict[str, np.ndarray]]) -> tuple[Any, dict[str, tuple[float, bool]]]:
-    """Run ``path`` with every float intermediate exposed: {tensor: (max |x| over finite values, all finite)}."""
+def tensor_stats(path: Path, batches: Sequence[dict[str, np.ndarray]]
+                 ) -> tuple[Any, dict[str, tuple[float, bool]], Optional[str]]:
+    """Run ``path`` with every float intermediate exposed: (graph, {tensor: (max |x| over finite values, all
+    finite)}, None), or (graph, {}, why) where the intermediates could not be exposed (no check was made)."""
     from ...runtime.backends.ort import ort_session
 
     onnx = require("onnx")
     model = onnx.load(str(path))
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
-    except Exception:  # noqa: BLE001 - best effort; without types we cannot expose intermediates
-        return model, {}
+    except Exception as exc:  # noqa: BLE001 - best effort; without types we cannot expose intermediates
+        return model, {}, f"shape inference failed ({(str(exc).splitlines() or [type(exc).__name__])[0][:160]})"
     types = {vi.name: vi for vi in list(inferred.graph.value_info) + list(inferred.graph.output)}
     graph_outputs = {o.name for o in inferred.graph.output}
     for n in inferred.graph.node:
@@ -111,18 +113,21 @@ def tensor_stats(path: Path, batches: Sequence[dict[str, np.ndarray]]) -> tuple[
             peak = float(np.abs(a[fin]).max()) if fin.any() else 0.0
             old = stats.get(name, (0.0, True))
             stats[name] = (max(old[0], peak), old[1] and bool(fin.all()))
-    return inferred, stats
+    return inferred, stats, None
 
 
-def overflow_nodes(src: Path, batches: Sequence[dict[str, np.ndarray]], limit: float = FP16_MAX / 2) -> list[str]:
-    """Nodes whose FP32 inputs or outputs exceed FP16's range on ``batches`` (they must stay FP32).
+def overflow_nodes(src: Path, batches: Sequence[dict[str, np.ndarray]],
+                   limit: float = FP16_MAX / 2) -> tuple[list[str], dict[str, Any]]:
+    """Nodes whose FP32 inputs or outputs exceed FP16's range on ``batches`` (they must stay FP32), and what the
+    check covered (``ran``: False with the ``reason`` when it could not run, so the manifest says so).
 
     Measured on the FP32 graph because ORT's CPU provider silently runs ops that lack FP16 kernels in
     FP32, so a CPU run of the FP16 graph can miss overflows a GPU would hit.
     """
-    model, stats = tensor_stats(src, batches[:2])
+    model, stats, why = tensor_stats(src, batches[:2])
+    check = {"ran": why is None, "tensors_checked": len(stats), **({"reason": why} if why else {})}
     big = {t for t, (peak, finite) in stats.items() if peak > limit or not finite}
-    return [n.name for n in model.graph.node if n.name and any(t in big for t in list(n.input) + list(n.output))]
+    return [n.name for n in model.graph.node if n.name and any(t in big for t in list(n.input) + list(n.output))], check
 
 
 def first_nonfinite_nodes(path: Path, batches: Sequence[dict[str, np.ndarray]], original: set[str]) -> list[str]:
@@ -130,7 +135,7 @@ def first_nonfinite_nodes(path: Path, batches: Sequence[dict[str, np.ndarray]], 
 
     When it first comes out of a Cast the converter inserted, the nodes consuming that Cast are returned.
     """
-    model, stats = tensor_stats(path, batches)
+    model, stats, _why = tensor_stats(path, batches)
     bad = {t for t, (_peak, finite) in stats.items() if not finite}
     readers = consumers(model.graph)
     origins: list[str] = []
@@ -155,7 +160,8 @@ def convert_fp16(src: Path, dst: Path, block_ops: Sequence[str], check_batches: 
     src_model = onnx.load(str(src))
     original = {n.name for n in src_model.graph.node if n.name}
     mask_nodes = out_of_range_nodes(src_model)
-    overflow = [n for n in overflow_nodes(src, check_batches) if n not in mask_nodes]
+    found, overflow_check = overflow_nodes(src, check_batches)
+    overflow = [n for n in found if n not in mask_nodes]
     fallback: list[str] = []
     for _round in range(MAX_FALLBACK_ROUNDS + 1):
         convert(src, dst, block_ops, mask_nodes + overflow + fallback)
@@ -168,4 +174,5 @@ def convert_fp16(src: Path, dst: Path, block_ops: Sequence[str], check_batches: 
                                     hint="keep the tower in FP32 (--tower-precision NAME=fp32) or use int8")
         fallback.extend(origins)
     return {"blocked_op_types": sorted(block_ops), "mask_path_nodes_fp32": mask_nodes,
-            "overflow_nodes_fp32": overflow, "nan_fallback_nodes_fp32": fallback, "io_types": "float32 (keep_io_types)"}
+            "overflow_nodes_fp32": overflow, "overflow_check": overflow_check, "nan_fallback_nodes_fp32": fallback,
+            "io_types": "float32 (keep_io_types)"}

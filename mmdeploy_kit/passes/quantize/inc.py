@@ -65,7 +65,7 @@ def run_inc(model: Any, config: Any, plans: dict, ctx: RunContext, workdir: Path
     budgets = config.budgets()
     if any(b.metric != "cosine" for b in budgets):
         raise UserInputError("--backend inc supports 'cosine>=X' budgets only", hint="use --backend ort for task budgets")
-    if (config.calib_data or ctx.calibration) is None:
+    if config.calib_data is None:
         raise DataError("--backend inc (static INT8) needs calibration data", hint="pass --calib-data")
     data, _ = load_tower_data(model, config, ctx, active)
     artifacts = []

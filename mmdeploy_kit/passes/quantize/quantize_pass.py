@@ -29,6 +29,10 @@ class QuantizePass(Pass):
     config_cls: ClassVar[type[PassConfig]] = QuantizeConfig
     accepts: ClassVar[tuple[str, ...]] = ("torch", "onnx")
     produces: ClassVar[str] = "onnx"
+
+    @classmethod
+    def output_format(cls, config: Any) -> str:
+        return "torch" if getattr(config, "backend", "ort") == "inc" else cls.produces  # INC writes .pt2 towers
     forbidden_after: ClassVar[tuple[str, ...]] = ("prune", "distill")
     data_fields: ClassVar[tuple[str, ...]] = ("calib_data", "processor")
 
@@ -92,7 +96,7 @@ class _Run:
             export_dir = self.scratch / "export"
             export_dir.mkdir()
             cfg = OnnxExportConfig(towers=tuple(torch_towers))
-            manifest = OnnxExportPass().run(self.model, cfg, RunContext(quiet=True, seed=self.ctx.seed), export_dir)
+            manifest = self.ctx.run_substep(OnnxExportPass, cfg, self.model, export_dir)
             self.history.append({"pass_name": manifest.pass_name, "config": manifest.config,
                                  "verification": {a.tower: {k: a.verification.get(k) for k in
                                                             ("cosine_min", "max_abs_error")} for a in manifest.artifacts}})
@@ -101,7 +105,7 @@ class _Run:
         return {n: out[n] for n in self.model.towers}
 
     def load_data(self) -> Any:
-        if (self.config.calib_data or self.ctx.calibration) is None:
+        if self.config.calib_data is None:
             needs = [n for n in self.active if self.plans[n].precision == "int8" and self.plans[n].method == "static"]
             if needs:
                 raise DataError(f"static INT8 needs calibration data for tower(s) {', '.join(needs)}; none was given",
@@ -118,7 +122,7 @@ class _Run:
     def execute(self) -> Manifest:
         for name in self.active:  # a fusion tower without data: the static half cannot be calibrated
             plan = self.plans[name]
-            if plan.method == "hybrid" and (self.config.calib_data or self.ctx.calibration) is None and \
+            if plan.method == "hybrid" and self.config.calib_data is None and \
                     dict(self.config.tower_method).get(name, self.config.method) in (None, "auto") and not self.budgets:
                 plan.method = "dynamic"
                 plan.note = ("fusion tower without --calib-data: dynamic INT8 for every MatMul/Gemm (the image "
