@@ -48,7 +48,8 @@ def export(
     model: str = typer.Argument(..., help="Checkpoint to export."),
     out: Path = typer.Option(..., "-o", "--out", help="Output directory (gets <tower>.onnx + mmdk_manifest.json)."),
     target: str = typer.Option("onnx", "--target", help="Export target: onnx, tensorrt (ONNX + lint + build plan/"
-                               "scripts, engines where TensorRT and a GPU are), torch-tensorrt."),
+                               "scripts, engines where TensorRT and a GPU are), torch-tensorrt, openvino (IR; "
+                               "--precision fp32 or bf16)."),
     tower: Optional[List[str]] = TowerOpt,
     opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (TensorRT 8.6+/10 handle 17) "
                                         f"{_dflt('export_onnx', 'opset')}."),
@@ -94,13 +95,16 @@ def export(
                           save_recipe=save_recipe, force=force,
                           **{k: v for k, v in options.items() if v is not None},
                           **load_kwargs(weights, io, trust_remote_code))
-    if target != "onnx":
+    if target not in ("onnx", "openvino"):
         _print_trt_export(out, manifest)
         return
     for a in manifest.artifacts:
         v = a.verification
+        if not v:  # a tower copied unchanged (export --tower selects others)
+            continue
+        runs_in = f"  runs in {a.details['inference_precision']}" if a.details.get("inference_precision") else ""
         typer.echo(f"{out / a.path}  cosine_min={v['cosine_min']:.6f}  max_abs_error={v['max_abs_error']:.2e}  "
-                   f"({len(v['checks'])} shape checks)")
+                   f"({len(v['checks'])} shape checks){runs_in}")
 
 
 def _print_trt_export(out: Path, manifest: Any) -> None:

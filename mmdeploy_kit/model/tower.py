@@ -9,7 +9,7 @@ from typing import Any, Iterable, Optional
 from ..errors import UserInputError
 from .iospec import IOSpec
 
-TOWER_KINDS = ("torch", "onnx", "trt_engine")
+TOWER_KINDS = ("torch", "onnx", "trt_engine", "openvino")
 
 
 @dataclass
