@@ -163,8 +163,11 @@ def quantize(
                                                       f"{_dflt('quantize', 'max_fp32_fraction')}."),
     sensitivity: Optional[str] = typer.Option(None, "--sensitivity", help="Sensitivity unit: node, layer, or auto "
                                               f"{_dflt('quantize', 'sensitivity')}."),
-    backend: Optional[str] = typer.Option(None, "--backend", help="ort (ONNX Runtime) or inc (neural-compressor, "
-                                          f"extra 'inc') {_dflt('quantize', 'backend')}."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="ort (ONNX Runtime), inc (neural-compressor, "
+                                          "extra 'inc') or nncf (OpenVINO IR, extra 'openvino') "
+                                          f"{_dflt('quantize', 'backend')}."),
+    nncf_ignored_types: Optional[List[str]] = typer.Option(None, "--nncf-ignored-types", help="nncf: OpenVINO op "
+                                                           "types kept in float, e.g. MatMul (repeatable)."),
     processor: Optional[Path] = typer.Option(None, "--processor", help="HF dir with tokenizer / image processor "
                                              "(default: the checkpoint's)."),
     target_cpu: Optional[str] = typer.Option(None, "--target-cpu", help="CPU the INT8 model will run on: auto "
@@ -195,7 +198,8 @@ def quantize(
                             calibration=calibration, percentile=percentile, per_channel=per_channel, preset=preset,
                             calib_samples=calib_samples, holdout_samples=holdout_samples, op_types=ops,
                             min_cosine=min_cosine, max_fp32_fraction=max_fp32_fraction, sensitivity=sensitivity,
-                            backend=backend, save_recipe=save_recipe, force=force, target_cpu=target_cpu)
+                            backend=backend, save_recipe=save_recipe, force=force, target_cpu=target_cpu,
+                            nncf_ignored_types=tuple(nncf_ignored_types) if nncf_ignored_types else None)
     for a in manifest.artifacts:
         v, d = a.verification, a.details
         if v.get("copied"):
@@ -204,6 +208,7 @@ def quantize(
         nodes = d.get("nodes", {})
         kept = f"  fp32 nodes {len(nodes.get('fp32_nodes', []))}/{nodes.get('candidate_nodes')}" if nodes else ""
         how = d.get("quantizer", {}).get("method", "") if a.precision == "int8" else ""
+        how = how or (d.get("backend", "") if a.kind == "openvino" else "")
         typer.echo(f"{out / a.path}  {a.precision}{' ' + how if how else ''}  cosine {v['cosine']:.5f} "
                    f"(min {v['cosine_min']:.5f}, max abs err {v['max_abs_error']:.3g}, {v['data']}){kept}  "
                    f"size x{d.get('size_ratio', 1):.2f}")
