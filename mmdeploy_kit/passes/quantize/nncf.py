@@ -127,9 +127,12 @@ def run_nncf(model: Any, config: Any, plans: dict, ctx: RunContext, workdir: Pat
                                             tower_budgets, config)
                 ov.save_model(qmodel, str(workdir / rel), compress_to_fp16=False)
                 figs = figures(teval, workdir / rel, spec)
-                holds = all(r["holds"] for r in check_budgets(tower_budgets, {name: figs}, None, [name]))
-                tried.append({"how": how, "cosine": figs["cosine"], "cosine_min": figs["cosine_min"], "holds": holds})
-                ctx.log(f"NNCF {how}: cosine {figs['cosine']:.5f}" + ("" if holds else " (budget not met)"))
+                quantizers = sum(op.get_type_name() in ("FakeQuantize", "FakeConvert") for op in qmodel.get_ops())
+                holds = quantizers > 0 and all(r["holds"] for r in check_budgets(tower_budgets, {name: figs}, None, [name]))
+                tried.append({"how": how, "cosine": figs["cosine"], "cosine_min": figs["cosine_min"],
+                              "quantizers": quantizers, "holds": holds})
+                ctx.log(f"NNCF {how}: cosine {figs['cosine']:.5f}, {quantizers} quantizers"
+                        + ("" if holds else " (budget not met)" if quantizers else " (nothing left in INT8)"))
                 if holds:
                     break
             if not figs["finite"]:
@@ -140,6 +143,9 @@ def run_nncf(model: Any, config: Any, plans: dict, ctx: RunContext, workdir: Pat
                 raise VerificationError(f"tower {name!r} drifted from FP32 after NNCF INT8: cosine {figs['cosine']:.4f} "
                                         f"< {floor}", hint="add --accuracy-budget 'cosine>=X' (accuracy control) or "
                                                            "--nncf-ignored-types MatMul")
+            if not tried[-1]["quantizers"]:
+                raise BudgetError(f"NNCF left nothing of tower {name!r} in INT8 (every quantizer reverted to meet the budget)",
+                                  hint="relax the budget, or keep this tower in FP32 / BF16")
             got = check_budgets(tower_budgets, {name: figs}, None, [name])
             failed = [r for r in got if not r["holds"]]
             if failed:
