@@ -49,7 +49,8 @@ def export(
     out: Path = typer.Option(..., "-o", "--out", help="Output directory (gets <tower>.onnx + mmdk_manifest.json)."),
     target: str = typer.Option("onnx", "--target", help="Export target: onnx, tensorrt (ONNX + lint + build plan/"
                                "scripts, engines where TensorRT and a GPU are), torch-tensorrt, openvino (IR; "
-                               "--precision fp32 or bf16)."),
+                               "--precision fp32 or bf16), cpu (per tower the fastest of ONNX Runtime FP32/INT8 and "
+                               "OpenVINO FP32/BF16/INT8 on this CPU within cosine>=0.99; INT8 needs --calib-data)."),
     tower: Optional[List[str]] = TowerOpt,
     opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (TensorRT 8.6+/10 handle 17) "
                                         f"{_dflt('export_onnx', 'opset')}."),
@@ -95,6 +96,12 @@ def export(
                           save_recipe=save_recipe, force=force,
                           **{k: v for k, v in options.items() if v is not None},
                           **load_kwargs(weights, io, trust_remote_code))
+    if target == "cpu":
+        for name, c in manifest.metrics.get("cpu_choice", {}).items():
+            row = c["candidates"][c["chosen"]]
+            typer.echo(f"{name}: {c['chosen']}  {c['chosen_speedup']:.2f}x vs {c['baseline']}  cosine {row['cosine']:.5f}"
+                       f"  (tried {', '.join(c['candidates'])})")
+        return
     if target not in ("onnx", "openvino"):
         _print_trt_export(out, manifest)
         return
