@@ -159,3 +159,34 @@ def test_openvino_path_without_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "OK openvino fp32"
+
+
+def test_export_target_cpu_keeps_the_fastest_within_budget(tiny, calib, tmp_path):
+    import mmdeploy_kit as mmdk_api
+
+    cands = ("ort:fp32", "openvino:fp32", "openvino:int8", "openvino:bf16")
+    man = mmdk_api.export(tiny, tmp_path / "best", target="cpu", candidates=cands, calib_data=calib, threads=1,
+                          accuracy_budget=("cosine>=0.95",), batch=4, min_time_s=0.1, min_rounds=2, calib_samples=32,
+                          holdout_samples=16)
+    c = man.metrics["cpu_choice"]["tiny"]
+    rows = c["candidates"]
+    assert set(rows) == set(cands) and c["chosen"] in cands and c["baseline"] == "ort:fp32"
+    measured = [k for k, r in rows.items() if "ms_per_batch" in r]
+    assert "ort:fp32" in measured and "openvino:int8" in measured
+    assert rows["openvino:int8"]["within_budget"] and rows["openvino:int8"]["precision"] == "int8"
+    assert (rows["openvino:bf16"].get("skipped") is not None) == (not BF16_HERE)
+    best = max((k for k in measured if rows[k]["within_budget"]), key=lambda k: rows[k]["speedup_vs_ort_fp32"][0])
+    assert c["chosen"] == best
+    art = man.artifacts[0]
+    assert art.details["cpu_choice"] == best and (tmp_path / "best" / art.path).is_file()
+    assert art.kind == ("onnx" if best.startswith("ort") else "openvino")
+
+
+def test_export_target_cpu_rejects_unknown_candidates_and_task_budgets(mmdk, tiny, tmp_path):
+    import mmdeploy_kit as mmdk_api
+    from mmdeploy_kit.errors import UserInputError
+
+    with pytest.raises(UserInputError, match="unknown candidate"):
+        mmdk_api.export(tiny, tmp_path / "x", target="cpu", candidates=("tensorrt:fp16",))
+    with pytest.raises(UserInputError, match="per-tower budgets"):
+        mmdk_api.export(tiny, tmp_path / "y", target="cpu", accuracy_budget=("zero_shot_top1_drop<=1",))
