@@ -13,6 +13,7 @@ own verification or budget is rejected with the error. The survivors are then
 
 The fastest candidate within budget is written as the tower's artifact (``<tower>.onnx`` or ``<tower>.xml/.bin``);
 the manifest's ``metrics.cpu_choice`` says what was tried, measured and chosen, and why others were not.
+``keep_candidates`` also keeps every built candidate (each an mmdk output dir) under ``candidates/<tower>/``.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class CpuChoiceConfig(PassConfig):
     clock: Literal["cpu", "wall"] = "cpu"
     min_time_s: float = Field(1.0, ge=0)
     min_rounds: int = Field(8, ge=2)
+    keep_candidates: bool = False               # also write every built candidate to candidates/<runtime>_<precision>/
     seed: int = 0
 
     @field_validator("calib_data", "processor", mode="before")
@@ -135,6 +137,10 @@ class CpuChoicePass(Pass):
                         shutil.copyfile(p, workdir / p.name)
                 details = {**art.details, "runtime": best.split(":")[0], "cpu_choice": best}
                 artifacts.append(art.model_copy(update={"details": details}))
+                if config.keep_candidates:
+                    for cand, t in tried.items():
+                        if "dir" in t:
+                            shutil.copytree(t["dir"], workdir / "candidates" / name / cand.replace(":", "_"))
         for name, tower in model.towers.items():  # unselected towers: FP32 ONNX
             if name not in names:
                 shutil.copyfile(fp32[name].path, workdir / f"{name}.onnx")
