@@ -133,6 +133,15 @@ def test_quantize_nncf_int8(mmdk, tiny, calib, tmp_path):
     assert "FakeQuantize" in xml or "FakeConvert" in xml  # really quantized
 
 
+def test_quantize_nncf_options_are_recorded(tiny, calib, tmp_path):
+    import mmdeploy_kit as mmdk_api
+
+    man = mmdk_api.quantize(tiny, tmp_path / "q", backend="nncf", calib_data=calib, calib_samples=32,
+                            holdout_samples=16, nncf_smooth_quant=False, min_cosine=0.9)
+    d = man.artifacts[0].details
+    assert d["smooth_quant"] is False and d["tried"][0]["how"] == "defaults" and d["inference_precision"]
+
+
 def test_nncf_needs_calibration_data(mmdk, tiny, tmp_path):
     r = mmdk("quantize", tiny, "--backend", "nncf", "-o", tmp_path / "q")
     assert r.code == 2 and r.one_line_error() and "calibration data" in r.err

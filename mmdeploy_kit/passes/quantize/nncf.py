@@ -113,6 +113,12 @@ def run_nncf(model: Any, config: Any, plans: dict, ctx: RunContext, workdir: Pat
             kwargs: dict[str, Any] = {"subset_size": len(td.calib)}  # items of a list dataset: batches
             if transformer:
                 kwargs["model_type"] = nncf.ModelType.TRANSFORMER
+            if config.nncf_smooth_quant is False:
+                from nncf.quantization.advanced_parameters import (AdvancedQuantizationParameters,
+                                                                   AdvancedSmoothQuantParameters)
+
+                kwargs["advanced_parameters"] = AdvancedQuantizationParameters(
+                    smooth_quant_alphas=AdvancedSmoothQuantParameters(convolution=-1, matmul=-1))
             if config.nncf_ignored_types:
                 kwargs["ignored_scope"] = nncf.IgnoredScope(types=list(config.nncf_ignored_types), validate=False)
             calib = nncf.Dataset(td.calib, _transform(spec.input_names))
@@ -158,6 +164,7 @@ def run_nncf(model: Any, config: Any, plans: dict, ctx: RunContext, workdir: Pat
                        "model_type": "transformer" if transformer else "default", "subset_size": kwargs["subset_size"],
                        "accuracy_aware": bool(tower_budgets), "tried": tried, "chosen": tried[-1]["how"],
                        "ignored_types": list(config.nncf_ignored_types),
+                       "smooth_quant": config.nncf_smooth_quant if config.nncf_smooth_quant is not None else "nncf default",
                        "inference_precision": figs["inference_precision"], "calibration_data": td.details}
             artifacts.append(Artifact(kind="openvino", tower=name, path=rel, precision="int8", io_spec=spec.to_dict(),
                                       verification=figs, details=details, **ir_files_digest(workdir / rel)))
@@ -182,9 +189,12 @@ def _quantize_once(nncf: Any, ov_model: Any, calib: Any, td: Any, kwargs: dict[s
         ref = run_outputs(src, batches)
         return float(output_drift(ref, ov_outputs(compiled, list(ref), spec.input_names, batches))["cosine"])
 
+    ac_kwargs = dict(kwargs)
+    if "advanced_parameters" in ac_kwargs:  # the same options, under accuracy control's name
+        ac_kwargs["advanced_quantization_parameters"] = ac_kwargs.pop("advanced_parameters")
     return nncf.quantize_with_accuracy_control(ov_model, calib, nncf.Dataset(td.holdout), validation_fn=validate,
                                                max_drop=max(1e-6, 1.0 - floor), drop_type=nncf.DropType.ABSOLUTE,
-                                               **kwargs)
+                                               **ac_kwargs)
 
 
 def _transform(input_names: list[str]) -> Any:
