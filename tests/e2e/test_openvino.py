@@ -199,3 +199,24 @@ def test_export_target_cpu_rejects_unknown_candidates_and_task_budgets(mmdk, tin
         mmdk_api.export(tiny, tmp_path / "x", target="cpu", candidates=("tensorrt:fp16",))
     with pytest.raises(UserInputError, match="per-tower budgets"):
         mmdk_api.export(tiny, tmp_path / "y", target="cpu", accuracy_budget=("zero_shot_top1_drop<=1",))
+
+
+def test_gelu_output_matmuls_are_found(tmp_path):
+    """The MLP down-projection after an Erf-form GELU is the one the budget ladder keeps in float."""
+    from onnx import TensorProto as T, helper, numpy_helper
+
+    from mmdeploy_kit.passes.quantize.nncf import gelu_output_matmuls
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
+             for n, s in (("W1", (8, 16)), ("W2", (16, 8)))] + \
+            [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("r2", 1.4142135), ("one", 1.0), ("half", 0.5))]
+    nodes = [helper.make_node("MatMul", ["x", "W1"], ["h"], name="fc1"), helper.make_node("Div", ["h", "r2"], ["d"]),
+             helper.make_node("Erf", ["d"], ["e"]), helper.make_node("Add", ["e", "one"], ["a"]),
+             helper.make_node("Mul", ["h", "a"], ["m"]), helper.make_node("Mul", ["m", "half"], ["g"]),
+             helper.make_node("MatMul", ["g", "W2"], ["y"], name="fc2")]
+    g = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", T.FLOAT, ["batch", 8])],
+                          [helper.make_tensor_value_info("y", T.FLOAT, ["batch", 8])], inits)
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(tmp_path / "mlp.onnx"))
+    found = gelu_output_matmuls(ov.Core().read_model(str(tmp_path / "mlp.onnx")))
+    assert len(found) == 1 and found[0] in ("fc2", "y")  # OpenVINO may name the last op by its output
