@@ -34,7 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quant_common import finish  # noqa: E402
 
 CLIP_BUDGET = "cosine>=0.999"
-MINILM_BUDGET = "cosine>=0.997"  # as benchmarks/quant_minilm.py: held-out calibration sentences are easier than EVAL
+# Held-out *calibration* sentences (templated) overestimate accuracy on the varied EVAL sentences: at 0.997 (the
+# budget of benchmarks/quant_minilm.py) NNCF's defaults pass the held-out check (0.9973) but score 0.990 on EVAL.
+MINILM_BUDGET = "cosine>=0.998"
 TIMING = {"warmup_runs": 2, "min_runs": 8, "min_time_s": 1.5, "min_rounds": 8, "round_time_s": 0.1,
           "max_time_s": 90.0, "clock": "cpu"}
 
