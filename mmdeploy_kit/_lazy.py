@@ -17,6 +17,8 @@ _EXTRAS: dict[str, tuple[str, str]] = {
     "tensorrt": ("tensorrt", "building and running TensorRT engines (install from JetPack / NVIDIA's index)"),
     "torch_tensorrt": ("tensorrt", "the torch-tensorrt backend"),
     "torch_pruning": ("prune", "structured pruning"),
+    "openvino": ("openvino", "the OpenVINO runtime"),
+    "nncf": ("openvino", "NNCF quantization for OpenVINO"),
     "neural_compressor": ("inc", "Intel Neural Compressor quantization"),
     "safetensors": ("torch", "reading safetensors weights"),
     "PIL": ("data", "reading images"),

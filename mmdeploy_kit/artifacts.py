@@ -25,7 +25,7 @@ from .errors import UserInputError
 
 MANIFEST_NAME = "mmdk_manifest.json"
 MANIFEST_SCHEMA_VERSION = 1
-ArtifactKind = Literal["torch", "onnx", "trt_engine", "ts", "pt2", "hf"]
+ArtifactKind = Literal["torch", "onnx", "trt_engine", "ts", "pt2", "hf", "openvino"]
 
 
 class Artifact(BaseModel):

@@ -21,7 +21,7 @@ def bench(
     target: str = typer.Option("cpu", "--target", help="cpu, gpu, jetson-orin-nano, jetson-orin-nx, "
                                "jetson-agx-orin, jetson-xavier-nx."),
     backend: str = typer.Option("auto", "--backend", help="auto (target's order), torch, onnxruntime, "
-                                "onnxruntime-trt, tensorrt, torch-tensorrt."),
+                                "onnxruntime-trt, openvino, tensorrt, torch-tensorrt."),
     batch: Optional[str] = typer.Option(None, "--batch", help="Batch sizes, e.g. 1,8 (default: 1,8 clipped to "
                                         "the I/O spec)."),
     seq: Optional[str] = typer.Option(None, "--seq", help="Text sequence lengths, e.g. 16,77 (default: 77 "

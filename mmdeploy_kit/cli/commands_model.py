@@ -49,7 +49,9 @@ def export(
     model: str = typer.Argument(..., help="Checkpoint to export."),
     out: Path = typer.Option(..., "-o", "--out", help="Output directory (gets <tower>.onnx + mmdk_manifest.json)."),
     target: str = typer.Option("onnx", "--target", help="Export target: onnx, tensorrt (ONNX + lint + build plan/"
-                               "scripts, engines where TensorRT and a GPU are), torch-tensorrt."),
+                               "scripts, engines where TensorRT and a GPU are), torch-tensorrt, openvino (IR; "
+                               "--precision fp32 or bf16), cpu (per tower the fastest of ONNX Runtime FP32/INT8 and "
+                               "OpenVINO FP32/BF16/INT8 on this CPU within cosine>=0.99; INT8 needs --calib-data)."),
     tower: Optional[List[str]] = TowerOpt,
     opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (TensorRT 8.6+/10 handle 17) "
                                         f"{_dflt('export_onnx', 'opset')}."),
@@ -98,13 +100,22 @@ def export(
                           save_recipe=save_recipe, force=force,
                           **{k: v for k, v in options.items() if v is not None},
                           **load_kwargs(weights, io, trust_remote_code))
-    if target != "onnx":
+    if target == "cpu":
+        for name, c in manifest.metrics.get("cpu_choice", {}).items():
+            row = c["candidates"][c["chosen"]]
+            typer.echo(f"{name}: {c['chosen']}  {c['chosen_speedup']:.2f}x vs {c['baseline']}  cosine {row['cosine']:.5f}"
+                       f"  (tried {', '.join(c['candidates'])})")
+        return
+    if target not in ("onnx", "openvino"):
         _print_trt_export(out, manifest)
         return
     for a in manifest.artifacts:
         v = a.verification
+        if not v:  # a tower copied unchanged (export --tower selects others)
+            continue
+        runs_in = f"  runs in {a.details['inference_precision']}" if a.details.get("inference_precision") else ""
         typer.echo(f"{out / a.path}  cosine_min={v['cosine_min']:.6f}  max_abs_error={v['max_abs_error']:.2e}  "
-                   f"({len(v['checks'])} shape checks)")
+                   f"({len(v['checks'])} shape checks){runs_in}")
 
 
 def _print_trt_export(out: Path, manifest: Any) -> None:
@@ -163,8 +174,11 @@ def quantize(
                                                       f"{_dflt('quantize', 'max_fp32_fraction')}."),
     sensitivity: Optional[str] = typer.Option(None, "--sensitivity", help="Sensitivity unit: node, layer, or auto "
                                               f"{_dflt('quantize', 'sensitivity')}."),
-    backend: Optional[str] = typer.Option(None, "--backend", help="ort (ONNX Runtime) or inc (neural-compressor, "
-                                          f"extra 'inc') {_dflt('quantize', 'backend')}."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="ort (ONNX Runtime), inc (neural-compressor, "
+                                          "extra 'inc') or nncf (OpenVINO IR, extra 'openvino') "
+                                          f"{_dflt('quantize', 'backend')}."),
+    nncf_ignored_types: Optional[List[str]] = typer.Option(None, "--nncf-ignored-types", help="nncf: OpenVINO op "
+                                                           "types kept in float, e.g. MatMul (repeatable)."),
     processor: Optional[Path] = typer.Option(None, "--processor", help="HF dir with tokenizer / image processor "
                                              "(default: the checkpoint's)."),
     target_cpu: Optional[str] = typer.Option(None, "--target-cpu", help="CPU the INT8 model will run on: auto "
@@ -195,7 +209,8 @@ def quantize(
                             calibration=calibration, percentile=percentile, per_channel=per_channel, preset=preset,
                             calib_samples=calib_samples, holdout_samples=holdout_samples, op_types=ops,
                             min_cosine=min_cosine, max_fp32_fraction=max_fp32_fraction, sensitivity=sensitivity,
-                            backend=backend, save_recipe=save_recipe, force=force, target_cpu=target_cpu)
+                            backend=backend, save_recipe=save_recipe, force=force, target_cpu=target_cpu,
+                            nncf_ignored_types=tuple(nncf_ignored_types) if nncf_ignored_types else None)
     for a in manifest.artifacts:
         v, d = a.verification, a.details
         if v.get("copied"):
@@ -205,6 +220,7 @@ def quantize(
         nodes = d.get("nodes", {})
         kept = f"  fp32 nodes {len(nodes.get('fp32_nodes', []))}/{nodes.get('candidate_nodes')}" if nodes else ""
         how = d.get("quantizer", {}).get("method", "") if a.precision == "int8" else ""
+        how = how or (d.get("backend", "") if a.kind == "openvino" else "")
         typer.echo(f"{out / a.path}  {a.precision}{' ' + how if how else ''}  cosine {v['cosine']:.5f} "
                    f"(min {v['cosine_min']:.5f}, max abs err {v['max_abs_error']:.3g}, {v['data']}){kept}  "
                    f"size x{d.get('size_ratio', 1):.2f}")

@@ -329,6 +329,8 @@ def load_mmdk_dir(directory: Path) -> LoadedModel:
         elif spec is not None:
             towers[art.tower] = Tower(art.tower, spec, art.kind, path=p, precision=art.precision)
             files.append(p)
+            if art.kind == "openvino" and p.with_suffix(".bin").exists():  # IR weights live beside the .xml
+                files.append(p.with_suffix(".bin"))
         else:
             raise UserInputError(f"{directory}: artifact {art.path} of kind {art.kind!r} has no I/O spec")
     if not towers:

@@ -9,7 +9,7 @@ from typing import Any, Iterable, Optional
 from ..errors import UserInputError
 from .iospec import IOSpec
 
-TOWER_KINDS = ("torch", "onnx", "trt_engine")
+TOWER_KINDS = ("torch", "onnx", "trt_engine", "openvino")
 
 
 @dataclass
@@ -42,7 +42,25 @@ class Tower:
             from .onnx_io import onnx_parameter_count
 
             return onnx_parameter_count(self.path)
+        if self.kind == "openvino" and self.path is not None:
+            return ir_parameter_count(self.path)
         return 0
+
+
+def ir_parameter_count(path: Path) -> int:
+    """Elements of an OpenVINO IR's weight constants (float / 8-bit; shape constants are integer and skipped)."""
+    from .._lazy import require
+
+    ov = require("openvino", extra="openvino", purpose="reading OpenVINO IR")
+    total = 0
+    for op in ov.Core().read_model(str(path)).get_ops():
+        if op.get_type_name() == "Constant" and op.get_output_element_type(0).get_type_name() in (
+                "f32", "f16", "bf16", "i8", "u8"):
+            n = 1
+            for d in op.get_output_shape(0):
+                n *= int(d)
+            total += n
+    return total
 
 
 @dataclass

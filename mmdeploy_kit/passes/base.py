@@ -22,9 +22,10 @@ from pydantic import BaseModel, ConfigDict
 from ..artifacts import Manifest
 
 # What a step consumes / produces. "torch": a model whose towers run in torch (HF dir, factory, pruned or
-# distilled mmdk dir); "onnx": ONNX towers; "trt": TensorRT engines or an engine bundle; "report": a bench
+# distilled mmdk dir); "onnx": ONNX towers; "trt": TensorRT engines or an engine bundle; "openvino": OpenVINO IR
+# towers (some may stay ONNX, which OpenVINO also runs); "report": a bench
 # report (the step after a report step gets the report step's *input* model).
-MODEL_FORMATS = ("torch", "onnx", "trt", "report")
+MODEL_FORMATS = ("torch", "onnx", "trt", "openvino", "report")
 
 
 def model_format(model: Any) -> str:
@@ -34,6 +35,8 @@ def model_format(model: Any) -> str:
         return "onnx"
     if "trt_engine" in kinds:
         return "trt"
+    if kinds and kinds <= {"onnx", "openvino"}:
+        return "openvino"
     return "torch"
 
 

@@ -46,7 +46,7 @@ class BenchStepConfig(PassConfig):
 class BenchPass(Pass):
     name: ClassVar[str] = "bench"
     config_cls: ClassVar[type[PassConfig]] = BenchStepConfig
-    accepts: ClassVar[tuple[str, ...]] = MODEL_FORMATS[:3]
+    accepts: ClassVar[tuple[str, ...]] = MODEL_FORMATS[:4]
     produces: ClassVar[str] = "report"
     uses_reference: ClassVar[bool] = True
     data_fields: ClassVar[tuple[str, ...]] = ("data", "processor")

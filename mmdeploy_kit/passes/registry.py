@@ -26,6 +26,10 @@ PASS_REGISTRY: dict[str, PassEntry] = {
                              "export towers to verified ONNX"),
     "export_tensorrt": PassEntry("mmdeploy_kit.passes.export.tensorrt:TensorRTExportPass", "all",
                                  "TensorRT-ready ONNX + lint + build plan/scripts; engines where TensorRT and a GPU are"),
+    "export_openvino": PassEntry("mmdeploy_kit.passes.export.openvino:OpenVINOExportPass", "openvino",
+                                 "OpenVINO IR (.xml/.bin) from the verified ONNX, FP32 or BF16, verified"),
+    "export_cpu": PassEntry("mmdeploy_kit.passes.export.cpu_choice:CpuChoicePass", "openvino",
+                            "per tower, the fastest of ORT FP32/INT8 and OpenVINO FP32/BF16/INT8 here within budget"),
     "export_torch_tensorrt": PassEntry("mmdeploy_kit.passes.export.torch_tensorrt:TorchTensorRTExportPass", "tensorrt",
                                        "torch-tensorrt (dynamo) compiled towers saved as ExportedPrograms (GPU)"),
     "quantize": PassEntry("mmdeploy_kit.passes.quantize.quantize_pass:QuantizePass", "all",
@@ -41,7 +45,8 @@ PASS_REGISTRY: dict[str, PassEntry] = {
 # A step name that picks its pass from one of its options: {step: (option, default, {value: pass})}.
 DISPATCH: dict[str, tuple[str, str, dict[str, str]]] = {
     "export": ("target", "onnx", {"onnx": "export_onnx", "tensorrt": "export_tensorrt",
-                                  "torch-tensorrt": "export_torch_tensorrt"}),
+                                  "torch-tensorrt": "export_torch_tensorrt", "openvino": "export_openvino",
+                                  "cpu": "export_cpu"}),
 }
 
 

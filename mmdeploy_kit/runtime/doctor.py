@@ -86,7 +86,8 @@ def _feature(name: str, ok: bool, needs: str, note: str = "") -> dict[str, Any]:
 
 def features(info: dict[str, Any]) -> list[dict[str, Any]]:
     has = {m: available(m) for m in ("torch", "transformers", "safetensors", "onnx", "onnxscript", "onnxruntime",
-                                     "neural_compressor", "torch_pruning", "torch_tensorrt", "PIL", "tokenizers")}
+                                     "neural_compressor", "torch_pruning", "torch_tensorrt", "PIL", "tokenizers",
+                                     "openvino", "nncf")}
     providers = info["onnxruntime"]["providers"]
     gpu = bool(info["gpus"]) or env.has_nvidia_gpu()
     trt = info["tensorrt"]
@@ -103,6 +104,12 @@ def features(info: dict[str, Any]) -> list[dict[str, Any]]:
                  "pip install 'mmdeploy_kit[onnx]'", int8_note),
         _feature("quantize --backend inc (Intel Neural Compressor)", has["neural_compressor"] and has["torch"],
                  "pip install 'mmdeploy_kit[inc]'"),
+        _feature("OpenVINO: export --target openvino, bench --backend openvino, export --target cpu", has["openvino"],
+                 "pip install 'mmdeploy_kit[openvino]'"),
+        _feature("quantize --backend nncf (OpenVINO INT8)", has["openvino"] and has["nncf"],
+                 "pip install 'mmdeploy_kit[openvino]'"),
+        _feature("BF16 precision (OpenVINO, CPU)", has["openvino"] and bool(flags & {"avx512_bf16", "amx_bf16"}),
+                 "a CPU with AVX512_BF16 or AMX + pip install 'mmdeploy_kit[openvino]'"),
         _feature("structured pruning", has["torch_pruning"], "pip install 'mmdeploy_kit[prune]'"),
         _feature("bench: torch backend", has["torch"], "pip install 'mmdeploy_kit[torch]'"),
         _feature("bench: onnxruntime on CPU", "CPUExecutionProvider" in providers, "pip install 'mmdeploy_kit[onnx]'"),

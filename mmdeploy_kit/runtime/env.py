@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 ISA_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8",
              "amx_bf16", "asimd", "asimddp", "sve")
 PACKAGES = ("mmdeploy_kit", "numpy", "torch", "transformers", "onnx", "onnxruntime", "onnxruntime-gpu", "tensorrt",
-            "torch-tensorrt", "torch_tensorrt")
+            "torch-tensorrt", "torch_tensorrt", "openvino", "nncf")
 
 
 class GpuInfo(BaseModel):

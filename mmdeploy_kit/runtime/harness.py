@@ -190,7 +190,8 @@ def _tower_info(m: _Model, name: str) -> TowerInfo:
     if t.path is not None and Path(t.path).exists():  # plus an ONNX file's external-data sibling
         size = size_on_disk(t.path) + size_on_disk(str(t.path) + ".data")
     params = int(t.details["parameters"]) if "parameters" in t.details else None
-    return TowerInfo(name=name, kind=t.kind, precision=t.precision, backend=d["backend"], device=d["device"],
+    return TowerInfo(name=name, kind=t.kind, precision=d.get("precision", t.precision), backend=d["backend"],
+                     device=d["device"], inference_precision=d.get("inference_precision"),
                      providers=list(d.get("providers") or []), threads=d.get("threads"),
                      session_seconds=round(m.session_seconds[name], 4), parameters=params, size_bytes=size,
                      inputs={i.name: list(i.shape) for i in t.spec.inputs})

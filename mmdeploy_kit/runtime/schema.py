@@ -117,6 +117,7 @@ class TowerInfo(_Model):
     device: str
     providers: list[str] = Field(default_factory=list)
     threads: Optional[int] = None
+    inference_precision: Optional[str] = None  # what the runtime computes in (OpenVINO may run FP32 as BF16)
     session_seconds: float
     parameters: Optional[int] = None
     size_bytes: Optional[int] = None

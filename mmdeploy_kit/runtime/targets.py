@@ -13,8 +13,8 @@ from pydantic import BaseModel, ConfigDict
 from ..errors import BackendUnavailableError, UserInputError
 from . import env
 
-BackendName = Literal["torch", "onnxruntime", "onnxruntime-trt", "tensorrt", "torch-tensorrt"]
-BACKEND_CHOICES = ("auto", "torch", "onnxruntime", "onnxruntime-trt", "tensorrt", "torch-tensorrt")
+BackendName = Literal["torch", "onnxruntime", "onnxruntime-trt", "openvino", "tensorrt", "torch-tensorrt"]
+BACKEND_CHOICES = ("auto", "torch", "onnxruntime", "onnxruntime-trt", "openvino", "tensorrt", "torch-tensorrt")
 
 
 class TargetProfile(BaseModel):
@@ -42,7 +42,7 @@ def _jetson(name: str, description: str, memory_budget_mb: int, dla_cores: int, 
 
 TARGETS: dict[str, TargetProfile] = {t.name: t for t in (
     TargetProfile(name="cpu", description="x86-64 / aarch64 CPU", device="cpu",
-                  backends=("onnxruntime", "torch"), precisions=("fp32", "int8", "bf16")),
+                  backends=("onnxruntime", "openvino", "torch"), precisions=("fp32", "int8", "bf16")),
     TargetProfile(name="gpu", description="NVIDIA discrete GPU (CUDA)", device="cuda",
                   backends=("tensorrt", "torch-tensorrt", "onnxruntime", "torch"),
                   precisions=("fp32", "tf32", "fp16", "bf16", "int8", "fp8")),

@@ -44,6 +44,10 @@ class TowerRunner:
             from ..runtime.backends.ort import OrtBackend
 
             self._backend: Any = OrtBackend(tower, device="cpu", threads=threads)
+        elif tower.kind == "openvino":
+            from ..runtime.backends.openvino import OpenVINOBackend
+
+            self._backend = OpenVINOBackend(tower, device="cpu", threads=threads)
         elif tower.kind == "torch":
             from ..runtime.backends.torch_eager import TorchEagerBackend
 

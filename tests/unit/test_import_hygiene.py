@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-HEAVY = ("torch", "onnxruntime", "tensorrt", "transformers")
+HEAVY = ("torch", "onnxruntime", "tensorrt", "transformers", "openvino", "nncf")
 
 CODE = """
 import sys

@@ -115,7 +115,9 @@ class QuantizeConfig(PassConfig):
     max_fp32_fraction: float = Field(0.5, gt=0, le=1)       # mixed precision may keep at most this share
     sensitivity: Literal["auto", "node", "layer"] = "auto"
     fp16_block_ops: tuple[str, ...] = FP16_BLOCK_OPS
-    backend: Literal["ort", "inc"] = "ort"
+    backend: Literal["ort", "inc", "nncf"] = "ort"   # nncf: OpenVINO IR (extra openvino), see quantize/nncf.py
+    nncf_ignored_types: tuple[str, ...] = ()   # nncf: OpenVINO op types kept in float (e.g. MatMul)
+    nncf_smooth_quant: Optional[bool] = None   # nncf: None = NNCF's default (on for transformers); False = off
     templates: tuple[str, ...] = ("a photo of a {label}.",)
     seed: int = 0
     target_cpu: TargetCpu = "auto"             # the CPU the INT8 model will run on (auto: this machine); see isa.py

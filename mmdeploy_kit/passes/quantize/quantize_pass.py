@@ -39,6 +39,8 @@ class QuantizePass(Pass):
     def run(self, model: LoadedModel, config: QuantizeConfig, ctx: RunContext, workdir: Path) -> Manifest:
         require("onnx")
         require("onnxruntime")
+        if config.nncf_ignored_types and config.backend != "nncf":
+            raise UserInputError("nncf_ignored_types applies to --backend nncf only", hint="add --backend nncf")
         plans = resolve_plans(config, model)
         active = [n for n, p in plans.items() if p.precision != "fp32"]
         if not active:
@@ -58,6 +60,10 @@ class QuantizePass(Pass):
             if b.tower and b.tower not in active:
                 raise UserInputError(f"budget {b.text} names tower {b.tower!r}, which is not being quantized",
                                      hint=f"quantized towers: {', '.join(active)}")
+        if config.backend == "nncf":
+            from .nncf import run_nncf
+
+            return run_nncf(model, config, plans, ctx, workdir)
         if config.backend == "inc":
             from .inc import run_inc
 

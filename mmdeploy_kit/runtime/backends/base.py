@@ -28,6 +28,7 @@ REGISTRY: dict[str, str] = {
     "torch": ".torch_eager:TorchEagerBackend",
     "onnxruntime": ".ort:OrtBackend",
     "onnxruntime-trt": ".ort:OrtTensorrtBackend",
+    "openvino": ".openvino:OpenVINOBackend",
     "tensorrt": ".tensorrt:TensorRTBackend",
     "torch-tensorrt": ".tensorrt:TorchTensorRTBackend",
 }

@@ -1,0 +1,165 @@
+"""OpenVINO backend: ONNX files or OpenVINO IR (``.xml`` + ``.bin``) on OpenVINO's CPU plugin. Torch-free.
+
+Threads and streams follow the bench's ``--threads`` (``INFERENCE_NUM_THREADS``, one stream, latency hint),
+so a 1-thread comparison with ONNX Runtime is 1 thread on both sides.
+
+Precision: OpenVINO picks the *inference* precision itself — on CPUs with AVX512_BF16 or AMX it runs an FP32
+model in BF16 unless told otherwise. This backend asks for the tower's precision (``fp32`` -> ``f32``,
+``bf16`` -> ``bf16``; INT8 towers keep OpenVINO's default for their float parts) and reads back what the
+compiled model actually uses, so a report never calls a BF16 run FP32 (``describe()["inference_precision"]``).
+
+``MMDK_OPENVINO_DEVICE`` (default ``CPU``) picks another OpenVINO device where present (``GPU``, ``NPU``,
+``AUTO``); the device used is recorded.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, ClassVar, Optional
+
+import numpy as np
+
+from ..._lazy import require
+from ...errors import BackendUnavailableError, SpecError, UserInputError
+from ...model.tower import Tower
+from .base import Backend
+
+# mmdk precision -> OpenVINO INFERENCE_PRECISION_HINT (None: OpenVINO's default for the device)
+PRECISION_HINTS: dict[str, Optional[str]] = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": None}
+# OpenVINO element type name -> mmdk precision name
+_FROM_OV = {"f32": "fp32", "bf16": "bf16", "f16": "fp16", "i8": "int8", "u8": "int8"}
+_NP_FROM_OV = {"f32": np.float32, "f16": np.float16, "i64": np.int64, "i32": np.int32, "i8": np.int8,
+               "u8": np.uint8, "boolean": np.bool_, "f64": np.float64}
+DEVICE_ENV = "MMDK_OPENVINO_DEVICE"
+
+
+def ov_core() -> Any:
+    ov = require("openvino", extra="openvino", purpose="the OpenVINO runtime")
+    return ov.Core()
+
+
+def ov_device() -> str:
+    return os.environ.get(DEVICE_ENV, "CPU").strip() or "CPU"
+
+
+def compile_config(threads: Optional[int], precision_hint: Optional[str], device: str = "CPU") -> dict[str, Any]:
+    """The compile properties: threads under ``threads`` (CPU), one stream, latency hint, precision hint."""
+    cfg: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+    if device.startswith("CPU"):
+        cfg["NUM_STREAMS"] = 1
+        if threads:
+            cfg["INFERENCE_NUM_THREADS"] = int(threads)
+    if precision_hint:
+        cfg["INFERENCE_PRECISION_HINT"] = precision_hint
+    return cfg
+
+
+def compile_tower(path: str | Path, precision: str, threads: Optional[int], device: Optional[str] = None) -> Any:
+    """``(compiled_model, inference_precision)`` for an ONNX or IR file."""
+    core = ov_core()
+    device = device or ov_device()
+    if device.split(":")[0].split(".")[0] not in ("AUTO", "MULTI", "HETERO") and \
+            not any(d.startswith(device.split(".")[0]) for d in core.available_devices):
+        raise BackendUnavailableError(f"OpenVINO has no device {device!r} here (it has {', '.join(core.available_devices)})",
+                                      hint=f"unset {DEVICE_ENV} or set it to one of those")
+    try:
+        model = core.read_model(str(path))
+    except RuntimeError as exc:
+        raise UserInputError(f"OpenVINO cannot read {path}: {' '.join(str(exc).split())[:240]}") from None
+    compiled = core.compile_model(model, device, compile_config(threads, PRECISION_HINTS.get(precision), device))
+    return compiled, inference_precision(compiled)
+
+
+def inference_precision(compiled: Any) -> str:
+    """What the compiled model computes its float parts in, as an mmdk precision name (``bf16``, ``fp32``...)."""
+    try:
+        hint = compiled.get_property("INFERENCE_PRECISION_HINT")
+    except RuntimeError:  # a device without the property
+        return "unknown"
+    name = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
+    return _FROM_OV.get(name, name)
+
+
+def cpu_supports_bf16(flags: Optional[list[str]] = None) -> bool:
+    """AVX512_BF16 or AMX-BF16 (what OpenVINO's CPU plugin needs for native BF16)."""
+    if flags is None:
+        from ..env import cpu_info
+
+        flags = cpu_info()[1]
+    return any(f in flags for f in ("avx512_bf16", "amx_bf16"))
+
+
+def require_bf16_cpu(flags: Optional[list[str]] = None) -> None:
+    """Refuse BF16 on a CPU without native BF16 (it would be emulated: slower than FP32, not faster)."""
+    if not cpu_supports_bf16(flags):
+        raise BackendUnavailableError("precision bf16 needs a CPU with AVX512_BF16 or AMX; this CPU has neither",
+                                      hint="use --precision fp32 or int8 on this machine (see mmdk doctor)")
+
+
+class OpenVINOBackend(Backend):
+    name: ClassVar[str] = "openvino"
+    kinds: ClassVar[tuple[str, ...]] = ("openvino", "onnx")
+    devices: ClassVar[tuple[str, ...]] = ("cpu",)
+
+    def __init__(self, tower: Tower, device: str = "cpu", threads: Optional[int] = None):
+        super().__init__(tower, device, threads)
+        if tower.path is None:
+            raise BackendUnavailableError(f"tower {tower.name!r} has no ONNX / OpenVINO IR file to run")
+        if tower.precision == "bf16":
+            require_bf16_cpu()
+        self.ov_device = ov_device()
+        self.compiled, self.inference_precision = compile_tower(tower.path, tower.precision, threads, self.ov_device)
+        self.request = self.compiled.create_infer_request()
+        self.input_names = [self._port_name(i, self.tower.spec.input_names) for i in self.compiled.inputs]
+        self.input_types = {n: _NP_FROM_OV.get(i.get_element_type().get_type_name())
+                            for n, i in zip(self.input_names, self.compiled.inputs)}
+        self.outputs = list(self.compiled.outputs)
+        self.output_names = [self._port_name(o, self.tower.spec.output_names) for o in self.outputs]
+
+    @staticmethod
+    def _port_name(port: Any, wanted: list[str]) -> str:
+        """The port's name the I/O spec uses (OpenVINO merges tensor names: an input may also carry a Cast's)."""
+        names = port.get_names()
+        hit = [n for n in wanted if n in names]
+        return hit[0] if hit else port.get_any_name()
+
+    @classmethod
+    def check_available(cls, device: str) -> None:
+        super().check_available(device)
+        require("openvino", extra="openvino", purpose="the OpenVINO runtime")
+
+    def _feeds(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = {}
+        for name in self.input_names:
+            if name not in feeds:
+                raise SpecError(f"{self.tower.path} needs input {name!r}, which was not provided")
+            arr, want = feeds[name], self.input_types.get(name)
+            out[name] = np.ascontiguousarray(arr if want is None or arr.dtype == want else arr.astype(want))
+        return out
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        res = self.request.infer(self._prepared(feeds))
+        return {n: np.array(res[o]) for n, o in zip(self.output_names, self.outputs)}
+
+    def _prepared(self, feeds: dict[str, np.ndarray]) -> dict[int, np.ndarray]:
+        """Feeds keyed by input index (the port's names may differ from the spec's)."""
+        f = self._feeds(feeds)
+        return {k: f[n] for k, n in enumerate(self.input_names)}
+
+    def prepare(self, feeds: dict[str, np.ndarray]) -> Any:
+        return self._prepared(feeds)
+
+    def run_prepared(self, prepared: Any) -> Any:
+        return self.request.infer(prepared, share_inputs=True, share_outputs=True)
+
+    def describe(self) -> dict[str, Any]:
+        precision = self.tower.precision
+        if precision == "fp32" and self.inference_precision not in ("fp32", "unknown"):
+            precision = self.inference_precision  # never call a reduced-precision run FP32
+        return {**super().describe(), "providers": [f"openvino:{self.ov_device}"], "precision": precision,
+                "inference_precision": self.inference_precision}
+
+    def close(self) -> None:
+        self.request = None
+        self.compiled = None

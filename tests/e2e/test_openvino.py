@@ -1,0 +1,222 @@
+"""OpenVINO runtime: bench backend (threads, inference precision in the report), `mmdk export --target openvino`
+(FP32 / BF16, verified), BF16 refused on CPUs without it, `mmdk quantize --backend nncf`, and the whole path
+without torch installed. Tiny ONNX graphs built here; seconds each."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ov = pytest.importorskip("openvino")
+onnx = pytest.importorskip("onnx")
+
+from mmdeploy_kit.runtime import env  # noqa: E402
+from mmdeploy_kit.runtime.backends.openvino import cpu_supports_bf16  # noqa: E402
+
+BF16_HERE = cpu_supports_bf16()
+
+TINY_ONNX = '''
+import numpy as np, onnx
+from onnx import helper, numpy_helper, TensorProto as T
+
+def build(path, seed=0):
+    """Attention-like tower: x[batch, 8, 16] -> softmax(x Wq (x Wk)^T) x Wv -> mean -> Linear -> y[batch, 12]."""
+    rng = np.random.default_rng(seed)
+    w = {n: numpy_helper.from_array((rng.standard_normal(s) * 0.1).astype(np.float32), n)
+         for n, s in (("Wq", (16, 16)), ("Wk", (16, 16)), ("Wv", (16, 16)), ("Wo", (16, 12)))}
+    nodes = [helper.make_node("MatMul", ["x", "Wq"], ["q"]), helper.make_node("MatMul", ["x", "Wk"], ["k"]),
+             helper.make_node("MatMul", ["x", "Wv"], ["v"]),
+             helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 2, 1]),
+             helper.make_node("MatMul", ["q", "kt"], ["s"]), helper.make_node("Softmax", ["s"], ["p"], axis=-1),
+             helper.make_node("MatMul", ["p", "v"], ["a"]),
+             helper.make_node("ReduceMean", ["a"], ["m"], axes=[1], keepdims=0),
+             helper.make_node("MatMul", ["m", "Wo"], ["y"])]
+    g = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", T.FLOAT, ["batch", 8, 16])],
+                          [helper.make_tensor_value_info("y", T.FLOAT, ["batch", 12])], list(w.values()))
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return path
+'''
+
+
+def _build(path: Path) -> Path:
+    ns: dict = {}
+    exec(TINY_ONNX, ns)  # noqa: S102 - the same source runs in the torch-free subprocess below
+    return ns["build"](path)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return _build(tmp_path_factory.mktemp("ov") / "tiny.onnx")
+
+
+@pytest.fixture(scope="module")
+def calib(tmp_path_factory) -> Path:
+    p = tmp_path_factory.mktemp("ovc") / "calib.npz"
+    np.savez(p, x=np.random.default_rng(1).standard_normal((48, 8, 16)).astype(np.float32))
+    return p
+
+
+def _man(out: Path) -> dict:
+    return json.loads((out / "mmdk_manifest.json").read_text())
+
+
+def test_backend_threads_and_read_back_precision(tiny):
+    from mmdeploy_kit.model.loaders import load
+    from mmdeploy_kit.runtime.backends.openvino import OpenVINOBackend
+
+    tower = next(iter(load(tiny).towers.values()))
+    b = OpenVINOBackend(tower, threads=1)
+    assert b.compiled.get_property("INFERENCE_NUM_THREADS") == 1
+    d = b.describe()
+    assert d["backend"] == "openvino" and d["precision"] == "fp32" and d["inference_precision"] == "fp32"
+    x = np.random.default_rng(0).standard_normal((3, 8, 16)).astype(np.float32)
+    from mmdeploy_kit.runtime.backends.ort import OrtBackend
+
+    ref = OrtBackend(tower, threads=1).run({"x": x})["y"]
+    assert np.allclose(b.run({"x": x})["y"], ref, atol=1e-4)
+    # an FP32 tower OpenVINO computes in BF16 is reported as bf16, never fp32
+    b.inference_precision = "bf16"
+    assert b.describe()["precision"] == "bf16"
+
+
+def test_export_openvino_fp32_verified_and_benched(mmdk, tiny, tmp_path):
+    out = tmp_path / "ir"
+    r = mmdk("export", tiny, "--target", "openvino", "-o", out)
+    assert r.code == 0, r.err
+    assert sorted(p.name for p in out.iterdir()) == ["mmdk_manifest.json", "tiny.bin", "tiny.xml"]
+    art = _man(out)["artifacts"][0]
+    assert art["kind"] == "openvino" and art["precision"] == "fp32" and art["details"]["inference_precision"] == "fp32"
+    assert art["verification"]["cosine_min"] >= 0.9999 and len(art["verification"]["checks"]) >= 2
+    rep = tmp_path / "r.json"
+    r = mmdk("bench", f"ov={out}", "--reference", tiny, "--batch", "2", "--threads", "1", "--warmup", "1",
+             "--min-runs", "3", "--min-time", "0.05", "--report", rep, "--quiet")
+    assert r.code == 0, r.err
+    towers = {a["label"]: a["towers"]["tiny"] for a in json.loads(rep.read_text())["artifacts"]}
+    assert towers["ov"]["backend"] == "openvino" and towers["ov"]["inference_precision"] == "fp32"
+    assert towers["ov"]["threads"] == 1
+
+
+@pytest.mark.skipif(not BF16_HERE, reason="this CPU has no AVX512_BF16 / AMX")
+def test_export_openvino_bf16_runs_in_bf16(mmdk, tiny, tmp_path):
+    out = tmp_path / "bf16"
+    r = mmdk("export", tiny, "--target", "openvino", "--precision", "bf16", "-o", out)
+    assert r.code == 0, r.err
+    art = _man(out)["artifacts"][0]
+    assert art["precision"] == "bf16" and art["details"]["inference_precision"] == "bf16"
+    assert 0.999 <= art["verification"]["cosine_min"] < 1.0  # verified like FP16, and really reduced precision
+
+
+def test_bf16_refused_without_cpu_support(mmdk, tiny, tmp_path, monkeypatch):
+    monkeypatch.setattr(env, "cpu_info", lambda: ("Fake AVX2 CPU", ["avx", "avx2", "fma", "avx512_vnni"]))
+    r = mmdk("export", tiny, "--target", "openvino", "--precision", "bf16", "-o", tmp_path / "no")
+    assert r.code == 3 and r.one_line_error() and "AVX512_BF16 or AMX" in r.err
+    assert not (tmp_path / "no").exists()
+
+
+def test_quantize_nncf_int8(mmdk, tiny, calib, tmp_path):
+    out = tmp_path / "q"
+    r = mmdk("-q", "quantize", tiny, "--backend", "nncf", "--calib-data", calib, "--calib-samples", "32",
+             "--holdout-samples", "16", "--accuracy-budget", "cosine>=0.98", "-o", out)
+    assert r.code == 0, r.err
+    man = _man(out)
+    art = man["artifacts"][0]
+    assert art["kind"] == "openvino" and art["precision"] == "int8" and art["path"] == "tiny.xml"
+    assert art["details"]["model_type"] == "transformer" and art["details"]["tried"][-1]["holds"]
+    assert art["verification"]["cosine"] >= 0.98 and man["metrics"]["budgets"][0]["holds"]
+    xml = (out / "tiny.xml").read_text()
+    assert "FakeQuantize" in xml or "FakeConvert" in xml  # really quantized
+
+
+def test_quantize_nncf_options_are_recorded(tiny, calib, tmp_path):
+    import mmdeploy_kit as mmdk_api
+
+    man = mmdk_api.quantize(tiny, tmp_path / "q", backend="nncf", calib_data=calib, calib_samples=32,
+                            holdout_samples=16, nncf_smooth_quant=False, min_cosine=0.9)
+    d = man.artifacts[0].details
+    assert d["smooth_quant"] is False and d["tried"][0]["how"] == "defaults" and d["inference_precision"]
+
+
+def test_nncf_needs_calibration_data(mmdk, tiny, tmp_path):
+    r = mmdk("quantize", tiny, "--backend", "nncf", "-o", tmp_path / "q")
+    assert r.code == 2 and r.one_line_error() and "calibration data" in r.err
+
+
+def test_openvino_path_without_torch(tmp_path):
+    """ONNX in -> IR -> bench, with torch / transformers imports blocked (as on a box without them)."""
+    code = textwrap.dedent('''
+        import sys, importlib.abc
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path, target=None):
+                if name.split(".")[0] in ("torch", "transformers"):
+                    raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        sys.meta_path.insert(0, Block())
+        ''') + TINY_ONNX + textwrap.dedent(f'''
+        import mmdeploy_kit as mmdk
+        src = build({str(tmp_path / "t.onnx")!r})
+        mmdk.export(src, {str(tmp_path / "ir")!r}, target="openvino")
+        rep = mmdk.bench([{str(tmp_path / "ir")!r}], backend="openvino", batch=[2], threads=1, quiet=True,
+                         timing={{"warmup_runs": 1, "min_runs": 3, "min_time_s": 0.05}})
+        assert "torch" not in sys.modules
+        print("OK", rep.artifacts[0].towers["t"].backend, rep.artifacts[0].towers["t"].inference_precision)
+        ''')
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "OK openvino fp32"
+
+
+def test_export_target_cpu_keeps_the_fastest_within_budget(tiny, calib, tmp_path):
+    import mmdeploy_kit as mmdk_api
+
+    cands = ("ort:fp32", "openvino:fp32", "openvino:int8", "openvino:bf16")
+    man = mmdk_api.export(tiny, tmp_path / "best", target="cpu", candidates=cands, calib_data=calib, threads=1,
+                          accuracy_budget=("cosine>=0.95",), batch=4, min_time_s=0.1, min_rounds=2, calib_samples=32,
+                          holdout_samples=16)
+    c = man.metrics["cpu_choice"]["tiny"]
+    rows = c["candidates"]
+    assert set(rows) == set(cands) and c["chosen"] in cands and c["baseline"] == "ort:fp32"
+    measured = [k for k, r in rows.items() if "ms_per_batch" in r]
+    assert "ort:fp32" in measured and "openvino:int8" in measured
+    assert rows["openvino:int8"]["within_budget"] and rows["openvino:int8"]["precision"] == "int8"
+    assert (rows["openvino:bf16"].get("skipped") is not None) == (not BF16_HERE)
+    best = max((k for k in measured if rows[k]["within_budget"]), key=lambda k: rows[k]["speedup_vs_ort_fp32"][0])
+    assert c["chosen"] == best
+    art = man.artifacts[0]
+    assert art.details["cpu_choice"] == best and (tmp_path / "best" / art.path).is_file()
+    assert art.kind == ("onnx" if best.startswith("ort") else "openvino")
+
+
+def test_export_target_cpu_rejects_unknown_candidates_and_task_budgets(mmdk, tiny, tmp_path):
+    import mmdeploy_kit as mmdk_api
+    from mmdeploy_kit.errors import UserInputError
+
+    with pytest.raises(UserInputError, match="unknown candidate"):
+        mmdk_api.export(tiny, tmp_path / "x", target="cpu", candidates=("tensorrt:fp16",))
+    with pytest.raises(UserInputError, match="per-tower budgets"):
+        mmdk_api.export(tiny, tmp_path / "y", target="cpu", accuracy_budget=("zero_shot_top1_drop<=1",))
+
+
+def test_gelu_output_matmuls_are_found(tmp_path):
+    """The MLP down-projection after an Erf-form GELU is the one the budget ladder keeps in float."""
+    from onnx import TensorProto as T, helper, numpy_helper
+
+    from mmdeploy_kit.passes.quantize.nncf import gelu_output_matmuls
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
+             for n, s in (("W1", (8, 16)), ("W2", (16, 8)))] + \
+            [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("r2", 1.4142135), ("one", 1.0), ("half", 0.5))]
+    nodes = [helper.make_node("MatMul", ["x", "W1"], ["h"], name="fc1"), helper.make_node("Div", ["h", "r2"], ["d"]),
+             helper.make_node("Erf", ["d"], ["e"]), helper.make_node("Add", ["e", "one"], ["a"]),
+             helper.make_node("Mul", ["h", "a"], ["m"]), helper.make_node("Mul", ["m", "half"], ["g"]),
+             helper.make_node("MatMul", ["g", "W2"], ["y"], name="fc2")]
+    g = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", T.FLOAT, ["batch", 8])],
+                          [helper.make_tensor_value_info("y", T.FLOAT, ["batch", 8])], inits)
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(tmp_path / "mlp.onnx"))
+    found = gelu_output_matmuls(ov.Core().read_model(str(tmp_path / "mlp.onnx")))
+    assert len(found) == 1 and found[0] in ("fc2", "y")  # OpenVINO may name the last op by its output
