@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 from .._lazy import require
 from ..errors import CheckpointError
-from .hf_inputs import DEFAULT_MAX_BATCH, IO_HINT, fusion_inputs, modality_inputs, read_processor_files
+from .hf_inputs import IO_HINT, fusion_inputs, modality_inputs, read_processor_files
 from .iospec import IOSpec
 from .safetensors_check import check_safetensors_file
 
