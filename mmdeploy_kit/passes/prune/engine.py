@@ -183,6 +183,10 @@ class TowerPruner:
         shared_modules = {n.rpartition(".")[0] for n in other_tower_params}
         self.shared = {m for m, n in self.names.items() if n in shared_modules}
         self.ignored: set[Any] = set()
+        # BLIP-style attention packs q, k and v in one Linear: Torch-Pruning's grouping overruns it (IndexError),
+        # so those keep their widths (the MLPs around them still prune)
+        self.ignored.update(q for m in root.modules() if isinstance(q := getattr(m, "qkv", None), self.nn.Linear)
+                            and q.out_features == 3 * q.in_features)
         modules = dict(root.named_modules())
         for name in ignore:
             if name not in modules:
