@@ -104,6 +104,7 @@ _MAIN_INPUTS = {"input_ids": ("text", "text"), "pixel_values": ("image", "vision
 
 
 def _single_tower(model: Any, directory: Optional[Path], torch: Any):
+    from .hf_towers import cap_seq, padded_position_limit
     from .tower import Tower
     from .torch_tower import TowerModule
 
@@ -123,6 +124,7 @@ def _single_tower(model: Any, directory: Optional[Path], torch: Any):
             name, (inputs, dims) = "model", fusion
         else:
             inputs, dims = modality_inputs(modality, module.forward, model.config, proc, where)
+        dims = cap_seq(dims, padded_position_limit(module, torch))
         probe = IOSpec.model_validate({"inputs": inputs, "outputs": ["_probe"], "dims": dims})
     except (ValueError, TypeError) as exc:  # a config value the spec cannot hold (pydantic: ValueError)
         first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
