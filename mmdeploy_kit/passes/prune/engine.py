@@ -315,7 +315,13 @@ class TowerPruner:
         n_remove = current - keep
         if n_remove <= 0:
             return
-        imp = importance(group)
+        try:
+            imp = importance(group)
+        except IndexError as exc:  # Torch-Pruning's grouping does not match the layer (fused / reshaped weights)
+            name = self._name(root)
+            raise UnhandledModuleError(f"Torch-Pruning cannot group the layers around {name!r} ({exc})",
+                                       hint=f"keep it with --ignore {name} (its input and output widths then stay "
+                                            "as they are), or narrow --scope") from None
         if imp is None:
             return
         drop = self.torch.topk(imp, k=n_remove, largest=False).indices.tolist()
