@@ -52,7 +52,7 @@ ZOO = {
     "speech2text": (["audio"], None),
 }
 # prune refusals the zoo pins (one line, exit 2, an --ignore hint): the tower and what the message names
-PRUNE_REFUSED = {"swin": ("vision", "SwinSelfAttention"), "speech2text": ("audio", "cannot group the layers")}
+PRUNE_REFUSED = {"swin": ("vision", "cannot prune a Swin"), "speech2text": ("audio", "cannot group the layers")}
 # towers with no MatMul/Gemm (EfficientNet): dynamic INT8 has nothing to do there
 CONV_ONLY = {"align": "vision", "resnet": "vision"}
 
