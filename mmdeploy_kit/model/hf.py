@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 from .._lazy import require
 from ..errors import CheckpointError
-from .hf_inputs import DEFAULT_MAX_BATCH, IO_HINT, fusion_inputs, modality_inputs, read_processor_files
+from .hf_inputs import IO_HINT, fusion_inputs, modality_inputs, read_processor_files
 from .iospec import IOSpec
 from .safetensors_check import check_safetensors_file
 
@@ -104,6 +104,7 @@ _MAIN_INPUTS = {"input_ids": ("text", "text"), "pixel_values": ("image", "vision
 
 
 def _single_tower(model: Any, directory: Optional[Path], torch: Any):
+    from .hf_towers import cap_seq, padded_position_limit
     from .tower import Tower
     from .torch_tower import TowerModule
 
@@ -123,6 +124,7 @@ def _single_tower(model: Any, directory: Optional[Path], torch: Any):
             name, (inputs, dims) = "model", fusion
         else:
             inputs, dims = modality_inputs(modality, module.forward, model.config, proc, where)
+        dims = cap_seq(dims, padded_position_limit(module, torch))
         probe = IOSpec.model_validate({"inputs": inputs, "outputs": ["_probe"], "dims": dims})
     except (ValueError, TypeError) as exc:  # a config value the spec cannot hold (pydantic: ValueError)
         first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)

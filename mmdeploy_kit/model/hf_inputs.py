@@ -106,8 +106,8 @@ def _hw(value: Any) -> Optional[tuple[int, int]]:
 
 def image_size(cfg: Any, proc: dict[str, Any]) -> tuple[int, int]:
     """The weights' size first (position tables fix it), then the processor's crop / resize size, then 224."""
-    return (_hw(getattr(cfg, "image_size", None)) or _hw(proc.get("crop_size")) or _hw(proc.get("size"))
-            or (224, 224))
+    return (_hw(getattr(cfg, "image_size", None)) or _hw(getattr(cfg, "input_size", None))  # LayoutLMv3: input_size
+            or _hw(proc.get("crop_size")) or _hw(proc.get("size")) or (224, 224))
 
 
 def _int(value: Any, default: int) -> int:
@@ -173,7 +173,8 @@ def _text(params: set[str], cfg: Any, proc: dict[str, Any], model_type: str) -> 
 
 def _audio(params: set[str], cfg: Any, proc: dict[str, Any], model_type: str) -> tuple[list, dict]:
     dims: dict[str, list[int]] = {"batch": [1, DEFAULT_MAX_BATCH]}
-    mel = _int(getattr(cfg, "num_mel_bins", 0) or proc.get("feature_size") or proc.get("num_mel_bins"), 80)
+    mel = _int(getattr(cfg, "num_mel_bins", 0) or getattr(cfg, "input_feat_per_channel", 0)  # Speech2Text
+               or proc.get("feature_size") or proc.get("num_mel_bins"), 80)
     if "input_values" in params and not (hasattr(cfg, "num_mel_bins") and hasattr(cfg, "max_length")):
         sr = _int(proc.get("sampling_rate"), 16000)  # raw waveform (wav2vec2, HuBERT, WavLM, ...)
         dims["samples"] = [max(sr // 10, 400), sr * 10]

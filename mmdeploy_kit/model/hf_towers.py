@@ -122,6 +122,20 @@ def _embed_fn(model: Any, modality: str, model_type: str, torch: Any) -> Callabl
     return embed
 
 
+def padded_position_limit(module: Any, torch: Any) -> Optional[int]:
+    """The longest sequence a RoBERTa-style position table takes (its ids start after ``padding_idx``), found from
+    the modules themselves: any ``position_embeddings`` Embedding with a padding index. None when there is none."""
+    limits = [m.num_embeddings - m.padding_idx - 1 for n, m in module.named_modules()
+              if n.endswith("position_embeddings") and isinstance(m, torch.nn.Embedding) and m.padding_idx is not None]
+    return min(limits) if limits else None
+
+
+def cap_seq(dims: dict[str, Any], limit: Optional[int]) -> dict[str, Any]:
+    if limit is not None and "seq" in dims and dims["seq"][1] > limit >= dims["seq"][0]:
+        return {**dims, "seq": [dims["seq"][0], limit]}
+    return dims
+
+
 def count_children(model: Any, keys: tuple[str, ...]) -> int:
     """Parameters of the top-level children whose name mentions one of ``keys`` (one tower's share)."""
     return sum(p.numel() for n, child in model.named_children() if any(k in n for k in keys)
@@ -145,6 +159,7 @@ def feature_towers(model: Any, directory: Optional[Path], torch: Any, probe: boo
         try:
             inputs, dims = modality_inputs(modality, getattr(model, f"get_{modality}_features"),
                                            sub_config(model.config, modality), proc, where)
+            dims = cap_seq(dims, padded_position_limit(model, torch))
             spec = IOSpec.model_validate({"inputs": inputs, "outputs": [output], "dims": dims})
         except (ValueError, TypeError) as exc:  # a config value the spec cannot hold (pydantic: ValueError)
             first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)

@@ -137,3 +137,26 @@ def test_fusion_model_is_one_tower_and_an_unexportable_one_is_refused_in_one_lin
     assert spec.modalities == ["image", "text"] and spec.input("pixel_mask").shape == ("batch", 32, 32)
     r = mmdk("-q", "export", tmp_path / "vilt", "-o", tmp_path / "out")
     assert r.code == 4 and r.one_line_error() and "internal error" not in r.err, r.err
+
+
+def test_position_limit_is_read_from_the_modules_and_speech2text_mel_bins(tmp_path):
+    """A RoBERTa-style table the config rules do not name (LayoutLMv3, a text + image fusion model) is found from
+    its padded position Embedding; Speech2Text keeps its mel bins in input_feat_per_channel."""
+    from transformers import LayoutLMv3Config, LayoutLMv3Model, Speech2TextConfig, Speech2TextModel
+
+    LayoutLMv3Model(LayoutLMv3Config(vocab_size=99, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                     intermediate_size=37, input_size=32, patch_size=8, max_position_embeddings=64,
+                                     max_2d_position_embeddings=128, coordinate_size=5, shape_size=6)
+                    ).save_pretrained(str(tmp_path / "layout"))
+    tower = load_checkpoint(tmp_path / "layout").towers["model"]
+    assert tower.spec.dims["seq"] == (1, 64 - 1 - 1)
+    assert tower.spec.input("pixel_values").shape == ("batch", 3, 32, 32)
+    assert np.isfinite(tower.module.run_numpy(_feeds(tower, batch=1, seq=62))["pooler_output"]
+                       if "pooler_output" in tower.spec.output_names else
+                       tower.module.run_numpy(_feeds(tower, batch=1, seq=62))["last_hidden_state"]).all()
+    Speech2TextModel(Speech2TextConfig(vocab_size=99, d_model=32, encoder_layers=1, decoder_layers=1,
+                                       encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=37,
+                                       decoder_ffn_dim=37, input_feat_per_channel=16, conv_channels=16,
+                                       max_source_positions=256)).save_pretrained(str(tmp_path / "s2t"))
+    audio = load_checkpoint(tmp_path / "s2t").towers["audio"].spec
+    assert audio.input("input_features").shape == ("batch", "frames", 16)

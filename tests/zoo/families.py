@@ -251,6 +251,58 @@ def ast(p: Path) -> Path:
     return _save(ASTModel(cfg), p, ASTFeatureExtractor(num_mel_bins=32, max_length=64))
 
 
+# ---- more families (slow in the zoo: same code paths as above, other configs) ------------------------------
+def clipseg(p: Path) -> Path:
+    from transformers import CLIPSegConfig, CLIPSegModel
+
+    return _save(CLIPSegModel(CLIPSegConfig(text_config=TEXT, vision_config=VISION, projection_dim=16)), p,
+                 _clip_processor())
+
+
+def swin(p: Path) -> Path:
+    from transformers import SwinConfig, SwinModel
+
+    return _save(SwinModel(SwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 2],
+                                      window_size=4)), p, _clip_processor())
+
+
+def resnet(p: Path) -> Path:
+    from transformers import ResNetConfig, ResNetModel
+
+    return _save(ResNetModel(ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1])), p, _clip_processor())
+
+
+def distilbert(p: Path) -> Path:
+    from transformers import DistilBertConfig, DistilBertModel
+
+    return _save(DistilBertModel(DistilBertConfig(vocab_size=99, dim=32, n_layers=1, n_heads=4, hidden_dim=37,
+                                                  max_position_embeddings=40)), p)
+
+
+def wavlm(p: Path) -> Path:
+    from transformers import Wav2Vec2FeatureExtractor, WavLMConfig, WavLMModel
+
+    return _save(WavLMModel(WavLMConfig(**_W2V)), p, Wav2Vec2FeatureExtractor(sampling_rate=16000))
+
+
+def speech2text(p: Path) -> Path:
+    from transformers import Speech2TextConfig, Speech2TextModel
+
+    cfg = Speech2TextConfig(vocab_size=99, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                            decoder_attention_heads=2, encoder_ffn_dim=37, decoder_ffn_dim=37, input_feat_per_channel=16,
+                            conv_channels=16, max_source_positions=256)
+    return _save(Speech2TextModel(cfg), p)
+
+
+def layoutlmv3(p: Path) -> Path:
+    from transformers import LayoutLMv3Config, LayoutLMv3Model
+
+    cfg = LayoutLMv3Config(vocab_size=99, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                           intermediate_size=37, input_size=32, patch_size=8, max_position_embeddings=40,
+                           max_2d_position_embeddings=128, coordinate_size=5, shape_size=6)
+    return _save(LayoutLMv3Model(cfg), p)
+
+
 # ---- fusion (one tower whose forward takes text and image at once) ---------------------------------------
 def bridgetower(p: Path) -> Path:
     from transformers import BridgeTowerConfig, BridgeTowerModel
@@ -271,5 +323,7 @@ SINGLE: dict[str, Callable[[Path], Path]] = {
     "vit": vit, "dinov2": dinov2, "convnext": convnext, "bert": bert, "roberta": roberta, "wav2vec2": wav2vec2,
     "hubert": hubert, "whisper": whisper, "ast": ast,
 }
-FUSION: dict[str, Callable[[Path], Path]] = {"bridgetower": bridgetower}
-FAMILIES = {**DUAL, **SINGLE, **FUSION}
+FUSION: dict[str, Callable[[Path], Path]] = {"bridgetower": bridgetower, "layoutlmv3": layoutlmv3}
+MORE: dict[str, Callable[[Path], Path]] = {"clipseg": clipseg, "swin": swin, "resnet": resnet, "distilbert": distilbert,
+                                           "wavlm": wavlm, "speech2text": speech2text}
+FAMILIES = {**DUAL, **SINGLE, **FUSION, **MORE}

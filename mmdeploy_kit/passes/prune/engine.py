@@ -183,6 +183,10 @@ class TowerPruner:
         shared_modules = {n.rpartition(".")[0] for n in other_tower_params}
         self.shared = {m for m, n in self.names.items() if n in shared_modules}
         self.ignored: set[Any] = set()
+        # BLIP-style attention packs q, k and v in one Linear: Torch-Pruning's grouping overruns it (IndexError),
+        # so those keep their widths (the MLPs around them still prune)
+        self.ignored.update(q for m in root.modules() if isinstance(q := getattr(m, "qkv", None), self.nn.Linear)
+                            and q.out_features == 3 * q.in_features)
         modules = dict(root.named_modules())
         for name in ignore:
             if name not in modules:
@@ -311,7 +315,13 @@ class TowerPruner:
         n_remove = current - keep
         if n_remove <= 0:
             return
-        imp = importance(group)
+        try:
+            imp = importance(group)
+        except IndexError as exc:  # Torch-Pruning's grouping does not match the layer (fused / reshaped weights)
+            name = self._name(root)
+            raise UnhandledModuleError(f"Torch-Pruning cannot group the layers around {name!r} ({exc})",
+                                       hint=f"keep it with --ignore {name} (its input and output widths then stay "
+                                            "as they are), or narrow --scope") from None
         if imp is None:
             return
         drop = self.torch.topk(imp, k=n_remove, largest=False).indices.tolist()
