@@ -76,6 +76,9 @@ def export(
                                               "10.3 (default: the installed one; 10.3 for jetson-*; else 10.x)."),
     workspace_mb: Optional[int] = typer.Option(None, "--workspace-mb", help="tensorrt / torch-tensorrt: builder "
                                                f"workspace in MiB {_dflt('export_tensorrt', 'workspace_mb')}."),
+    accuracy_budget: Optional[List[str]] = typer.Option(None, "--accuracy-budget", help="cpu: per-tower budget "
+                                                        "each candidate must hold, e.g. 'cosine>=0.995' (repeatable; "
+                                                        "default 'cosine>=0.99')."),
     overwrite: bool = OverwriteOpt,
     save_recipe: Optional[Path] = SaveRecipeOpt,
     force: bool = ForceOpt,
@@ -93,7 +96,8 @@ def export(
 
     options: dict[str, Any] = {"precision": precision, "calib_data": calib_data, "device": device, "dla": dla,
                                "build": build, "allow_unsupported": allow_unsupported or None,
-                               "trt_version": trt_version, "min_cosine": min_cosine, "workspace_mb": workspace_mb}
+                               "trt_version": trt_version, "min_cosine": min_cosine, "workspace_mb": workspace_mb,
+                               "accuracy_budget": tuple(accuracy_budget) if accuracy_budget else None}
     if target != "torch-tensorrt":  # the options the other targets' configs reject as unknown stay unset
         options.update(opset=opset, exporter=exporter)
     manifest = api.export(model, out, target=target, towers=tower or (), overwrite=overwrite, progress=progress(),

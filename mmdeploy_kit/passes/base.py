@@ -103,10 +103,12 @@ class RunContext:
 
     def run_substep(self, pass_cls: type["Pass"], config: "PassConfig", model: Any, workdir: Path) -> Manifest:
         """A pass that needs another pass asks for it here: through the runner's cache when a runner set
-        ``substep``, else run directly. ``workdir`` (empty) gets the output; returns its manifest."""
+        ``substep``, else run directly. ``workdir`` (empty) gets the output and its manifest; returns the manifest."""
         if self.substep is not None:
             return self.substep(pass_cls, config, model, workdir)
-        return pass_cls().run(model, config, self, workdir)
+        manifest = pass_cls().run(model, config, self, workdir)
+        manifest.write(workdir)  # as the runner's sub-step leaves it: the output folder carries its manifest
+        return manifest
 
 
 class Pass:

@@ -159,7 +159,7 @@ def _ov_cfg() -> Any:
 
 def _holdout(model: LoadedModel, config: CpuChoiceConfig, ctx: RunContext, names: list[str]) -> dict[str, list]:
     """Held-out batches per tower: from the calibration data, else generated from the I/O spec (two shapes)."""
-    if config.calib_data or ctx.calibration:
+    if config.calib_data:
         from ..quantize.config import QuantizeConfig
         from ..quantize.evaluate import load_tower_data
 
@@ -180,8 +180,8 @@ def _build_candidates(model: LoadedModel, name: str, config: CpuChoiceConfig, ct
     from ..._lazy import available
 
     tried: dict[str, dict[str, Any]] = {}
-    quiet_ctx = RunContext(quiet=True, seed=ctx.seed, calibration=ctx.calibration, extras=dict(ctx.extras))
-    have_data = bool(config.calib_data or ctx.calibration)
+    quiet_ctx = dataclasses.replace(ctx, quiet=True)
+    have_data = bool(config.calib_data)
     tower_budgets = tuple(b.text for b in budgets if b.tower in (None, name))
     for cand in config.candidates:
         runtime, precision = cand.split(":")
@@ -213,12 +213,12 @@ def _build_candidates(model: LoadedModel, name: str, config: CpuChoiceConfig, ct
                                     calib_data=config.calib_data, processor=config.processor,
                                     calib_samples=config.calib_samples, holdout_samples=config.holdout_samples,
                                     accuracy_budget=tower_budgets, seed=config.seed)
-                QuantizePass().run(model, qc, quiet_ctx, out).write(out)
+                quiet_ctx.run_substep(QuantizePass, qc, model, out)
             else:
                 from .openvino import OpenVINOExportConfig, OpenVINOExportPass
 
                 oc = OpenVINOExportConfig(precision=precision, towers=(name,))
-                OpenVINOExportPass().run(model, oc, quiet_ctx, out).write(out)
+                quiet_ctx.run_substep(OpenVINOExportPass, oc, model, out)
             tried[cand] = {"artifact": _pick(out, name), "dir": out}
         except MmdkError as exc:
             tried[cand] = {"rejected": exc.message}

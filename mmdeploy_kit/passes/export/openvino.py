@@ -93,8 +93,8 @@ def onnx_towers(model: LoadedModel, names: list[str], config: OpenVINOExportConf
     torch_towers = [n for n in names if model.towers[n].kind == "torch"]
     if torch_towers:
         scratch.mkdir(parents=True, exist_ok=True)
-        man = OnnxExportPass().run(model, OnnxExportConfig(opset=config.opset, exporter=config.exporter,
-                                                           towers=tuple(torch_towers)), ctx, scratch)
+        man = ctx.run_substep(OnnxExportPass, OnnxExportConfig(opset=config.opset, exporter=config.exporter,
+                                                                towers=tuple(torch_towers)), model, scratch)
         for a in man.artifacts:
             out[a.tower] = dataclasses.replace(model.towers[a.tower], kind="onnx", module=None, path=scratch / a.path)
             record[a.tower] = {"exporter": a.details.get("exporter"), "opset": a.details.get("opset"),

@@ -107,7 +107,7 @@ def run_nncf(model: Any, config: Any, plans: dict, ctx: RunContext, workdir: Pat
     budgets = config.budgets()
     if any(b.metric != "cosine" for b in budgets):
         raise UserInputError("--backend nncf supports 'cosine>=X' budgets only", hint="use --backend ort for task budgets")
-    if (config.calib_data or ctx.calibration) is None:
+    if config.calib_data is None:
         raise DataError("--backend nncf (static INT8) needs calibration data; random data is never used",
                         hint="pass --calib-data (JSONL manifest, .npz or folder of .npy named like the inputs)")
     data, _ = load_tower_data(model, config, ctx, active)
