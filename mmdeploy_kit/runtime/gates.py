@@ -164,12 +164,26 @@ def _log_half_width(low: float, high: float) -> float:
     return (math.log(high) - math.log(low)) / 2.0 if low > 0 and high > 0 else 0.0
 
 
-def ratio_change(base: Speedup, new: Speedup) -> tuple[float, tuple[float, float]]:
+def noise_floors(report: BenchReport) -> dict[str, float]:
+    """Per artifact: the pooled log half-width of its configs' speedup intervals (root mean square). The
+    configs of one run were timed in the same processes, so they share the between-process noise; a single
+    config's interval from a few processes can come out too narrow by chance, and the pooled width is a
+    floor under it."""
+    widths: dict[str, list[float]] = {}
+    for r in report.latency:
+        if r.speedup is not None:
+            widths.setdefault(r.artifact, []).append(_log_half_width(r.speedup.ci_low, r.speedup.ci_high))
+    return {a: math.sqrt(sum(w * w for w in ws) / len(ws)) for a, ws in widths.items()}
+
+
+def ratio_change(base: Speedup, new: Speedup, base_floor: float = 0.0,
+                 new_floor: float = 0.0) -> tuple[float, tuple[float, float]]:
     """Relative latency change of an artifact vs its own reference between two reports (+0.2: 20% slower
     relative to the reference than before) and its interval: on the log scale the two intervals' half-widths
-    add in quadrature (independent runs)."""
+    (each at least its report's noise floor) add in quadrature (independent runs)."""
     d = math.log(base.ratio) - math.log(new.ratio)
-    h = math.hypot(_log_half_width(base.ci_low, base.ci_high), _log_half_width(new.ci_low, new.ci_high))
+    h = math.hypot(max(base_floor, _log_half_width(base.ci_low, base.ci_high)),
+                   max(new_floor, _log_half_width(new.ci_low, new.ci_high)))
     return math.expm1(d), (math.expm1(d - h), math.expm1(d + h))
 
 
@@ -189,13 +203,14 @@ def compare_reports(base: BenchReport, new: BenchReport, max_latency_regression:
     rows: list[CompareRow] = []
     base_lat = {(r.artifact, r.tower, r.batch, r.seq): r for r in base.latency}
     ratio_rows = 0
+    floor_b, floor_n = noise_floors(base), noise_floors(new)
     for r in new.latency:
         b = base_lat.get((labels.get(r.artifact, "\0"), r.tower, r.batch, r.seq))
         if b is None:
             continue
         subject = _config_name(r)
         if b.speedup is not None and r.speedup is not None:
-            change, ci = ratio_change(b.speedup, r.speedup)
+            change, ci = ratio_change(b.speedup, r.speedup, floor_b.get(b.artifact, 0.0), floor_n.get(r.artifact, 0.0))
             verdict = latency_verdict(change, ci[0], max_latency_regression)
             rows.append(CompareRow(kind="latency", artifact=r.artifact, subject=f"{subject} speedup vs {r.speedup.baseline}",
                                    base=b.speedup.ratio, new=r.speedup.ratio, change=change,
