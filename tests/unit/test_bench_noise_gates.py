@@ -156,3 +156,16 @@ def test_without_reference_ratios_nothing_is_gated_unless_asked():
     assert res.passed and any("--gate-absolute" in w for w in res.warnings)
     assert not compare_reports(base, new, max_latency_regression=0.10, gate_absolute=True).passed
     assert not compare_reports(base, new, max_latency_regression=0.10, latency_metric="p50").passed
+
+
+def test_remote_bench_keeps_a_timing_config(monkeypatch):
+    """api.bench(..., host=..., timing=TimingConfig(...)) passes the timing on (it used to be dropped)."""
+    import mmdeploy_kit.remote.bench as remote
+    from mmdeploy_kit import api
+    from mmdeploy_kit.runtime.schema import TimingConfig
+
+    seen = {}
+    monkeypatch.setattr(remote, "remote_bench", lambda *a, **k: seen.update(k) or make_report())
+    api.bench("a.onnx", host="dev", quiet=True, timing=TimingConfig(clock="cpu", processes=4, precision=0.05))
+    assert seen["timing"] == {"clock": "cpu", "processes": 4, "precision": 0.05}
+    assert all(k in remote._TIMING_FLAGS for k in seen["timing"])
