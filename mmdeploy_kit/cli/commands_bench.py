@@ -112,8 +112,9 @@ def _print_bench(r: Any) -> None:
                    f"  p90 {x.stats.p90_ms:9.3f} ms  cv {x.stats.cv:5.2f}  {x.stats.throughput_items_per_s:9.1f} items/s"
                    f"  {fmt_speedup(x.speedup)}")
     for label, s in r.speedups.items():
+        prec = f", +-{s.half_width_pct:.1f}%" if s.half_width_pct is not None else ""
         typer.echo(f"speedup {label} vs {r.baseline}: {fmt_speedup(s)} ({int(s.confidence * 100)}% CI, geomean, "
-                   f"{s.clock} clock)")
+                   f"{s.clock} clock, {s.processes} process{'es' if s.processes > 1 else ''}{prec})")
     if r.accuracy is not None:
         for p in r.accuracy.pairs:
             zs = f"zero-shot top-1 {p.zero_shot_top1:.2f} top-5 {p.zero_shot_top5:.2f}" if p.zero_shot_top1 is not None else ""

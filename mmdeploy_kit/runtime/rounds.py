@@ -160,8 +160,9 @@ def measure_latency(models: Sequence[Any], configs: list[Config], *, timing: Tim
     warnings: list[str] = []
     processes = timing.worker_processes()
     if processes > 1 and any(isinstance(m.spec, LoadedModel) for m in models if m.backends):
-        warnings.append("models passed as loaded objects cannot be reloaded by worker processes; all rounds ran "
-                        "in this process (pass paths for --processes)")
+        if timing.processes is not None:  # asked for explicitly (the default just falls back)
+            warnings.append("models passed as loaded objects cannot be reloaded by worker processes; all rounds "
+                            "ran in this process (pass paths for --processes)")
         processes = 1
     if processes > 1 and telemetry is not None:
         warnings.append("Jetson power telemetry samples this process: all rounds ran in it (--processes 1)")

@@ -28,7 +28,11 @@ class _Model(BaseModel):
 
 class TimingConfig(_Model):
     """How long to measure. Timed runs continue until *both* ``min_runs`` and ``min_time_s`` are met
-    for every artifact (and at least ``min_rounds`` interleaved rounds), or ``max_time_s`` per config."""
+    for every artifact (and at least ``min_rounds`` interleaved rounds), or ``max_time_s`` per config.
+    With ``processes`` > 1 each worker process takes its share of these (at least 3 rounds); ``precision``
+    then adds processes (one process: rounds) until the speedup intervals are that narrow.
+    The single source of the bench timing options: the CLI flags, the recipe bench step's fields (same names)
+    and a remote bench's command line (``remote/bench.py``) map onto these fields."""
 
     warmup_runs: int = Field(5, ge=0)
     min_runs: int = Field(20, ge=1)
