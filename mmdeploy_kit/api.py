@@ -350,7 +350,8 @@ def bench(artifacts: ModelLike | Sequence[ModelLike], reference: Optional[ModelL
     against ``reference`` tower by tower: latency (interleaved rounds, speedup ratios with confidence
     intervals) and, with ``data`` (a JSONL manifest), task accuracy. Returns a ``BenchReport``; writes the
     requested reports (JSON / Markdown / HTML / JUnit) atomically. Gates that fail set ``report.passed``
-    to False (the CLI then exits 1); ``timing`` takes ``TimingConfig`` fields (``min_time_s``, ...).
+    to False (the CLI then exits 1); ``timing`` takes ``TimingConfig`` fields (``min_time_s``, ``processes``:
+    worker processes whose rounds the intervals resample, ``precision``: adaptive length, ...) or a TimingConfig.
 
     ``host`` (``user@host[:port]`` or an ~/.ssh/config alias) runs it on that device over SSH with the device's
     own mmdk (``remote_mmdk``), copying the inputs into its content-addressed cache; the report comes back and

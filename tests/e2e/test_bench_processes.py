@@ -69,3 +69,12 @@ def test_same_artifacts_pass_a_10_percent_compare_and_a_slower_model_fails_it(to
     slow = mmdk("compare", reports["a"], reports["slow"], "--max-latency-regression", "10%")
     assert slow.code == 1 and slow.one_line_error(), slow.out
     assert "regression" in slow.out and "speedup vs ref" in slow.error_lines[0]
+
+
+@pytest.mark.parametrize("args,expected", [(["--processes", "0"], "invalid timing option processes"),
+                                           (["--precision", "150%"], "invalid timing option precision"),
+                                           (["--precision", "abc"], "--precision takes a percentage")])
+def test_bad_processes_or_precision_is_one_line(mmdk, tmp_path, args, expected):
+    r = mmdk("bench", tmp_path / "x.onnx", *args, "--report", tmp_path / "r.json")
+    assert r.code == 2 and r.one_line_error() and expected in r.err
+    assert not (tmp_path / "r.json").exists()

@@ -120,3 +120,14 @@ def test_precision_not_reached_is_stated(monkeypatch):
                                                           "load_kwargs": {}})
     assert len(calls) == 5
     assert any(w.startswith("precision: the speedup intervals reached") for w in out.warnings)
+
+
+def test_a_failing_worker_is_one_line(tmp_path):
+    from mmdeploy_kit.errors import UserInputError
+    from mmdeploy_kit.runtime.workers import run_worker
+
+    job = {"target": "cpu", "backend": "auto", "threads": 1, "load_kwargs": {}, "configs": [],
+           "models": [{"label": "gone", "role": "artifact", "source": str(tmp_path / "gone.onnx"), "towers": ["gone"]}]}
+    with pytest.raises(UserInputError) as exc:
+        run_worker(job, TimingConfig(), 0, timeout_s=120)
+    assert "gone.onnx" in exc.value.message and "\n" not in str(exc.value)
