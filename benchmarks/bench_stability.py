@@ -14,7 +14,8 @@ artifacts). ``--contrast`` repeats the N runs with ``--processes 1`` (the single
 
     .venv/bin/python benchmarks/bench_stability.py [--runs 5] [--contrast] [--precision 5%] [--out FILE]
 
-Writes benchmarks/results/bench_stability.txt (and the first run's Markdown report next to it).
+Writes benchmarks/results/bench_stability.txt (and the first run's Markdown report next to it, as
+bench_stability_ci_run1.md).
 """
 
 from __future__ import annotations
@@ -158,7 +159,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     if (work / "run1.md").exists():
-        shutil.copy(work / "run1.md", args.out.with_name(f"{args.out.stem}_run1.md"))
+        shutil.copy(work / "run1.md", args.out.with_name(f"{args.out.stem}_ci_run1.md"))
     shutil.rmtree(work, ignore_errors=True)
     sys.exit(0 if figs["compare_pass"] == figs["pairs"] else 1)
 
