@@ -24,7 +24,7 @@ from .backends.base import create_backend
 from .bench_models import (BenchModel, backend_request, default_label, load_source, match_towers, split_label,
                            unique_label, widen_guessed_dims)
 from .gates import bench_gates
-from .rounds import Config, LatencyOutcome, busy_load, measure_latency
+from .rounds import NOISY_CV, Config, LatencyOutcome, busy_load, measure_latency  # noqa: F401  (NOISY_CV: was here)
 from .schema import ArtifactInfo, BenchConfig, BenchReport, LatencyResult, Scenario, TimingConfig, TowerInfo
 from .targets import BACKEND_CHOICES, resolve_target
 
