@@ -12,6 +12,13 @@ from .app import (app, _STATE, WeightsOpt, IoOpt, TrustOpt, TowerOpt, SshKeyOpt,
                   RemoteMmdkOpt, load_kwargs, echo, progress)
 
 
+def _timing_dflt(field: str) -> str:
+    """``(default: X)`` read from TimingConfig, the one source of the timing options' defaults."""
+    from ..runtime.schema import TimingConfig
+
+    return f"(default: {TimingConfig.model_fields[field].default})"
+
+
 @app.command()
 def bench(
     artifacts: List[str] = typer.Argument(..., help="Artifacts: .onnx files, anything MODEL accepts, or mmdk output "
@@ -35,13 +42,19 @@ def bench(
                                              "(default: found next to the models)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Intra-op threads for every backend "
                                           "(default: available cores)."),
-    warmup: int = typer.Option(5, "--warmup", help="Warm-up runs per artifact and shape."),
-    min_runs: int = typer.Option(20, "--min-runs", help="Minimum timed runs per artifact and shape."),
-    min_time: float = typer.Option(1.0, "--min-time", help="Minimum timed seconds per artifact and shape."),
-    min_rounds: int = typer.Option(10, "--min-rounds", help="Minimum interleaved rounds per shape."),
-    clock: str = typer.Option("wall", "--clock", help="Speedups from wall-clock latency (wall) or from process "
-                              "CPU time per run (cpu: immune to preemption on busy shared CPU machines)."),
-    max_time: float = typer.Option(60.0, "--max-time", help="Stop a shape after this many seconds."),
+    warmup: Optional[int] = typer.Option(None, "--warmup", help=f"Warm-up runs per artifact and shape "
+                                         f"{_timing_dflt('warmup_runs')}."),
+    min_runs: Optional[int] = typer.Option(None, "--min-runs", help=f"Minimum timed runs per artifact and shape "
+                                           f"{_timing_dflt('min_runs')}."),
+    min_time: Optional[float] = typer.Option(None, "--min-time", help=f"Minimum timed seconds per artifact and shape "
+                                             f"{_timing_dflt('min_time_s')}."),
+    min_rounds: Optional[int] = typer.Option(None, "--min-rounds", help=f"Minimum interleaved rounds per shape "
+                                             f"{_timing_dflt('min_rounds')}."),
+    clock: Optional[str] = typer.Option(None, "--clock", help="Speedups from wall-clock latency (wall) or from process "
+                                        "CPU time per run (cpu: immune to preemption on busy shared CPU machines) "
+                                        f"{_timing_dflt('clock')}."),
+    max_time: Optional[float] = typer.Option(None, "--max-time", help=f"Stop a shape after this many seconds "
+                                             f"{_timing_dflt('max_time_s')}."),
     processes: Optional[int] = typer.Option(None, "--processes", help="Spread the interleaved rounds over N fresh "
                                             "worker processes, one after another (intervals then cover run-to-run "
                                             "variation). Default: 3 with --clock cpu (the CI mode), else 1."),
@@ -77,14 +90,13 @@ def bench(
     from ..errors import RegressionError
 
     quiet = quiet or _STATE["quiet"]
-    timing = {"warmup_runs": warmup, "min_runs": min_runs, "min_time_s": min_time, "min_rounds": min_rounds,
-              "max_time_s": max_time, "clock": clock}
-    if processes is not None:
-        timing["processes"] = processes
-    if precision is not None:
-        from ..runtime.harness import parse_fraction
+    from ..runtime.harness import parse_fraction
 
-        timing["precision"] = parse_fraction(precision, "precision")
+    # only the flags given: TimingConfig holds the defaults (and a remote device applies its own)
+    timing = {k: v for k, v in {"warmup_runs": warmup, "min_runs": min_runs, "min_time_s": min_time,
+                                "min_rounds": min_rounds, "max_time_s": max_time, "clock": clock,
+                                "processes": processes, "precision": parse_fraction(precision, "precision")}.items()
+              if v is not None}
     r = api.bench(artifacts, reference, target=target, backend=backend, batch=parse_int_list(batch, "batch"),
                   seq=parse_int_list(seq, "seq"), towers=tower or (), data=data, data_limit=data_limit,
                   templates=template or None, processor=processor, threads=threads, timing=timing, report=report,

@@ -131,3 +131,17 @@ def test_a_failing_worker_is_one_line(tmp_path):
     with pytest.raises(UserInputError) as exc:
         run_worker(job, TimingConfig(), 0, timeout_s=120)
     assert "gone.onnx" in exc.value.message and "\n" not in str(exc.value)
+
+
+def test_timing_options_have_one_source():
+    """The recipe bench step's timing fields and the remote command line map onto TimingConfig's fields,
+    with the same defaults."""
+    from mmdeploy_kit.passes.bench_step import BenchStepConfig
+    from mmdeploy_kit.remote.bench import _TIMING_FLAGS
+
+    fields = TimingConfig.model_fields
+    shared = [k for k in BenchStepConfig.model_fields if k in fields]
+    assert {"warmup_runs", "min_runs", "min_time_s", "min_rounds", "max_time_s", "clock", "processes",
+            "precision"} <= set(shared)
+    assert all(BenchStepConfig.model_fields[k].default == fields[k].default for k in shared)
+    assert set(_TIMING_FLAGS) <= set(fields)
