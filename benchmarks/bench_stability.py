@@ -113,6 +113,10 @@ def summarize(runs: list[dict], title: str) -> tuple[list[str], dict]:
              for i, j in pairs]
     lines.append(f"  mmdk compare sI sJ --max-latency-regression 10% (same artifacts): exit codes {codes} "
                  f"-> {sum(c == 0 for c in codes)}/{len(codes)} pass")
+    absolute = [run([*MMDK, "compare", runs[i]["_path"], runs[j]["_path"], "--max-latency-regression", "10%",
+                     "--gate-absolute"]).returncode for i, j in pairs]
+    lines.append(f"  the same with --gate-absolute (absolute p50 gated too, as compare did before): "
+                 f"{sum(c == 0 for c in absolute)}/{len(absolute)} pass")
     return lines, {"overlap": ov, "pairs": len(pairs), "diff": diff, "shape_diff": worst_shape,
                    "compare_pass": sum(c == 0 for c in codes)}
 
