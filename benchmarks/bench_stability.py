@@ -155,9 +155,16 @@ def main() -> None:
         single = [bench(k, ckpt, exp, work, args, "1") for k in range(1, args.runs + 1)]
         block, _ = summarize(single, "\nthe same with --processes 1 (rounds in one process; the intervals of before):")
         lines += block
-    target = figs["overlap"] == figs["pairs"] and figs["diff"] <= 0.05
-    lines += ["", f"target (issue 19): every pair of intervals overlaps and the medians are within 5% -> "
-                  f"{'MET' if target else 'NOT MET'}; compare passed {figs['compare_pass']}/{figs['pairs']} pairs"]
+    widths = [r["precision_reached_pct"] for r in runs]
+    overlap_all = figs["overlap"] == figs["pairs"]
+    close = figs["diff"] <= 0.05
+    compare_ok = figs["compare_pass"] == figs["pairs"]
+    lines += ["", "target (issue 19): every pair of intervals overlaps and the medians are within 5% of each other "
+                  "(or the report says the precision it could reach, and compare does not fail on it):",
+              f"  every pair overlaps: {'yes' if overlap_all else 'NO'}; medians within 5%: "
+              f"{'yes' if close else 'no'} ({figs['diff'] * 100:.1f}%); precision stated in every report: "
+              f"+-{min(widths):.1f}% .. +-{max(widths):.1f}%; compare passed {figs['compare_pass']}/{figs['pairs']} "
+              f"-> {'MET' if overlap_all and (close or compare_ok) else 'NOT MET'}"]
     text = "\n".join(lines) + "\n"
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
