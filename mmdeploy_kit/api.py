@@ -367,7 +367,8 @@ def bench(artifacts: ModelLike | Sequence[ModelLike], reference: Optional[ModelL
     against ``reference`` tower by tower: latency (interleaved rounds, speedup ratios with confidence
     intervals) and, with ``data`` (a JSONL manifest), task accuracy. Returns a ``BenchReport``; writes the
     requested reports (JSON / Markdown / HTML / JUnit) atomically. Gates that fail set ``report.passed``
-    to False (the CLI then exits 1); ``timing`` takes ``TimingConfig`` fields (``min_time_s``, ...).
+    to False (the CLI then exits 1); ``timing`` takes ``TimingConfig`` fields (``min_time_s``, ``processes``:
+    worker processes whose rounds the intervals resample, ``precision``: adaptive length, ...) or a TimingConfig.
 
     ``host`` (``user@host[:port]`` or an ~/.ssh/config alias) runs it on that device over SSH with the device's
     own mmdk (``remote_mmdk``), copying the inputs into its content-addressed cache; the report comes back and
@@ -384,7 +385,7 @@ def bench(artifacts: ModelLike | Sequence[ModelLike], reference: Optional[ModelL
 
         result = remote_bench(host, items, reference, target=target, backend=backend, batch=batch, seq=seq,
                               towers=towers, data=data, data_limit=data_limit, templates=templates,
-                              processor=processor, threads=threads, timing=timing if isinstance(timing, dict) else None,
+                              processor=processor, threads=threads, timing=_timing_flags(timing),
                               max_latency_regression=max_latency_regression, max_accuracy_drop=max_accuracy_drop,
                               quiet=quiet, progress=progress, ssh_key=ssh_key, ssh_options=ssh_options,
                               accept_new_host_key=accept_new_host_key, remote_mmdk=remote_mmdk, **load_kwargs)
@@ -414,11 +415,22 @@ def doctor(host: Optional[str] = None, ssh_key: Optional[str] = None, ssh_option
     return _doctor.collect()
 
 
+def _timing_flags(timing: Any) -> Optional[dict[str, Any]]:
+    """The timing options a remote bench passes on: a dict as given, or a TimingConfig's non-default fields."""
+    if timing is None or isinstance(timing, dict):
+        return timing
+    return timing.model_dump(exclude_defaults=True)
+
+
 def compare(base: str | Path | Any, new: str | Path | Any, max_latency_regression: Optional[float | str] = 0.10,
-            max_accuracy_drop: Optional[float] = 0.5, latency_metric: str = "p50",
-            junit: Optional[str | Path] = None, allow_power_mode_mismatch: bool = False) -> Any:
+            max_accuracy_drop: Optional[float] = 0.5, latency_metric: str = "speedup",
+            junit: Optional[str | Path] = None, allow_power_mode_mismatch: bool = False,
+            gate_absolute: bool = False, markdown: Optional[str | Path] = None) -> Any:
     """Compare two bench reports (paths or ``BenchReport``): latency per artifact/tower/batch/seq and the
     headline accuracy metrics. Returns a ``CompareResult``; ``.passed`` is False on any regression.
+    Latency is gated on each report's speedup vs its own reference, noise-aware (a change beyond the
+    threshold whose interval reaches no change is "within noise", not a regression); absolute p50 times are
+    shown, and gated (threshold only) with ``gate_absolute`` (or ``latency_metric="p50"``).
     Two Jetson reports taken in different power modes are refused unless ``allow_power_mode_mismatch``."""
     from .runtime.gates import compare_reports
     from .runtime.harness import parse_fraction
@@ -433,7 +445,8 @@ def compare(base: str | Path | Any, new: str | Path | Any, max_latency_regressio
     power_warning = check_power_modes(b, n, allow=allow_power_mode_mismatch)
     result = compare_reports(b, n, parse_fraction(max_latency_regression, "max-latency-regression"), max_accuracy_drop,
                              latency_metric, base_name=str(base if not isinstance(base, BenchReport) else "base"),
-                             new_name=str(new if not isinstance(new, BenchReport) else "new"))  # type: ignore[arg-type]
+                             new_name=str(new if not isinstance(new, BenchReport) else "new"),  # type: ignore[arg-type]
+                             gate_absolute=gate_absolute)
     if not result.rows:
         raise UserInputError("the two reports share no artifact/tower/batch configuration to compare",
                              hint="compare reports of the same artifacts (labels are matched by name)")
@@ -444,4 +457,9 @@ def compare(base: str | Path | Any, new: str | Path | Any, max_latency_regressio
         from .runtime.report.junit import render_junit
 
         write_report_file(junit, render_junit(result.gates(), suite="mmdk.compare"))
+    if markdown is not None:
+        from .runtime.report import write_report_file
+        from .runtime.report.markdown import render_compare_markdown
+
+        write_report_file(markdown, render_compare_markdown(result))
     return result

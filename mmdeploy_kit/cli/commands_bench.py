@@ -12,6 +12,13 @@ from .app import (app, _STATE, WeightsOpt, IoOpt, TrustOpt, TowerOpt, SshKeyOpt,
                   RemoteMmdkOpt, load_kwargs, echo, progress)
 
 
+def _timing_dflt(field: str) -> str:
+    """``(default: X)`` read from TimingConfig, the one source of the timing options' defaults."""
+    from ..runtime.schema import TimingConfig
+
+    return f"(default: {TimingConfig.model_fields[field].default})"
+
+
 @app.command()
 def bench(
     artifacts: List[str] = typer.Argument(..., help="Artifacts: .onnx files, anything MODEL accepts, or mmdk output "
@@ -35,13 +42,25 @@ def bench(
                                              "(default: found next to the models)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Intra-op threads for every backend "
                                           "(default: available cores)."),
-    warmup: int = typer.Option(5, "--warmup", help="Warm-up runs per artifact and shape."),
-    min_runs: int = typer.Option(20, "--min-runs", help="Minimum timed runs per artifact and shape."),
-    min_time: float = typer.Option(1.0, "--min-time", help="Minimum timed seconds per artifact and shape."),
-    min_rounds: int = typer.Option(10, "--min-rounds", help="Minimum interleaved rounds per shape."),
-    clock: str = typer.Option("wall", "--clock", help="Speedups from wall-clock latency (wall) or from process "
-                              "CPU time per run (cpu: immune to preemption on busy shared CPU machines)."),
-    max_time: float = typer.Option(60.0, "--max-time", help="Stop a shape after this many seconds."),
+    warmup: Optional[int] = typer.Option(None, "--warmup", help=f"Warm-up runs per artifact and shape "
+                                         f"{_timing_dflt('warmup_runs')}."),
+    min_runs: Optional[int] = typer.Option(None, "--min-runs", help=f"Minimum timed runs per artifact and shape "
+                                           f"{_timing_dflt('min_runs')}."),
+    min_time: Optional[float] = typer.Option(None, "--min-time", help=f"Minimum timed seconds per artifact and shape "
+                                             f"{_timing_dflt('min_time_s')}."),
+    min_rounds: Optional[int] = typer.Option(None, "--min-rounds", help=f"Minimum interleaved rounds per shape "
+                                             f"{_timing_dflt('min_rounds')}."),
+    clock: Optional[str] = typer.Option(None, "--clock", help="Speedups from wall-clock latency (wall) or from process "
+                                        "CPU time per run (cpu: immune to preemption on busy shared CPU machines) "
+                                        f"{_timing_dflt('clock')}."),
+    max_time: Optional[float] = typer.Option(None, "--max-time", help=f"Stop a shape after this many seconds "
+                                             f"{_timing_dflt('max_time_s')}."),
+    processes: Optional[int] = typer.Option(None, "--processes", help="Spread the interleaved rounds over N fresh "
+                                            "worker processes, one after another (intervals then cover run-to-run "
+                                            "variation). Default: 3 with --clock cpu (the CI mode), else 1."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="Adaptive length: continue (rounds, or "
+                                            "processes) until speedup intervals are within +-this, e.g. 3%, or "
+                                            "--max-time per shape is spent; the report states the precision reached."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write the JSON report (versioned schema)."),
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="Write Markdown tables (CI step summary)."),
     html: Optional[Path] = typer.Option(None, "--html", help="Write a self-contained HTML report with plots."),
@@ -71,8 +90,13 @@ def bench(
     from ..errors import RegressionError
 
     quiet = quiet or _STATE["quiet"]
-    timing = {"warmup_runs": warmup, "min_runs": min_runs, "min_time_s": min_time, "min_rounds": min_rounds,
-              "max_time_s": max_time, "clock": clock}
+    from ..runtime.harness import parse_fraction
+
+    # only the flags given: TimingConfig holds the defaults (and a remote device applies its own)
+    timing = {k: v for k, v in {"warmup_runs": warmup, "min_runs": min_runs, "min_time_s": min_time,
+                                "min_rounds": min_rounds, "max_time_s": max_time, "clock": clock,
+                                "processes": processes, "precision": parse_fraction(precision, "precision")}.items()
+              if v is not None}
     r = api.bench(artifacts, reference, target=target, backend=backend, batch=parse_int_list(batch, "batch"),
                   seq=parse_int_list(seq, "seq"), towers=tower or (), data=data, data_limit=data_limit,
                   templates=template or None, processor=processor, threads=threads, timing=timing, report=report,
@@ -100,8 +124,9 @@ def _print_bench(r: Any) -> None:
                    f"  p90 {x.stats.p90_ms:9.3f} ms  cv {x.stats.cv:5.2f}  {x.stats.throughput_items_per_s:9.1f} items/s"
                    f"  {fmt_speedup(x.speedup)}")
     for label, s in r.speedups.items():
+        prec = f", +-{s.half_width_pct:.1f}%" if s.half_width_pct is not None else ""
         typer.echo(f"speedup {label} vs {r.baseline}: {fmt_speedup(s)} ({int(s.confidence * 100)}% CI, geomean, "
-                   f"{s.clock} clock)")
+                   f"{s.clock} clock, {s.processes} process{'es' if s.processes > 1 else ''}{prec})")
     if r.accuracy is not None:
         for p in r.accuracy.pairs:
             zs = f"zero-shot top-1 {p.zero_shot_top1:.2f} top-5 {p.zero_shot_top5:.2f}" if p.zero_shot_top1 is not None else ""
@@ -127,8 +152,12 @@ def compare(
     max_latency_regression: str = typer.Option("10%", "--max-latency-regression", help="Allowed latency increase."),
     max_accuracy_drop: float = typer.Option(0.5, "--max-accuracy-drop", help="Allowed drop of a task metric, "
                                             "in points."),
-    latency_metric: str = typer.Option("p50", "--latency-metric", help="p50 (absolute latency) or speedup "
-                                       "(each report's ratio vs its reference; robust across machines)."),
+    latency_metric: str = typer.Option("speedup", "--latency-metric", help="speedup (each report's ratio vs its "
+                                       "own reference, noise-aware; the default) or p50 (= --gate-absolute)."),
+    gate_absolute: bool = typer.Option(False, "--gate-absolute", help="Also gate absolute p50 latencies (shown "
+                                       "either way; they drift between runs on shared machines)."),
+    markdown: Optional[Path] = typer.Option(None, "--markdown", help="Write the comparison as Markdown (CI step "
+                                            "summary)."),
     junit: Optional[Path] = typer.Option(None, "--junit", help="Write JUnit XML, one test case per comparison."),
     allow_power_mode_mismatch: bool = typer.Option(False, "--allow-power-mode-mismatch", help="Compare Jetson "
                                                    "reports taken in different nvpmodel power modes anyway."),
@@ -138,13 +167,16 @@ def compare(
     from ..errors import RegressionError
 
     res = api.compare(base, new, max_latency_regression=max_latency_regression, max_accuracy_drop=max_accuracy_drop,
-                      latency_metric=latency_metric, junit=junit, allow_power_mode_mismatch=allow_power_mode_mismatch)
-    typer.echo(f"{'':4} {'kind':<9} {'artifact':<16} {'subject':<28} {'base':>11} {'new':>11} {'change':>9}")
+                      latency_metric=latency_metric, junit=junit, allow_power_mode_mismatch=allow_power_mode_mismatch,
+                      gate_absolute=gate_absolute, markdown=markdown)
+    from ..runtime.report.markdown import compare_cells
+
+    typer.echo(f"{'':4} {'kind':<9} {'artifact':<16} {'subject':<34} {'base':>22} {'new':>22} {'change':>25}  verdict")
     for row in res.rows:
-        change = f"{row.change * 100:+.1f}%" if row.kind == "latency" else f"{row.change:+.2f}pt"
-        flag = "FAIL" if row.regression else "ok"
-        typer.echo(f"{flag:<4} {row.kind:<9} {row.artifact:<16} {row.subject:<28} {row.base:>11.4g} {row.new:>11.4g} "
-                   f"{change:>9}")
+        base_s, new_s, change = compare_cells(row)
+        flag = "FAIL" if row.regression else "ok" if row.gated else "-"
+        typer.echo(f"{flag:<4} {row.kind:<9} {row.artifact:<16} {row.subject:<34} {base_s:>22} {new_s:>22} "
+                   f"{change:>25}  {row.verdict}")
     for w in res.warnings:
         echo(f"warning: {w}")
     if res.regressions:

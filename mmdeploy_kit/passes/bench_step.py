@@ -38,6 +38,8 @@ class BenchStepConfig(PassConfig):
     min_rounds: int = Field(10, ge=1)
     max_time_s: float = Field(60.0, gt=0)
     clock: Literal["wall", "cpu"] = "wall"
+    processes: Optional[int] = Field(None, ge=1)   # worker processes (default: 3 with clock cpu, else 1)
+    precision: Optional[float] = Field(None, gt=0, lt=1)   # adaptive length: target +- of the speedup intervals
     max_latency_regression: Optional[str] = None   # e.g. "10%": fail if slower than the reference by more
     max_accuracy_drop: Optional[float] = Field(None, ge=0)
     reference: bool = True                     # compare against the recipe's source model
@@ -69,8 +71,8 @@ class BenchPass(Pass):
         from ..runtime.report import write_reports
         from ..runtime.schema import TimingConfig
 
-        timing = TimingConfig(warmup_runs=config.warmup_runs, min_runs=config.min_runs, min_time_s=config.min_time_s,
-                              min_rounds=config.min_rounds, max_time_s=config.max_time_s, clock=config.clock)
+        # the step's timing fields are TimingConfig's, by name (one source for both)
+        timing = TimingConfig(**{k: v for k, v in config.model_dump().items() if k in TimingConfig.model_fields})
         reference = ctx.reference if config.reference else None
         label = model_format(model)   # "onnx" | "torch" | "trt"
         ref_label = "source"

@@ -22,7 +22,8 @@ from .ssh import SshTarget
 
 Log = Callable[[str], None]
 _TIMING_FLAGS = {"warmup_runs": "--warmup", "min_runs": "--min-runs", "min_time_s": "--min-time",
-                 "min_rounds": "--min-rounds", "max_time_s": "--max-time", "clock": "--clock"}
+                 "min_rounds": "--min-rounds", "max_time_s": "--max-time", "clock": "--clock",
+                 "processes": "--processes", "precision": "--precision"}
 
 
 class _Plan:
@@ -151,6 +152,8 @@ def remote_bench(host: str, artifacts: Sequence[Any], reference: Any = None, *, 
     if threads:
         plan.args += ["--threads", str(threads)]
     for key, value in (timing or {}).items():
+        if value is None:
+            continue
         if key not in _TIMING_FLAGS:
             raise UserInputError(f"timing option {key!r} cannot be passed to a remote bench",
                                  hint=f"use {', '.join(_TIMING_FLAGS)}")

@@ -3,16 +3,24 @@
 Thresholds: latency as a relative fraction (``0.10`` = 10% slower allowed), accuracy as a drop in
 percentage points (``0.5`` = top-1 may fall from 91.0 to 90.5). A gate without a threshold is still
 reported (``passed=None``) so the JUnit file always lists what could be enforced.
+
+Latency gates decide on noise-robust figures (asv / criterion.rs): speedup ratios against a reference
+measured in the same run, with their confidence intervals. A latency regression fails only when it is
+beyond the threshold *and* outside the noise (its interval lies wholly on the slower side); beyond the
+threshold but inside the noise is reported as "within noise". Between two reports the change of the
+ratios gets an interval from both reports' intervals. Absolute times are shown, and gated only when asked
+for (``gate_absolute``), with the threshold alone.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from .accuracy import gated_metrics
-from .schema import BenchReport, Gate, LatencyResult
+from .schema import BenchReport, Gate, LatencyResult, Speedup
 
 EPS = 1e-9
 LatencyMetric = Literal["p50", "speedup"]
@@ -29,14 +37,19 @@ def bench_gates(report: BenchReport, max_latency_regression: Optional[float],
     for r in report.latency:
         if r.speedup is None:
             continue
-        change = 1.0 / r.speedup.ratio - 1.0  # relative latency change vs the baseline (paired rounds)
-        passed = None if max_latency_regression is None else change <= max_latency_regression + EPS
-        verdict = "faster" if change < 0 else "slower"
+        sp = r.speedup
+        change = 1.0 / sp.ratio - 1.0  # relative latency change vs the baseline (paired rounds)
+        low, high = 1.0 / sp.ci_high - 1.0, 1.0 / sp.ci_low - 1.0
+        verdict = latency_verdict(change, low, max_latency_regression)
+        passed = None if max_latency_regression is None else verdict != "regression"
+        direction = "faster" if change < 0 else "slower"
         gates.append(Gate(
             name=f"latency {r.artifact} vs {base}: {_config_name(r)}", kind="latency", artifact=r.artifact,
             subject=_config_name(r), threshold=max_latency_regression, value=change, baseline=0.0, passed=passed,
-            message=f"{abs(change) * 100:.1f}% {verdict} than {base} (speedup {r.speedup.ratio:.3f}x, "
-                    f"{r.speedup.confidence * 100:.0f}% CI [{r.speedup.ci_low:.3f}, {r.speedup.ci_high:.3f}])"))
+            ci_low=low, ci_high=high, verdict=verdict,
+            message=f"{abs(change) * 100:.1f}% {direction} than {base} [{low * 100:+.1f}%, {high * 100:+.1f}%]: "
+                    f"{verdict} (speedup {sp.ratio:.3f}x, {sp.confidence * 100:.0f}% CI [{sp.ci_low:.3f}, "
+                    f"{sp.ci_high:.3f}])"))
     if report.accuracy is not None and base in report.accuracy.primary:
         ref = report.accuracy.primary[base]
         for label, figures in report.accuracy.primary.items():
@@ -63,6 +76,17 @@ def bench_gates(report: BenchReport, max_latency_regression: Optional[float],
     return gates
 
 
+def latency_verdict(change: float, low: float, threshold: Optional[float]) -> str:
+    """``change``: relative latency change (+0.2 = 20% slower) with its interval's low end ``low``.
+    regression = beyond the threshold and outside the noise; within noise = beyond it, but the interval
+    reaches no change or faster; info = no threshold."""
+    if threshold is None:
+        return "info"
+    if change > threshold + EPS:
+        return "regression" if low > EPS else "within noise"
+    return "faster" if change < -EPS else "pass"
+
+
 # ---- compare two reports ----------------------------------------------------------------------------------
 class CompareRow(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -75,6 +99,12 @@ class CompareRow(BaseModel):
     change: Optional[float] = Field(None, description="latency: relative (+0.2 = 20% slower); accuracy: points")
     threshold: Optional[float] = None
     regression: bool = False
+    gated: bool = Field(True, description="False: shown only (absolute times unless gate_absolute)")
+    verdict: str = Field("", description="pass | regression | within noise | faster | info")
+    base_ci: Optional[tuple[float, float]] = None
+    new_ci: Optional[tuple[float, float]] = None
+    change_ci: Optional[tuple[float, float]] = Field(None, description="latency: the change's interval (both "
+                                                                       "reports' intervals combined)")
 
 
 class CompareResult(BaseModel):
@@ -100,8 +130,10 @@ class CompareResult(BaseModel):
             if r.base is None or r.new is None:
                 continue
             out.append(Gate(name=f"{r.kind} {r.artifact}: {r.subject}", kind=r.kind, artifact=r.artifact,
-                            subject=r.subject, threshold=r.threshold, value=r.new, baseline=r.base,
-                            passed=None if r.threshold is None else not r.regression,
+                            subject=r.subject, threshold=r.threshold if r.gated else None, value=r.new, baseline=r.base,
+                            passed=None if r.threshold is None or not r.gated else not r.regression,
+                            ci_low=r.change_ci[0] if r.change_ci else None,
+                            ci_high=r.change_ci[1] if r.change_ci else None, verdict=r.verdict or None,
                             message=_row_message(r)))
         return out
 
@@ -110,7 +142,8 @@ def _row_message(r: CompareRow) -> str:
     if r.change is None:
         return ""
     if r.kind == "latency":
-        return f"{r.change * 100:+.1f}% latency (base {r.base:.4g}, new {r.new:.4g})"
+        ci = f" [{r.change_ci[0] * 100:+.1f}%, {r.change_ci[1] * 100:+.1f}%]" if r.change_ci else ""
+        return f"{r.change * 100:+.1f}% latency{ci} (base {r.base:.4g}, new {r.new:.4g}): {r.verdict or 'info'}"
     return f"{r.change:+.2f} points (base {r.base:.2f}, new {r.new:.2f})"
 
 
@@ -127,10 +160,41 @@ def _label_map(base: BenchReport, new: BenchReport, warnings: list[str]) -> dict
     return {}
 
 
+def _log_half_width(low: float, high: float) -> float:
+    return (math.log(high) - math.log(low)) / 2.0 if low > 0 and high > 0 else 0.0
+
+
+def noise_floors(report: BenchReport) -> dict[str, float]:
+    """Per artifact: the pooled log half-width of its configs' speedup intervals (root mean square). The
+    configs of one run were timed in the same processes, so they share the between-process noise; a single
+    config's interval from a few processes can come out too narrow by chance, and the pooled width is a
+    floor under it."""
+    widths: dict[str, list[float]] = {}
+    for r in report.latency:
+        if r.speedup is not None:
+            widths.setdefault(r.artifact, []).append(_log_half_width(r.speedup.ci_low, r.speedup.ci_high))
+    return {a: math.sqrt(sum(w * w for w in ws) / len(ws)) for a, ws in widths.items()}
+
+
+def ratio_change(base: Speedup, new: Speedup, base_floor: float = 0.0,
+                 new_floor: float = 0.0) -> tuple[float, tuple[float, float]]:
+    """Relative latency change of an artifact vs its own reference between two reports (+0.2: 20% slower
+    relative to the reference than before) and its interval: on the log scale the two intervals' half-widths
+    (each at least its report's noise floor) add in quadrature (independent runs)."""
+    d = math.log(base.ratio) - math.log(new.ratio)
+    h = math.hypot(max(base_floor, _log_half_width(base.ci_low, base.ci_high)),
+                   max(new_floor, _log_half_width(new.ci_low, new.ci_high)))
+    return math.expm1(d), (math.expm1(d - h), math.expm1(d + h))
+
+
 def compare_reports(base: BenchReport, new: BenchReport, max_latency_regression: Optional[float] = 0.10,
-                    max_accuracy_drop: Optional[float] = 0.5, latency_metric: LatencyMetric = "p50",
-                    base_name: str = "base", new_name: str = "new") -> CompareResult:
+                    max_accuracy_drop: Optional[float] = 0.5, latency_metric: LatencyMetric = "speedup",
+                    base_name: str = "base", new_name: str = "new", gate_absolute: bool = False) -> CompareResult:
+    """Latency rows per artifact/tower/batch/seq: the speedup vs each report's own reference (gated, noise-aware)
+    and the absolute p50 (shown; gated with the threshold alone when ``gate_absolute`` or ``latency_metric="p50"``);
+    then the headline accuracy metrics."""
     warnings: list[str] = []
+    gate_abs = gate_absolute or latency_metric == "p50"
     if base.environment.cpu_model != new.environment.cpu_model or \
             [g.name for g in base.environment.gpus] != [g.name for g in new.environment.gpus]:
         warnings.append(f"different machines ({base.environment.short()} vs {new.environment.short()}); "
@@ -138,25 +202,32 @@ def compare_reports(base: BenchReport, new: BenchReport, max_latency_regression:
     labels = _label_map(base, new, warnings)
     rows: list[CompareRow] = []
     base_lat = {(r.artifact, r.tower, r.batch, r.seq): r for r in base.latency}
+    ratio_rows = 0
+    floor_b, floor_n = noise_floors(base), noise_floors(new)
     for r in new.latency:
-        key = (labels.get(r.artifact, "\0"), r.tower, r.batch, r.seq)
-        b = base_lat.get(key)
-        subject = _config_name(r)
+        b = base_lat.get((labels.get(r.artifact, "\0"), r.tower, r.batch, r.seq))
         if b is None:
             continue
-        if latency_metric == "speedup":
-            if b.speedup is None or r.speedup is None:
-                continue
-            bv, nv = b.speedup.ratio, r.speedup.ratio
-            change = bv / nv - 1.0  # >0: relatively slower than its baseline than before
-            subject += " speedup"
-        else:
-            bv, nv = b.stats.p50_ms, r.stats.p50_ms
-            change = nv / bv - 1.0 if bv > 0 else 0.0
-            subject += " p50 ms"
-        reg = max_latency_regression is not None and change > max_latency_regression + EPS
-        rows.append(CompareRow(kind="latency", artifact=r.artifact, subject=subject, base=bv, new=nv, change=change,
-                               threshold=max_latency_regression, regression=reg))
+        subject = _config_name(r)
+        if b.speedup is not None and r.speedup is not None:
+            change, ci = ratio_change(b.speedup, r.speedup, floor_b.get(b.artifact, 0.0), floor_n.get(r.artifact, 0.0))
+            verdict = latency_verdict(change, ci[0], max_latency_regression)
+            rows.append(CompareRow(kind="latency", artifact=r.artifact, subject=f"{subject} speedup vs {r.speedup.baseline}",
+                                   base=b.speedup.ratio, new=r.speedup.ratio, change=change,
+                                   threshold=max_latency_regression, regression=verdict == "regression",
+                                   verdict=verdict, base_ci=(b.speedup.ci_low, b.speedup.ci_high),
+                                   new_ci=(r.speedup.ci_low, r.speedup.ci_high), change_ci=ci))
+            ratio_rows += 1
+        bv, nv = b.stats.p50_ms, r.stats.p50_ms
+        change = nv / bv - 1.0 if bv > 0 else 0.0
+        reg = gate_abs and max_latency_regression is not None and change > max_latency_regression + EPS
+        verdict = ("regression" if reg else "pass") if gate_abs and max_latency_regression is not None else "info"
+        rows.append(CompareRow(kind="latency", artifact=r.artifact, subject=f"{subject} p50 ms", base=bv, new=nv,
+                               change=change, threshold=max_latency_regression, regression=reg, gated=gate_abs,
+                               verdict=verdict))
+    if rows and not ratio_rows and not gate_abs:
+        warnings.append("the reports carry no speedups vs a reference measured in the same run, so no latency is "
+                        "gated (absolute times drift between runs): bench with --reference, or pass --gate-absolute")
     if base.accuracy is not None and new.accuracy is not None:
         for label, figures in new.accuracy.primary.items():
             bfig = base.accuracy.primary.get(labels.get(label, "\0"))
@@ -168,7 +239,10 @@ def compare_reports(base: BenchReport, new: BenchReport, max_latency_regression:
                 drop = bfig[metric] - figures[metric]
                 reg = max_accuracy_drop is not None and drop > max_accuracy_drop + EPS
                 rows.append(CompareRow(kind="accuracy", artifact=label, subject=metric, base=bfig[metric],
-                                       new=figures[metric], change=-drop, threshold=max_accuracy_drop, regression=reg))
+                                       new=figures[metric], change=-drop, threshold=max_accuracy_drop, regression=reg,
+                                       verdict="info" if max_accuracy_drop is None else
+                                       "regression" if reg else "pass"))
     if not rows:
         warnings.append("the reports share no artifact/tower/batch configuration; nothing was compared")
-    return CompareResult(base=base_name, new=new_name, latency_metric=latency_metric, rows=rows, warnings=warnings)
+    return CompareResult(base=base_name, new=new_name, latency_metric="p50" if gate_abs else "speedup", rows=rows,
+                         warnings=warnings)

@@ -5,7 +5,9 @@ warm-up on its own (peak memory is read there), then rounds alternate between co
 A B, ... - each contender running a *block* of back-to-back inferences for about ``round_time_s``
 (time-bounded, so a descheduled run on a loaded machine cannot stretch a round).
 Rounds stop once every contender has ``min_runs`` runs and ``min_time_s`` of timed work and at least
-``min_rounds`` rounds have passed (or after ``max_time_s``). Paired rounds give the speedup ratios.
+``min_rounds`` rounds have passed (or after ``max_time_s``) - and, with ``precision`` set (adaptive length),
+once every contender's speedup interval over the first contender is within +-precision of its ratio.
+Paired rounds give the speedup ratios.
 """
 
 from __future__ import annotations
@@ -141,6 +143,8 @@ def measure(contenders: Sequence[Contender], cfg: TimingConfig,
                 on_round(rounds, elapsed)
             done = rounds >= cfg.min_rounds and all(
                 len(c.samples) >= cfg.min_runs and c.timed_s >= cfg.min_time_s for c in contenders)
+            if done and cfg.precision is not None:
+                done = precision_reached(contenders, cfg) <= cfg.precision * 100
             if done:
                 break
             if elapsed >= cfg.max_time_s:
@@ -150,6 +154,20 @@ def measure(contenders: Sequence[Contender], cfg: TimingConfig,
         if gc_was_enabled:
             gc.enable()
     return Measurement(contenders, rounds, time.perf_counter() - t_start, hit_max)
+
+
+def precision_reached(contenders: Sequence[Contender], cfg: TimingConfig, n_boot: int = 300) -> float:
+    """The widest speedup interval (vs the first contender) as +-% of its ratio; 0 with one contender."""
+    from .stats import paired_speedup
+
+    base = contenders[0].clock_rounds(cfg.clock)
+    if len(base) < 3:
+        return float("inf")
+    worst = 0.0
+    for c in contenders[1:]:
+        est = paired_speedup(base, c.clock_rounds(cfg.clock), cfg.confidence, n_boot=n_boot, seed=cfg.seed)
+        worst = max(worst, est.half_width_pct)
+    return worst
 
 
 def estimate_rounds(cfg: TimingConfig) -> int:

@@ -19,6 +19,7 @@ from .targets import TargetProfile
 SCHEMA_NAME = "mmdk.bench.report"
 SCHEMA_VERSION = 1
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
+DEFAULT_CPU_CLOCK_PROCESSES = 3   # the CI mode (--clock cpu --threads 1) spreads its rounds over this many processes
 
 
 class _Model(BaseModel):
@@ -27,7 +28,11 @@ class _Model(BaseModel):
 
 class TimingConfig(_Model):
     """How long to measure. Timed runs continue until *both* ``min_runs`` and ``min_time_s`` are met
-    for every artifact (and at least ``min_rounds`` interleaved rounds), or ``max_time_s`` per config."""
+    for every artifact (and at least ``min_rounds`` interleaved rounds), or ``max_time_s`` per config.
+    With ``processes`` > 1 each worker process takes its share of these (at least 3 rounds); ``precision``
+    then adds processes (one process: rounds) until the speedup intervals are that narrow.
+    The single source of the bench timing options: the CLI flags, the recipe bench step's fields (same names)
+    and a remote bench's command line (``remote/bench.py``) map onto these fields."""
 
     warmup_runs: int = Field(5, ge=0)
     min_runs: int = Field(20, ge=1)
@@ -44,6 +49,20 @@ class TimingConfig(_Model):
     telemetry_interval_ms: int = Field(100, ge=10, description="tegrastats sampling period (Jetson)")
     energy_window_s: float = Field(1.0, gt=0, description="Jetson: each artifact runs alone this long per shape "
                                                           "while tegrastats samples, for its energy per inference")
+    processes: Optional[int] = Field(
+        None, ge=1, description="fresh worker processes the interleaved rounds are spread over, one after another "
+                                "(each loads the artifacts itself); speedup intervals then resample whole processes, so "
+                                "they cover run-to-run variation. Default: 3 with clock=cpu (the CI mode), else 1")
+    precision: Optional[float] = Field(
+        None, gt=0, lt=1, description="adaptive length: keep adding rounds (one process) or processes until every "
+                                      "speedup's interval is within +-precision of its ratio (0.03 = +-3%), or "
+                                      "max_time_s per shape is spent")
+
+    def worker_processes(self) -> int:
+        """The number of worker processes to start with (``processes``, or the default for the clock)."""
+        if self.processes is not None:
+            return self.processes
+        return DEFAULT_CPU_CLOCK_PROCESSES if self.clock == "cpu" else 1
 
 
 class BenchConfig(_Model):
@@ -87,6 +106,10 @@ class Speedup(_Model):
     rounds: int
     clock: Literal["wall", "cpu"] = "wall"
     method: str = "median of per-round ratios of block medians; percentile bootstrap over rounds"
+    processes: int = Field(1, description="worker processes the rounds were spread over (> 1: the interval "
+                                          "resamples whole processes, covering between-process variation)")
+    half_width_pct: Optional[float] = Field(None, description="precision reached: half the interval's width "
+                                                              "relative to the ratio, in %")
 
 
 class LatencyResult(_Model):
@@ -102,6 +125,7 @@ class LatencyResult(_Model):
     warmup_runs: int
     rounds: int
     block_runs: int = Field(description="runs per artifact per interleaved round")
+    processes: int = Field(1, description="worker processes the rounds were spread over")
     hit_max_time: bool = False
     peak_rss_bytes: Optional[int] = None
     peak_rss_delta_bytes: Optional[int] = Field(None, description="peak RSS during warm-up minus RSS before it")
@@ -208,6 +232,9 @@ class Gate(_Model):
     baseline: Optional[float] = None
     passed: Optional[bool] = Field(None, description="None: no threshold set (reported, not enforced)")
     message: str = ""
+    ci_low: Optional[float] = Field(None, description="latency: the change's confidence interval, low end")
+    ci_high: Optional[float] = Field(None, description="latency: the change's confidence interval, high end")
+    verdict: Optional[str] = Field(None, description="pass | regression | within noise | faster | info")
 
 
 class RailPower(_Model):
@@ -289,6 +316,10 @@ class BenchReport(_Model):
     passed: bool = True
     warnings: list[str] = Field(default_factory=list)
     telemetry: Optional[Telemetry] = Field(None, description="Jetson power/energy (present when tegrastats ran)")
+    processes: int = Field(1, description="worker processes the timed rounds were spread over")
+    precision_reached_pct: Optional[float] = Field(
+        None, description="the widest per-artifact speedup interval, as +-% of its ratio (compare with "
+                          "config.timing.precision)")
 
     def artifact(self, label: str) -> ArtifactInfo:
         for a in self.artifacts:

@@ -72,6 +72,7 @@ class RatioEstimate:
     rounds: int
     confidence: float
     replicates: tuple[float, ...] = ()  # bootstrap replicates of log(ratio), for combining configs
+    units: int = 1  # worker processes resampled (> 1: hierarchical bootstrap, a t interval)
 
     @property
     def half_width_pct(self) -> float:
@@ -124,6 +125,9 @@ def combine_speedups(estimates: Sequence[RatioEstimate], confidence: float = 0.9
     if n == 0:
         return RatioEstimate(math.exp(point), math.exp(point), math.exp(point), rounds, confidence)
     reps = np.mean([np.asarray(e.replicates[:n]) for e in estimates], axis=0)
+    units = min(e.units for e in estimates)
+    if units > 1:  # configs measured in the same processes: replicate b drew the same processes in each
+        return _t_interval(point, reps, rounds, confidence, units)
     return _from_log_replicates(point, reps, rounds, confidence)
 
 
@@ -141,3 +145,93 @@ def relative_difference(a: float, b: float) -> float:
     """``|a - b| / mean(a, b)`` (symmetric), e.g. to compare two runs' speedups."""
     m = (abs(a) + abs(b)) / 2.0
     return abs(a - b) / m if m > 0 else 0.0
+
+
+# ---- several worker processes: hierarchical bootstrap -------------------------------------------------------
+def t_quantile(confidence: float, df: int) -> float:
+    """Two-sided Student t quantile (``confidence`` = 0.95 -> t_{0.975, df}); Hill's algorithm 396 (no scipy)."""
+    from statistics import NormalDist
+
+    p = 1.0 - confidence
+    if df < 1:
+        raise ValueError("df must be >= 1")
+    if df == 1:
+        return math.tan(math.pi / 2 * (1 - p))
+    if df == 2:
+        return math.sqrt(2.0 / (p * (2.0 - p)) - 2.0)
+    n = float(df)
+    a = 1.0 / (n - 0.5)
+    b = 48.0 / (a * a)
+    c = ((20700.0 * a / b - 98.0) * a / b - 16.0) * a / b + 96.36
+    d = ((94.5 / (b + c) - 3.0) / b + 1.0) * math.sqrt(a * math.pi / 2.0) * n
+    x = d * p
+    y = x ** (2.0 / n)
+    if y > 0.05 + a:
+        x = NormalDist().inv_cdf(p * 0.5)
+        y = x * x
+        if df < 5:
+            c += 0.3 * (n - 4.5) * (x + 0.6)
+        c = (((0.05 * d * x - 5.0) * x - 7.0) * x - 2.0) * x + b + c
+        y = (((((0.4 * y + 6.3) * y + 36.0) * y + 94.5) / c - y - 3.0) / b + 1.0) * x
+        y = a * y * y
+        y = math.expm1(y) if y > 0.002 else 0.5 * y * y + y
+    else:
+        y = ((1.0 / (((n + 6.0) / (n * y) - 0.089 * d - 0.822) * (n + 2.0) * 3.0) + 0.5 / (n + 4.0)) * y - 1.0) \
+            * (n + 1.0) / (n + 2.0) + 1.0 / y
+    return math.sqrt(n * y)
+
+
+def _block_medians(logs: np.ndarray, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """Medians of moving-block resamples of one process's per-round log ratios (rounds taken close in time are
+    correlated, so consecutive rounds are drawn together; block length ~ sqrt(rounds))."""
+    r = logs.size
+    if r == 1:
+        return np.full(shape, logs[0])
+    length = max(1, int(round(math.sqrt(r))))
+    nblocks = -(-r // length)
+    starts = rng.integers(0, r - length + 1, size=(*shape, nblocks))
+    idx = (starts[..., None] + np.arange(length)).reshape(*shape, nblocks * length)[..., :r]
+    return np.median(logs[idx], axis=-1)
+
+
+def hierarchical_speedup(groups: Sequence[tuple[Sequence[Sequence[float]], Sequence[Sequence[float]]]],
+                         confidence: float = 0.95, n_boot: int = 2000, seed: int = 0) -> RatioEstimate:
+    """Speedup from interleaved rounds taken in several worker processes (``groups``: one ``(baseline_rounds,
+    candidate_rounds)`` per process).
+
+    The point estimate is the geometric mean over processes of each process's median per-round ratio, so
+    every process weighs the same. Its interval comes from a two-level bootstrap: whole processes are drawn
+    with replacement, then blocks of consecutive rounds inside each drawn process; the replicates' spread
+    is the standard error of the estimate *including* the variation between processes (memory layout,
+    thread placement, a neighbour for a while), which rounds inside one process cannot show. With few
+    processes a bootstrap underestimates that spread, so the interval is ``point +- t_{P-1} * se`` with the
+    bootstrap SE scaled by sqrt(P / (P - 1)) (Student's small-sample interval with a resampled SE).
+    Process draws use their own seeded stream, so estimates of several configs measured in the same
+    processes share the draws (``combine_speedups`` pairs them by index: a joint resample of processes).
+    One process: :func:`paired_speedup`.
+    """
+    if not 0 < confidence < 1:
+        raise ValueError("confidence must be in (0, 1)")
+    per_proc = [np.log(r) for r in (round_ratios(b, c) for b, c in groups) if r.size]
+    if not per_proc:
+        raise ValueError("no paired rounds with samples on both sides")
+    if len(per_proc) == 1:
+        (b, c), = [g for g in groups if round_ratios(*g).size]
+        return paired_speedup(b, c, confidence, n_boot, seed)
+    p = len(per_proc)
+    meds = np.array([float(np.median(x)) for x in per_proc])
+    point = float(meds.mean())
+    pick = np.random.default_rng(seed).integers(0, p, size=(n_boot, p))       # processes, shared across configs
+    rng = np.random.default_rng(seed + 1)
+    inner = np.stack([_block_medians(x, (n_boot, p), rng) for x in per_proc])  # [process, replicate, slot]
+    reps = inner[pick, np.arange(n_boot)[:, None], np.arange(p)[None, :]].mean(axis=1)
+    rounds = int(sum(x.size for x in per_proc))
+    return _t_interval(point, reps, rounds, confidence, p, tuple(float(v) for v in reps))
+
+
+def _t_interval(point: float, reps: np.ndarray, rounds: int, confidence: float, units: int,
+                keep: tuple[float, ...] = ()) -> RatioEstimate:
+    se = float(np.std(reps, ddof=1)) * math.sqrt(units / (units - 1))
+    half = t_quantile(confidence, units - 1) * se
+    return RatioEstimate(math.exp(point), math.exp(point - half), math.exp(point + half), rounds, confidence, keep,
+                         units=units)

@@ -56,7 +56,7 @@ def test_noisy_machine_widens_a_wall_clock_gate_with_a_warning(mmdk, tiny_clip_d
     assert len(noise) == 1 and "40% of CPU time was stolen" in noise[0] and "widened from 50% to" in noise[0]
     gate = next(g for g in report["gates"] if g["kind"] == "latency")
     assert gate["threshold"] > 0.5 and "warning: noisy machine" in r.err
-    r = mmdk("bench", f"a={fp32}", "--reference", f"b={fp32}", *FAST, "--quiet", "--clock", "cpu",
+    r = mmdk("bench", f"a={fp32}", "--reference", f"b={fp32}", *FAST, "--quiet", "--clock", "cpu", "--processes", "1",
              "--max-latency-regression", "50%", "--report", tmp_path / "c.json")
     report = json.loads((tmp_path / "c.json").read_text())
     assert next(g for g in report["gates"] if g["kind"] == "latency")["threshold"] == 0.5

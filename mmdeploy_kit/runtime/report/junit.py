@@ -18,6 +18,10 @@ def render_junit(gates: Sequence[Gate], suite: str = "mmdk.bench", duration_s: f
     for g in gates:
         tc = ET.SubElement(ts, "testcase", classname=f"{suite}.{g.kind}.{g.artifact}", name=g.name, time="0")
         detail = f"value={g.value!r} baseline={g.baseline!r} threshold={g.threshold!r}"
+        if g.ci_low is not None and g.ci_high is not None:
+            detail += f" ci=[{g.ci_low!r}, {g.ci_high!r}]"
+        if g.verdict:
+            detail += f" verdict={g.verdict}"
         if g.passed is False:
             f = ET.SubElement(tc, "failure", message=g.message or "regression", type=f"{g.kind}_regression")
             f.text = detail

@@ -63,17 +63,22 @@ def run_note(report: BenchReport, strong: Callable[[str], str] = lambda s: f"**{
              text: Callable[[Any], str] = str) -> str:
     """What ran where and how to read the speedups; ``strong``/``text`` apply the renderer's markup/escaping."""
     r = report
+    spread = (f" spread over {r.processes} worker processes (intervals resample whole processes, so they cover "
+              "run-to-run variation)" if r.processes > 1 else "")
+    want = r.config.timing.precision
+    prec = "" if r.precision_reached_pct is None else (
+        f" Precision reached: +-{r.precision_reached_pct:.1f}%" + (f" (asked: +-{want * 100:g}%)." if want else "."))
     return (f"Target {strong(r.target.name)} ({text(r.target.description)}); baseline {strong(str(r.baseline))}; "
             f"{text(r.created)}; {r.duration_s:.1f} s. Speedups are baseline time / artifact time from interleaved "
-            f"rounds, with {confidence_pct(r)}% confidence intervals: read them, not absolute times, on shared "
-            "machines.")
+            f"rounds{spread}, with {confidence_pct(r)}% confidence intervals: read them, not absolute times, on shared "
+            f"machines.{prec}")
 
 
 PAIR_HEADERS = ["image tower", "text tower", "pairing", "zero-shot top-1", "top-5", "i→t R@1", "i→t R@5", "i→t R@10",
                 "t→i R@1", "t→i R@5", "t→i R@10"]
 DRIFT_HEADERS = ["artifact", "tower", "output", "n", "cosine mean", "cosine min", "max abs error", "top-1 agreement"]
 CLASSIFIER_HEADERS = ["artifact", "tower", "output", "accuracy", "top-1 agreement"]
-GATE_HEADERS = ["status", "gate", "detail"]
+GATE_HEADERS = ["status", "gate", "verdict", "change [CI]", "detail"]
 _RECALL_KS = ("R@1", "R@5", "R@10")
 
 
@@ -102,8 +107,56 @@ def classifier_rows(a: AccuracyReport) -> list[list[Any]]:
     return [[c.artifact, c.tower, c.output, _f(c.accuracy), _f(c.top1_agreement)] for c in a.classifiers]
 
 
+def _change_ci(g: Gate) -> str:
+    if g.kind != "latency" or g.value is None:
+        return "-"
+    ci = f" [{g.ci_low * 100:+.1f}%, {g.ci_high * 100:+.1f}%]" if g.ci_low is not None and g.ci_high is not None else ""
+    return f"{g.value * 100:+.1f}%{ci}"
+
+
 def gate_rows(gates: Sequence[Gate]) -> list[list[Any]]:
-    return [[gate_status(g), g.name, g.message] for g in gates]
+    return [[gate_status(g), g.name, g.verdict or "-", _change_ci(g), g.message] for g in gates]
+
+
+# ---- mmdk compare ------------------------------------------------------------------------------------------
+def compare_cells(row: Any) -> tuple[str, str, str]:
+    """(base, new, change) cells of a compare row, with intervals where the reports have them."""
+    def val(v: Optional[float], ci: Optional[tuple[float, float]]) -> str:
+        if v is None:
+            return "-"
+        return f"{v:.4g}" + (f" [{ci[0]:.3g}, {ci[1]:.3g}]" if ci else "")
+
+    if row.change is None:
+        change = "-"
+    elif row.kind == "latency":
+        change = f"{row.change * 100:+.1f}%" + (f" [{row.change_ci[0] * 100:+.1f}, {row.change_ci[1] * 100:+.1f}]"
+                                                if row.change_ci else "")
+    else:
+        change = f"{row.change:+.2f}pt"
+    return val(row.base, row.base_ci), val(row.new, row.new_ci), change
+
+
+COMPARE_HEADERS = ["status", "kind", "artifact", "subject", "base", "new", "change [CI]", "verdict"]
+
+
+def render_compare_markdown(result: Any) -> str:
+    """``mmdk compare`` as Markdown: one row per comparison with intervals and the verdict."""
+    rows = []
+    for r in result.rows:
+        b, n, c = compare_cells(r)
+        rows.append(["FAIL" if r.regression else "ok" if r.gated else "shown", r.kind, r.artifact, r.subject, b, n, c,
+                     r.verdict or "-"])
+    status = "PASSED" if result.passed else f"FAILED ({len(result.regressions)} regression(s))"
+    parts = [f"# mmdk compare: {result.base} -> {result.new}",
+             "Latency is gated on each report's speedup vs the reference measured in the same run; a change beyond "
+             "the threshold fails only outside the noise (its interval, from both reports' intervals, excludes no "
+             "change) and reads *within noise* otherwise. Absolute p50 times are shown"
+             + (" and gated." if result.latency_metric == "p50" else ", not gated (--gate-absolute)."),
+             table(COMPARE_HEADERS, rows)]
+    if result.warnings:
+        parts.append("\n".join(f"- {w}" for w in result.warnings))
+    parts.append(f"**Result: {status}**")
+    return "\n\n".join(parts) + "\n"
 
 
 def environment_rows(env: Environment) -> list[list[Any]]:
