@@ -71,6 +71,7 @@ def write_outputs(study: Any, s: Settings, elapsed_s: float) -> dict[str, Any]:
         "trials": rows, "counts": {**states, "distinct_complete": sum(r["state"] == "complete" and
                                                                       r["duplicate_of"] is None for r in rows)},
         "pareto": front, "best": best["number"] if best else None,
+        "workers": sorted(k.removeprefix("worker:") for k in study.user_attrs if k.startswith("worker:")),
     }
     write_json_atomic(out / "pareto.json", summary)
     with atomic_output_file(out / "pareto.md") as tmp:

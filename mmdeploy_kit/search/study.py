@@ -22,6 +22,7 @@ from .trial import (InvalidChoice, Settings, budget_value, build_recipe, check_r
                     run_trial, suggest)
 
 JOURNAL = "study.journal"
+UNMET = 1e12   # the constraint value of a budget that could not be measured
 Log = Optional[Callable[[str], None]]
 
 
@@ -54,6 +55,18 @@ def open_storage(s: Settings) -> Any:
     return JournalStorage(JournalFileBackend(url))
 
 
+def _has_set_constraint(optuna: Any) -> bool:
+    return hasattr(optuna.trial.Trial, "set_constraint")
+
+
+def _set_constraints(trial: Any, values: list[float], names: list[str]) -> None:
+    values = [min(float(v), UNMET) for v in values]   # finite: storages keep JSON
+    trial.set_user_attr("constraints", values)
+    if hasattr(trial, "set_constraint"):
+        for name, v in zip(names, values):
+            trial.set_constraint(name, v)
+
+
 def _constraints(trial: Any) -> list[float]:
     return list(trial.user_attrs.get("constraints") or [])
 
@@ -61,7 +74,8 @@ def _constraints(trial: Any) -> list[float]:
 def make_study(s: Settings, storage: Any = None) -> Any:
     optuna = _optuna()
     parallel = s.workers > 1 or s.storage is not None or len(s.hosts) > 1
-    cfunc = _constraints if s.budgets else None
+    # Optuna >= 5: constraints are set on the trial (Trial.set_constraint); older: a constraints_func
+    cfunc = _constraints if s.budgets and not _has_set_constraint(optuna) else None
     if s.sampler == "nsga2":
         sampler = optuna.samplers.NSGAIISampler(seed=s.seed, constraints_func=cfunc,
                                                 population_size=max(4, min(50, s.max_trials // 3)))
@@ -164,7 +178,9 @@ def run_worker(s: Settings, host: Optional[str] = None, log: Log = None, on_tria
     TS = optuna.trial.TrialState
     study = make_study(s)
     budgets = [parse_search_budget(b) for b in s.budgets]
+    names = [b.text for b in budgets]
     me = f"{socket.gethostname()}:{os.getpid()}"
+    study.set_user_attr(f"worker:{me}", time.time())   # who joined the study (shown in pareto.json)
     ran = 0
     while True:
         if deadline is not None and time.time() >= deadline:
@@ -188,7 +204,7 @@ def run_worker(s: Settings, host: Optional[str] = None, log: Log = None, on_tria
             check_recipe(recipe)
         except InvalidChoice as exc:
             trial.set_user_attr("invalid", str(exc))
-            trial.set_user_attr("constraints", [float("inf")] * len(budgets))
+            _set_constraints(trial, [UNMET] * len(budgets), names)
             study.tell(trial, state=TS.PRUNED)
             _note(on_trial, f"trial {trial.number}: skipped ({exc})")
             continue
@@ -200,7 +216,7 @@ def run_worker(s: Settings, host: Optional[str] = None, log: Log = None, on_tria
         if done is not None:   # the same recipe finished before: its figures, not a re-run
             trial.set_user_attr("duplicate_of", done.number)
             trial.set_user_attr("figures", done.user_attrs["figures"])
-            trial.set_user_attr("constraints", done.user_attrs.get("constraints") or [])
+            _set_constraints(trial, list(done.user_attrs.get("constraints") or []), names)
             trial.set_user_attr("run_dir", done.user_attrs.get("run_dir"))
             study.tell(trial, values=done.values)
             _note(on_trial, f"trial {trial.number}: same recipe as trial {done.number}")
@@ -220,7 +236,7 @@ def run_worker(s: Settings, host: Optional[str] = None, log: Log = None, on_tria
         values = objective_values(figs, s.objectives, s.task_metric)
         trial.set_user_attr("figures", figs)
         trial.set_user_attr("seconds", round(time.time() - t0, 2))
-        trial.set_user_attr("constraints", [b.violation(budget_value(figs, b.metric)) for b in budgets])
+        _set_constraints(trial, [b.violation(budget_value(figs, b.metric)) for b in budgets], names)
         if values is None:
             trial.set_user_attr("error", "the bench measured no value for an objective (no --data for the task "
                                          "metric, or no energy telemetry)")

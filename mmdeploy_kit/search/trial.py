@@ -249,7 +249,7 @@ def _bench_figures(metrics: dict[str, Any], report: Any, label: str) -> dict[str
         "source_task": {k: v for k, v in ref.items() if isinstance(v, (int, float))},
         "warnings": list(metrics.get("warnings") or []),
     }
-    for k, v in out["task"].items():
+    for k, v in list(out["task"].items()):
         if k in out["source_task"]:
             out["task"][f"{k}_drop"] = round(out["source_task"][k] - v, 6)
     return out
