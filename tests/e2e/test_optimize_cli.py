@@ -136,7 +136,6 @@ def _env() -> dict:
             "OMP_NUM_THREADS": "1"}
 
 
-@pytest.mark.slow
 def test_two_worker_processes_share_one_study(setup, tmp_path):
     out = tmp_path / "opt"
     proc = subprocess.run(_cli(setup, out, "--max-trials", "4", "--workers", "2"), env=_env(),
@@ -152,7 +151,6 @@ def test_two_worker_processes_share_one_study(setup, tmp_path):
     assert len(logs) == 2 and all("worker finished" in f.read_text() for f in logs)
 
 
-@pytest.mark.slow
 def test_resume_after_kill_does_not_rerun_finished_trials(setup, tmp_path):
     import optuna
 
