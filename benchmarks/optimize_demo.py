@@ -117,8 +117,6 @@ def main() -> None:
                   f"{top1['source'] - top1['best']:.2f} (built-in {top1['source'] - top1['builtin']:.2f})"]
     else:
         lines += ["", "No trial met the budget."]
-    for ln in lines:
-        print(ln)
     finish("optimize_demo", {"checkpoint": str(demo.path), "max_minutes": a.max_minutes, "workers": a.workers,
                              "budget": a.budget, "space": space, "counts": c, "pareto": s["pareto"], "best": s["best"],
                              "trials": [{k: t[k] for k in ("number", "state", "figures", "feasible", "error",

@@ -224,7 +224,7 @@ def run_worker(s: Settings, host: Optional[str] = None, log: Log = None, on_tria
         run_dir = Path(s.out) / "trials" / f"{trial.number:04d}"
         trial.set_user_attr("run_dir", str(run_dir))
         try:
-            figs = run_trial(recipe, s, run_dir, host=host, log=log)
+            figs = run_trial(recipe, s, run_dir, host=host, log=log, batch=choices(params, s)["batch"])
         except Exception as exc:  # noqa: BLE001 - one trial's failure (a pass error or a bug) fails that trial only
             msg = f"{type(exc).__name__}: {exc}" if not isinstance(exc, MmdkError) else str(exc)
             trial.set_user_attr("error", msg.splitlines()[0][:500] if msg else type(exc).__name__)

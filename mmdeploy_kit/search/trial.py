@@ -166,6 +166,8 @@ def describe(c: dict[str, Any], s: Settings) -> str:
     if any(c[f"{t}.prune"] >= MIN_RATIO for t in s.towers) and c["distill_steps"]:
         parts.append(f"distill {c['distill_steps']}")
     parts.append(c["runtime"])
+    if "throughput" in s.objectives:
+        parts.append(f"batch {c['batch']}")
     return ", ".join(parts)
 
 
@@ -190,7 +192,7 @@ def check_recipe(recipe: dict[str, Any]) -> None:
 
 # ---- running a trial ---------------------------------------------------------------------------------------
 def run_trial(recipe: dict[str, Any], s: Settings, out: Path, host: Optional[str] = None,
-              log: Optional[Callable[[str], None]] = None) -> dict[str, Any]:
+              log: Optional[Callable[[str], None]] = None, batch: int = 1) -> dict[str, Any]:
     """Run the recipe into ``out`` (bench on ``host`` over SSH when given); return the trial's figures."""
     from ..pipeline.recipe import load_recipe
     from ..pipeline.runner import run_recipe
@@ -204,19 +206,19 @@ def run_trial(recipe: dict[str, Any], s: Settings, out: Path, host: Optional[str
                             "source_size_mb": round(res.source_size_bytes / 1e6, 4),
                             "parameters": final.parameters, "source_parameters": res.source_parameters,
                             "steps": {st.name: {"cached": st.cached, "seconds": st.seconds} for st in res.steps}}
-    if host is not None:
+    if host is not None:   # bench on the device over SSH (remote/), against the source model copied there too
         from ..passes.bench_step import bench_metrics
         from ..remote.bench import remote_bench
+        from ..runtime.report import write_reports
 
-        bench = next(st for st in recipe["steps"] if "bench" in st)["bench"] if any(
-            "bench" in st for st in recipe["steps"]) else {}
         timing = {k: v for k, v in s.bench.items() if k in ("warmup_runs", "min_runs", "min_time_s", "min_rounds",
                                                              "max_time_s", "clock")}
-        report = remote_bench(host, [("trial", final.output_dir)], ("source", s.model), target=s.target,
-                              batch=bench.get("batch"), data=s.val, timing=timing, quiet=True, **s.remote)
-        report.write(out / "bench.json") if hasattr(report, "write") else None
-        metrics, lat_report = bench_metrics(report, "trial", "source"), report
-        label = "trial"
+        remote = {k: tuple(v) if isinstance(v, list) else v for k, v in s.remote.items()}
+        report = remote_bench(host, [f"trial={final.output_dir}"], f"source={s.model}", target=s.target,
+                              batch=[batch], data=s.val, templates=s.bench.get("templates"),
+                              threads=s.bench.get("threads"), timing=timing, quiet=True, **remote)
+        write_reports(report, json=out / "bench.json")
+        metrics, lat_report, label = bench_metrics(report, "trial", "source"), report, "trial"
     else:
         from ..runtime.schema import BenchReport
 
