@@ -111,7 +111,7 @@ def run_search(s: Settings, log: Log = None) -> dict[str, Any]:
     t0 = time.time()
     path = _write_settings(s)
     study = make_study(s)
-    recover_stale(study, log)
+    recover_stale(study, log, shared=s.storage is not None)
     if s.seed_trials:
         seed_trials(study, s)
     deadline = t0 + s.max_minutes * 60 if s.max_minutes else None

@@ -114,7 +114,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def recover_stale(study: Any, log: Log = None) -> int:
+def recover_stale(study: Any, log: Log = None, shared: bool = False) -> int:
     """Mark RUNNING trials of dead workers on this machine as failed + ``stale`` and queue their choices again."""
     optuna = _optuna()
     host, n = socket.gethostname(), 0
@@ -122,6 +122,8 @@ def recover_stale(study: Any, log: Log = None) -> int:
         worker = t.user_attrs.get("worker") or ""
         w_host, _, w_pid = worker.rpartition(":")
         if worker and (w_host != host or _alive(int(w_pid))):
+            continue
+        if not worker and shared:   # on a shared storage a worker elsewhere may have just asked for it
             continue
         study._storage.set_trial_user_attr(t._trial_id, "stale", True)
         study._storage.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.FAIL)
