@@ -72,6 +72,8 @@ def test_optimize_end_to_end_and_best_yaml_reproduces(mmdk, setup, tmp_path):
     # the seeded second trial prunes + distills: the runner ran those steps into the trial's own directory
     pruned = [t for t in p["trials"] if "prune" in t["recipe"]["steps"][0]]
     assert pruned and (Path(pruned[0]["run_dir"]) / "02-distill").is_dir()
+    # ... and every trial is compared with the same, unpruned source model (pruning works on its own copy)
+    assert len({json.dumps(t["figures"]["source_task"], sort_keys=True) for t in p["trials"]}) == 1
     html = (out / "pareto.html").read_text()
     assert "<svg" in html and "budget zero_shot_top1_drop" in html
     assert "| trial |" in (out / "pareto.md").read_text()
