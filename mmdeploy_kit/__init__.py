@@ -14,7 +14,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 _API = ("load", "inspect", "export", "synth_data", "demo", "bench", "compare", "quantize", "run", "distill", "build_engines",
-        "prune", "doctor", "fusion_demo")
+        "prune", "doctor", "fusion_demo",
+        "optimize")  # mmdk optimize (search/)
 __all__ = [*_API, "__version__"]
 
 

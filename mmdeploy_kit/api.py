@@ -463,3 +463,34 @@ def compare(base: str | Path | Any, new: str | Path | Any, max_latency_regressio
 
         write_report_file(markdown, render_compare_markdown(result))
     return result
+
+
+# ---- mmdk optimize (search/) ------------------------------------------------------------------------------------
+def optimize(model: ModelLike, out: str | Path, *, target: str = "cpu", data: Optional[str | Path] = None,
+             calib_data: Optional[str | Path] = None, train_data: Optional[str | Path] = None,
+             budget: Sequence[str] | str = (), objective: Sequence[str] | str = ("latency",),
+             space: Optional[str | Path | dict] = None, max_trials: int = 20, max_minutes: Optional[float] = None,
+             workers: int = 1, storage: Optional[str] = None, study_name: str = "mmdk-optimize",
+             hosts: Sequence[str] = (), sampler: str = "tpe", seed: int = 0,
+             bench: Optional[dict[str, Any]] = None, remote: Optional[dict[str, Any]] = None,
+             seed_trials: bool = True, progress: Optional[Callable[[str], None]] = None) -> dict[str, Any]:
+    """Search every tower's prune ratio x distillation x precision x runtime for the fastest deployment inside
+    the ``budget`` constraints (``"zero_shot_top1_drop<=1"``, ``"size_mb<=50"``); objectives ``latency`` |
+    ``throughput`` | ``size`` | ``energy`` (the task metric on ``data`` is maximised next to them).
+
+    Each trial is a recipe run by the pipeline runner (shared prefixes come from the step cache). ``space``: a
+    YAML file or dict (or a recipe with a ``search:`` block). ``workers`` processes share one Optuna study (a
+    journal in ``out``; ``storage``: any Optuna storage URL or journal path, so other machines can join);
+    ``hosts`` bench trials on SSH devices (``remote``: ssh_key, ssh_options, accept_new_host_key, remote_mmdk).
+    Running it again on the same ``out`` resumes: finished trials are not re-run. ``bench``: bench step fields
+    (warmup_runs, min_runs, min_time_s, min_rounds, max_time_s, threads, ...). Writes ``out/pareto.{json,md,html}``,
+    ``out/best.yaml`` and ``out/best/``; returns the Pareto summary (``summary["best"]`` is a trial number)."""
+    from .search.optimize import prepare, run_search
+
+    budgets = (budget,) if isinstance(budget, str) else tuple(budget)
+    objectives = (objective,) if isinstance(objective, str) else tuple(objective)
+    settings = prepare(model, out, target=target, data=data, calib_data=calib_data, train_data=train_data,
+                       budgets=budgets, objectives=objectives, space=space, max_trials=max_trials,
+                       max_minutes=max_minutes, workers=workers, storage=storage, study_name=study_name,
+                       hosts=hosts, sampler=sampler, seed=seed, bench=bench, remote=remote, seed_trials=seed_trials)
+    return run_search(settings, log=progress)

@@ -8,7 +8,7 @@ compare, doctor) and ``commands_pipeline`` (run, recipes, demo, data synth).
 from __future__ import annotations
 
 # importing registers the commands; this order is the order of `mmdk --help`
-from . import commands_model, commands_pipeline, commands_bench  # noqa: F401,I001
+from . import commands_model, commands_pipeline, commands_bench, commands_search  # noqa: F401,I001
 from .app import app, main
 
 __all__ = ["app", "main"]

@@ -16,7 +16,7 @@ import yaml
 
 from ..errors import UserInputError
 
-RECIPE_KEYS = ("description", "model", "data", "steps")
+RECIPE_KEYS = ("description", "model", "data", "steps", "search")  # search: mmdk optimize's space (ignored by run)
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "recipes"
 
 

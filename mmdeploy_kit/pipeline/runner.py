@@ -276,6 +276,10 @@ def run_recipe(plan: Any, out: str | Path, *, force: bool = False, overwrite: bo
                              config=ps.config.model_dump(mode="json"), key="", input_sha256="", data_sha256={},
                              status="running")
         _write_record(result, extra=[pending])
+        if model is source and ps.pass_cls.produces == "torch" and Path(str(source.source)).exists():
+            # prune / distill change the torch modules they are given: hand them their own copy of the source,
+            # so the source stays what later steps compare with (bench reference, distillation teacher)
+            model = load(source.source, **getattr(plan, "load_options", {}))
         try:
             res = _execute(ps, model, out / ps.dirname, cache=cache, force=force, reference=source,
                            progress=progress, quiet=quiet, checkpoint_root=out / ".checkpoints")

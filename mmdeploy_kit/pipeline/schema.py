@@ -33,6 +33,7 @@ def recipe_json_schema() -> dict[str, Any]:
             "data": {"type": "object", "additionalProperties": {"type": ["string", "null"]},
                      "description": "named data references (null: give with --data NAME=PATH)"},
             "steps": {"type": "array", "minItems": 1, "items": {"anyOf": step_schemas}},
+            "search": {"type": "object", "description": "mmdk optimize: the search space (ignored by mmdk run)"},
         },
         "$defs": defs,
     }

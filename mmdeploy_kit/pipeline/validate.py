@@ -43,6 +43,7 @@ class Plan:
     model: Any = None               # the loaded source model (LoadedModel)
     model_format: str = "torch"
     warnings: list[str] = field(default_factory=list)   # machine checks a dry run did not enforce
+    load_options: dict[str, Any] = field(default_factory=dict)   # how the source was loaded (to load it again)
 
     def describe(self) -> list[str]:
         head = f"recipe {self.recipe.source}: {len(self.steps)} step(s) on {self.model_source} ({self.model_format})"
@@ -80,7 +81,7 @@ def plan_recipe(recipe: Recipe, model: Any = None, load_options: Optional[dict[s
     _check_towers(recipe, steps, loaded)
     _check_order(recipe, steps, fmt)
     return Plan(recipe=recipe, steps=steps, model_source=str(loaded.source), model=loaded, model_format=fmt,
-                warnings=warnings)
+                warnings=warnings, load_options=dict(load_options or {}))
 
 
 def _plan_step(recipe: Recipe, index: int, step: Step, preflight: bool = True,

@@ -4,7 +4,7 @@ Imports are read from the source (module level and inside functions, where the h
 import that points upwards fails here as well. Layers, lowest first (DESIGN.md, "Layout"):
 core (errors, lazy imports, artifacts) <- model loading <- data (manifests, synthetic data) <- runtime
 (runtime: backends, metrics, verification, bench harness, reports; calibration arrays) <- training <- passes <- remote /
-pipeline <- api <- cli.
+pipeline <- search (mmdk optimize) <- api <- cli.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("train", ("train", "demo_checkpoint", "demo_fusion")),
     ("passes", ("passes",)),
     ("pipeline", ("pipeline", "remote", "doctor")),
+    ("search", ("search",)),
     ("api", ("api",)),
     ("cli", ("cli", "__main__")),
 ]
