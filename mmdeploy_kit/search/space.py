@@ -57,9 +57,23 @@ def available_runtimes(target: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+def openvino_bf16() -> bool:
+    """BF16 is searched through OpenVINO's export (``export: {target: openvino, precision: bf16}``) on a CPU with
+    native BF16 (AVX512_BF16 / AMX) where that pass is installed."""
+    from .._lazy import available
+
+    if "openvino" not in available_runtimes("cpu") or not available("openvino"):
+        return False
+    from ..runtime.backends.openvino import cpu_supports_bf16
+
+    return cpu_supports_bf16()
+
+
 def available_precisions(target: str) -> tuple[str, ...]:
     q = quantize_precisions()
-    return tuple(p for p in ALL_PRECISIONS if (p in INT8_METHODS and "int8" in q) or p in q)
+    bf16 = target == "cpu" and openvino_bf16()
+    return tuple(p for p in ALL_PRECISIONS if (p in INT8_METHODS and "int8" in q) or p in q
+                 or (p == "bf16" and bf16))
 
 
 def default_precisions(target: str) -> tuple[str, ...]:

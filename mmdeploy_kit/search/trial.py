@@ -130,6 +130,10 @@ def build_recipe(params: dict[str, Any], s: Settings, with_bench: bool = True) -
             data["calib"] = s.calib  # type: ignore[assignment]
             opts["calib_data"] = "calib"
         steps.append({"export": opts})
+    elif runtime == "openvino":
+        steps.append(_openvino_step(prec, s, c, data, space))
+    elif "bf16" in prec.values():
+        raise InvalidChoice("bf16 runs on OpenVINO (runtime openvino), not ONNX Runtime")
     elif all(p == "fp32" for p in prec.values()):
         steps.append({"export": {"target": "onnx"}})
     else:
@@ -146,8 +150,6 @@ def build_recipe(params: dict[str, Any], s: Settings, with_bench: bool = True) -
             if needs_calib:
                 q["calibration"] = c["calibration"]
         steps.append({"quantize": q})
-    if runtime == "openvino":
-        steps.append({"export": {"target": "openvino"}})
     if with_bench:
         if s.val:
             data["val"] = s.val
@@ -156,6 +158,25 @@ def build_recipe(params: dict[str, Any], s: Settings, with_bench: bool = True) -
             bench["data"] = "val"
         steps.append({"bench": bench})
     return {"description": f"mmdk optimize trial: {describe(c, s)}", "model": s.model, "data": data, "steps": steps}
+
+
+def _openvino_step(prec: dict[str, str], s: Settings, c: dict[str, Any], data: dict[str, str],
+                   space: Any) -> dict[str, Any]:
+    """OpenVINO: the IR export in FP32 / BF16, or NNCF's static INT8 (its own calibration, which writes IR) - one
+    precision for every tower, as one OpenVINO step takes."""
+    kinds = {("int8" if p in INT8_METHODS else p) for p in prec.values()}
+    if len(kinds) > 1:
+        raise InvalidChoice("an OpenVINO step has one precision for all towers")
+    kind = kinds.pop()
+    if kind in ("fp32", "bf16"):
+        return {"export": {"target": "openvino", "precision": kind}}
+    if kind != "int8" or any(INT8_METHODS[p] not in (None, "static") for p in prec.values()):
+        raise InvalidChoice(f"OpenVINO takes fp32, bf16 or static INT8 (NNCF), not {', '.join(sorted(set(prec.values())))}")
+    if not s.calib:
+        raise InvalidChoice("NNCF INT8 needs --calib-data")
+    data["calib"] = s.calib
+    return {"quantize": {"precision": "int8", "backend": "nncf", "calib_data": "calib",
+                         "calib_samples": space.calib_samples}}
 
 
 def describe(c: dict[str, Any], s: Settings) -> str:

@@ -9,7 +9,7 @@ from mmdeploy_kit.errors import UserInputError
 from mmdeploy_kit.search.objectives import parse_search_budget
 from mmdeploy_kit.search.report import choose_best, pareto
 from mmdeploy_kit.search.space import (SearchSpace, available_precisions, available_runtimes, check_space,
-                                       load_space, quantize_precisions)
+                                       load_space, openvino_bf16, quantize_precisions)
 from mmdeploy_kit.search.trial import InvalidChoice, Settings, build_recipe, check_recipe, config_key
 
 
@@ -35,8 +35,8 @@ def test_defaults_follow_the_target_and_the_registry():
     cpu = SearchSpace().tower_precisions("vision", "cpu")
     assert "fp16" not in cpu and {"fp32", "int8_static", "int8_dynamic"} <= set(cpu)
     assert "fp16" in SearchSpace().tower_precisions("vision", "gpu")
-    # bf16 is offered exactly when the quantize pass accepts it (before and after the openvino/bf16 branch)
-    assert ("bf16" in available_precisions("cpu")) == ("bf16" in quantize_precisions())
+    # bf16 is offered where a pass can make it: the quantize pass, or OpenVINO's export on a native-BF16 CPU
+    assert ("bf16" in available_precisions("cpu")) == ("bf16" in quantize_precisions() or openvino_bf16())
     with pytest.raises(UserInputError, match="tensorrt.*not available for target 'cpu'"):
         check_space(SearchSpace(runtime=("tensorrt",)), "cpu", ["vision", "text"])
     with pytest.raises(UserInputError, match="tower 'audio' is not in the model"):
@@ -94,6 +94,23 @@ def test_choices_become_recipes_the_passes_accept():
     trt = build_recipe({"vision.precision": "fp16", "text.precision": "fp16", "runtime": "tensorrt"}, gpu)
     assert trt["steps"][0] == {"export": {"target": "tensorrt", "precision": "fp16", "device": "gpu"}}
     check_recipe(trt)
+
+
+def test_openvino_choices_become_its_own_passes():
+    """runtime openvino: the IR export in FP32 / BF16, NNCF static INT8 - never ORT INT8 converted afterwards."""
+    s = _settings()
+    fp = build_recipe({"vision.precision": "bf16", "text.precision": "bf16", "runtime": "openvino"}, s)
+    assert fp["steps"][0] == {"export": {"target": "openvino", "precision": "bf16"}}
+    q = build_recipe({"vision.precision": "int8_static", "text.precision": "int8_static", "runtime": "openvino"}, s)
+    assert q["steps"][0]["quantize"]["backend"] == "nncf" and q["data"]["calib"] == DATA["train"]
+    for bad in ({"vision.precision": "int8_dynamic", "text.precision": "int8_dynamic"},
+                {"vision.precision": "fp32", "text.precision": "bf16"}):
+        with pytest.raises(InvalidChoice):
+            build_recipe({**bad, "runtime": "openvino"}, s)
+    with pytest.raises(InvalidChoice, match="OpenVINO"):
+        build_recipe({"vision.precision": "bf16", "text.precision": "bf16", "runtime": "ort"}, s)
+    for r in (fp, q):
+        check_recipe(r)
 
 
 def test_budgets_parse_or_fail_with_one_line():
