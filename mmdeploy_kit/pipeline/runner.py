@@ -119,7 +119,7 @@ def _execute(planned: Any, model: Any, dest: Path, *, cache: Optional[StepCache]
                                        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
     if own_ckpt is not None:  # the output holds the kept weights
         shutil.rmtree(own_ckpt, ignore_errors=True)
-        if not any(own_ckpt.parent.iterdir()):
+        if own_ckpt.parent.is_dir() and not any(own_ckpt.parent.iterdir()):  # a cache hit never made it
             own_ckpt.parent.rmdir()
     res.seconds = round(time.perf_counter() - t0, 3)
     res.output_dir = str(dest)

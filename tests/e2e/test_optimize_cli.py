@@ -28,6 +28,7 @@ SPACE = """search:
   distill_batch: 8
   calibration: [minmax]
   calib_samples: 16
+  runtime: [ort]      # ort's INT8 methods; OpenVINO trials (fp32/bf16/NNCF INT8 only) have their own test
 """
 
 

@@ -284,6 +284,15 @@ def test_cpu_builtin_recipes_run_end_to_end(mmdk, clip_with_data, late_fusion_fa
     assert rows[1]["parameters"] < 0.8 * rows[0]["parameters"]
     d = json.loads((out3 / "02-distill" / "mmdk_manifest.json").read_text())
     assert [h["pass_name"] for h in d["history"]][-1] == "prune"
+    # the same recipe into a new directory: the training step comes from the cache (its checkpoint folder was
+    # never made there, which once made the cleanup fail)
+    out4 = tmp_path / "small-again"
+    r4 = mmdk("run", "clip-prune-distill-int8", clip, "-o", out4, "--data", f"train={data / 'train.jsonl'}",
+              "--data", f"val={data / 'val.jsonl'}", "--set", "prune.ratio=0.3", "--set", "distill.steps=4",
+              "--set", "distill.batch=8", "--set", "quantize.min_cosine=0.5", *FAST)
+    assert r4.code == 0, r4.err
+    assert [s["cached"] for s in _run_record(out4)["steps"]][:2] == [True, True]
+    assert not (out4 / ".checkpoints").exists()
 
 
 def test_gpu_recipe_dry_run_warns_and_a_real_run_exits_3_before_any_work(mmdk, clip_with_data, tmp_path):
