@@ -39,7 +39,18 @@ def processor_dir(models: Sequence[LoadedModel], explicit: Optional[str | Path] 
         hf = getattr(manifest, "source", {}).get("hf_dir") if manifest is not None else None
         if hf and Path(hf).is_dir():
             return Path(hf)
+    for m in models:   # a factory / arch-record checkpoint directory that keeps its processor files beside it,
+        manifest = m.details.get("manifest")   # or the ones an mmdk output directory was made from (its history)
+        made_from = [(h.get("source") or {}).get("path") for h in getattr(manifest, "history", None) or []]
+        for src in (m.source, getattr(manifest, "source", {}).get("path") if manifest is not None else None,
+                    *reversed(made_from)):
+            if src and Path(str(src)).is_dir() and any((Path(str(src)) / f).is_file() for f in PROCESSOR_FILES):
+                return Path(str(src))
     return None
+
+
+# files that make a directory a processor directory (tokenizer, image processor, feature extractor)
+PROCESSOR_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "preprocessor_config.json")
 
 
 def _quiet_transformers() -> None:

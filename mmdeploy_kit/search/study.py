@@ -100,7 +100,10 @@ def make_study(s: Settings, storage: Any = None) -> Any:
 
 # ---- bookkeeping -----------------------------------------------------------------------------------------------
 def _counted(t: Any) -> bool:
-    """Trials that use up the trial budget: all but stale (killed) and skipped (over the budget) ones."""
+    """Trials that use up the trial budget: all but stale (killed), skipped (over the budget) and queued ones (the
+    seeded configurations wait in the study until a worker asks for them)."""
+    if t.state.name == "WAITING":
+        return False
     return not (t.user_attrs.get("stale") or t.user_attrs.get("skipped"))
 
 

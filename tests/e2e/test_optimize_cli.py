@@ -192,3 +192,29 @@ def test_resume_after_kill_does_not_rerun_finished_trials(setup, tmp_path):
     rerun = [t for t in p["trials"] if t["number"] not in done and t["config_key"] in keys_before
              and t["duplicate_of"] is None]
     assert not rerun, "a finished trial's recipe was run again"
+
+
+def test_fusion_classifier_gets_its_own_front_on_accuracy(mmdk, small_data, tmp_path):
+    """The fusion demo (late-fusion classifier, factory source): the search's task metric is the classifier's
+    accuracy, budgets name it, and the front is made of trials measured on it."""
+    from mmdeploy_kit.demo_fusion import train_fusion_demo
+
+    demo = train_fusion_demo(out=tmp_path / "fusion", data_dir=small_data, steps=20, quiet=True)
+    info = json.loads((demo.path / "mmdk_demo.json").read_text())
+    space = tmp_path / "space.yaml"
+    space.write_text("search:\n  prune: [0.0, 0.3]\n  prune_step: 0.1\n  precision: [fp32, int8_dynamic]\n"
+                     "  distill_steps: [0, 2]\n  distill_batch: 8\n  runtime: [ort]\n")
+    out = tmp_path / "opt"
+    r = mmdk("optimize", demo.path, "-o", out, "--data", info["val_manifest"], "--calib-data", info["train_manifest"],
+             "--train-data", info["train_manifest"], "--budget", "accuracy_drop<=100", "--space", space, "--max-trials", "2", *FAST_BENCH)
+    assert r.code == 0, r.err
+    p = _pareto(out)
+    assert p["task_metric"] == "accuracy" and p["budgets"] == ["accuracy_drop<=100"]
+    assert p["counts"]["complete"] == 2 and p["pareto"] and p["best"] in p["pareto"]
+    for t in p["trials"]:
+        assert 0 <= t["figures"]["task"]["accuracy"] <= 100
+        assert 0 <= t["figures"]["source_task"]["accuracy"] <= 100
+    # the seeded second trial prunes and distills the classifier (logits + label losses), then quantizes it
+    pruned = [t for t in p["trials"] if "prune" in t["recipe"]["steps"][0]]
+    assert pruned and (Path(pruned[0]["run_dir"]) / "02-distill").is_dir()
+    assert "accuracy" in (out / "pareto.md").read_text()
