@@ -202,7 +202,8 @@ def prune(source: ModelLike, out: str | Path, ratio: Any = None, *, towers: Sequ
 def _run_one(step: str, config: Any, source: ModelLike, out: str | Path, *, overwrite: bool = False,
              progress: Optional[Callable[[str], None]] = None, load_options: Optional[dict[str, Any]] = None,
              reference: Any = None, context: Optional[dict[str, Any]] = None, quiet: bool = False,
-             save_recipe: Optional[str | Path] = None, force: bool = False) -> Manifest:
+             save_recipe: Optional[str | Path] = None, force: bool = False,
+             on_result: Optional[Callable[[Any], None]] = None) -> Manifest:
     """Run one registered pass (``step`` is its registry name) as a one-step recipe through the pipeline runner:
     load ``source``, check the config's towers, reuse the step cache or run the pass into a temp dir, publish
     ``out`` atomically, return the manifest. ``save_recipe`` also writes the equivalent recipe YAML.
@@ -212,7 +213,7 @@ def _run_one(step: str, config: Any, source: ModelLike, out: str | Path, *, over
 
     manifest = run_single_step(step, config, source, out, overwrite=overwrite, progress=progress,
                                load_options=load_options or {}, reference=reference, context=context,
-                               quiet=quiet, force=force)
+                               quiet=quiet, force=force, on_result=on_result)
     if save_recipe is not None:
         write_step_recipe(step, config, save_recipe, model=source if isinstance(source, (str, Path)) else None)
     return manifest
@@ -362,7 +363,8 @@ def bench(artifacts: ModelLike | Sequence[ModelLike], reference: Optional[ModelL
           max_latency_regression: Optional[float | str] = None, max_accuracy_drop: Optional[float] = None,
           quiet: bool = False, progress: Optional[Callable[[str], None]] = None, host: Optional[str] = None,
           ssh_key: Optional[str] = None, ssh_options: Sequence[str] = (), accept_new_host_key: bool = False,
-          remote_mmdk: str = "mmdk", **load_kwargs: Any) -> Any:
+          remote_mmdk: str = "mmdk", force: bool = False, notice: Optional[Callable[[str], None]] = None,
+          **load_kwargs: Any) -> Any:
     """Benchmark artifacts (files, anything ``load`` accepts, mmdk output dirs; ``"label=path"`` names one)
     against ``reference`` tower by tower: latency (interleaved rounds, speedup ratios with confidence
     intervals) and, with ``data`` (a JSONL manifest), task accuracy. Returns a ``BenchReport``; writes the
@@ -374,13 +376,15 @@ def bench(artifacts: ModelLike | Sequence[ModelLike], reference: Optional[ModelL
     own mmdk (``remote_mmdk``), copying the inputs into its content-addressed cache; the report comes back and
     is rendered here (``mmdeploy_kit.remote``). ``ssh_key``, ``ssh_options`` (``Key=Value``) and
     ``accept_new_host_key`` go to ``ssh``.
+
+    On this machine it is the bench step run through the pipeline runner: the same models (by content), data,
+    options and machine reuse the cached measurement (``notice`` is told, default ``progress``) unless the
+    machine was noisy when it was taken; ``force`` measures again.
     """
-    from .runtime.harness import parse_fraction, run_bench
     from .runtime.report import write_reports
-    from .runtime.schema import TimingConfig
 
     items = list(artifacts) if isinstance(artifacts, (list, tuple)) else [artifacts]
-    if host is not None:
+    if host is not None:  # measured on another machine: that device's own mmdk (and its cache) does the work
         from .remote.bench import remote_bench
 
         result = remote_bench(host, items, reference, target=target, backend=backend, batch=batch, seq=seq,
@@ -391,13 +395,64 @@ def bench(artifacts: ModelLike | Sequence[ModelLike], reference: Optional[ModelL
                               accept_new_host_key=accept_new_host_key, remote_mmdk=remote_mmdk, **load_kwargs)
         write_reports(result, json=report, markdown=markdown, html=html, junit=junit)
         return result
+    return _bench_step(items, reference, dict(target=target, backend=backend, batch=batch, seq=seq, towers=towers,
+                                              data=data, data_limit=data_limit, templates=templates,
+                                              processor=processor, threads=threads,
+                                              max_latency_regression=max_latency_regression,
+                                              max_accuracy_drop=max_accuracy_drop),
+                       timing, dict(json=report, markdown=markdown, html=html, junit=junit), quiet=quiet,
+                       progress=progress, force=force, notice=notice, load_options=load_kwargs)
+
+
+def _bench_step(items: list[Any], reference: Any, options: dict[str, Any], timing: Any,
+                reports: dict[str, Any], *, quiet: bool, progress: Optional[Callable[[str], None]], force: bool,
+                notice: Optional[Callable[[str], None]], load_options: dict[str, Any]) -> Any:
+    """``bench`` on this machine: the registered bench pass as a one-step recipe through the runner, so the
+    step cache applies (a measurement is reused unless the machine was noisy; the key holds every model's
+    files, the data, the options and this machine's CPU). The step writes its reports into a scratch folder
+    (kept in the cache); the requested report files are copied from there."""
+    import tempfile
+
+    from .passes.bench_step import REPORT_FILES, BenchStepConfig
+    from .runtime.bench_models import default_label, split_label
+    from .runtime.report import write_report_file
+    from .runtime.schema import BenchReport, TimingConfig
+
+    if not items:
+        raise UserInputError("nothing to benchmark", hint="name at least one artifact")
     tcfg = timing if isinstance(timing, TimingConfig) else _options(TimingConfig, "timing", **(timing or {}))
-    result = run_bench(items, reference, target=target, backend=backend, batches=batch, seqs=seq, towers=towers,
-                       data=data, data_limit=data_limit, templates=templates, processor=processor, threads=threads,
-                       timing=tcfg, max_latency_regression=parse_fraction(max_latency_regression, "max-latency-regression"),
-                       max_accuracy_drop=max_accuracy_drop, quiet=quiet, log=None if quiet else progress,
-                       load_kwargs=load_kwargs)
-    write_reports(result, json=report, markdown=markdown, html=html, junit=junit)
+    loaded = [a for a in items if isinstance(split_label(a)[1], LoadedModel)]
+    if loaded and len(items) > 1:
+        raise UserInputError("bench takes a loaded model only as its one artifact",
+                             hint="pass paths (LABEL=PATH) when benchmarking several artifacts")
+    label, first = split_label(items[0])
+    ref_label, ref = split_label(reference) if reference is not None else (None, None)
+    ref_loaded = isinstance(ref, LoadedModel)
+    seqs = {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in options.items()}
+    fields = dict(seqs, data=str(options["data"]) if options["data"] is not None else None,
+                  processor=str(options["processor"]) if options["processor"] is not None else None,
+                  max_latency_regression=(str(options["max_latency_regression"])
+                                          if options["max_latency_regression"] is not None else None),
+                  artifacts=() if loaded else tuple(str(a) for a in items),
+                  label=(label or default_label(first)) if loaded else None, reference=reference is not None,
+                  reference_model=str(reference) if reference is not None and not ref_loaded else None,
+                  reference_label=(ref_label or default_label(ref)) if ref_loaded else None,
+                  **tcfg.model_dump())
+    config = _options(BenchStepConfig, "bench", **{k: v for k, v in fields.items() if v is not None})
+    step: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="mmdk-bench-") as tmp:
+        out = Path(tmp) / "bench"
+        _run_one("bench", config, first, out, progress=progress, load_options=load_options, quiet=quiet,
+                 reference=ref if ref_loaded else None, force=force,
+                 on_result=lambda r: step.update(cached=r.cached, key=r.key))
+        result = BenchReport.read(out / REPORT_FILES["json"])
+        for fmt, path in reports.items():
+            if path is not None:
+                write_report_file(path, (out / REPORT_FILES[fmt]).read_text(encoding="utf-8"))
+    tell = notice or (None if quiet else progress)
+    if step.get("cached") and tell is not None:
+        tell(f"note: reused a cached measurement (same models, data, options and machine; step {step['key']}); "
+             "pass --force to measure again")
     return result
 
 
