@@ -72,10 +72,14 @@ def build_engines(bundle: str | Path, out: Optional[str | Path] = None, *, min_c
 
         return remote_build_engines(host, bundle, out, min_cosine=min_cosine, overwrite=overwrite, progress=progress,
                                     **remote)
-    from .passes.export.tensorrt import build_bundle
+    from .passes.export.tensorrt import BuildEnginesConfig, check_bundle
 
-    return build_bundle(Path(bundle), Path(out) if out is not None else None, min_cosine=min_cosine,
-                        overwrite=overwrite, progress=progress)
+    check_bundle(Path(bundle))   # not a bundle: exit 2, before the exit 3 of a machine that cannot build
+    config = _options(BuildEnginesConfig, "build-engines", **({"min_cosine": min_cosine} if min_cosine is not None
+                                                               else {}))
+    target = Path(out) if out is not None else Path(bundle)
+    in_place = target.resolve() == Path(bundle).resolve()
+    return _run_one("build_engines", config, bundle, target, overwrite=overwrite or in_place, progress=progress)
 
 
 def quantize(source: ModelLike, out: str | Path, precision: Optional[str] = None, *, method: Optional[str] = None,

@@ -243,7 +243,7 @@ def test_build_engines_bookkeeping_with_the_tensorrt_calls_replaced(fp16_bundle,
     monkeypatch.setattr(trt_build, "build_engines", fake_build)
     monkeypatch.setattr(trt_build, "verify_engines", fake_verify)
     man = mmdk.build_engines(bundle)
-    assert man.metrics["tensorrt"]["engines"] == "built" and man.history[-1]["engines"] == "deferred"
+    assert man.metrics["tensorrt"]["engines"] == "built" and man.history[-1]["pass_name"] == "export_tensorrt"
     on_disk = _man(bundle)
     assert [(a["kind"], a["path"]) for a in on_disk["artifacts"]] == [("trt_engine", "vision.plan"), ("trt_engine", "text.plan")]
     assert on_disk["artifacts"][0]["details"]["onnx_verification"]["checks"][0]["shape"] == "min"  # kept from export
