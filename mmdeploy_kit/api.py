@@ -62,11 +62,12 @@ def export(source: ModelLike, out: str | Path, target: str = "onnx", towers: Seq
 
 def build_engines(bundle: str | Path, out: Optional[str | Path] = None, *, min_cosine: Optional[float] = None,
                   overwrite: bool = False, progress: Optional[Callable[[str], None]] = None,
-                  host: Optional[str] = None, **remote: Any) -> Manifest:
+                  host: Optional[str] = None, force: bool = False, **remote: Any) -> Manifest:
     """Build and verify the TensorRT engines of a bundle (``export(target="tensorrt", build="defer")``) on this
     machine, in place (or into ``out``). Needs tensorrt + an NVIDIA GPU (else exit 3, nothing changed).
     ``host`` builds on that device over SSH and brings the built bundle back (``remote``: ssh_key, ssh_options,
-    accept_new_host_key, remote_mmdk; see ``bench``)."""
+    accept_new_host_key, remote_mmdk; see ``bench``). Locally it is a step of the runner: engines built from the
+    same bundle on the same TensorRT + GPU come from the step cache unless ``force``."""
     if host is not None:
         from .remote.build import remote_build_engines
 
@@ -79,7 +80,8 @@ def build_engines(bundle: str | Path, out: Optional[str | Path] = None, *, min_c
                                                                else {}))
     target = Path(out) if out is not None else Path(bundle)
     in_place = target.resolve() == Path(bundle).resolve()
-    return _run_one("build_engines", config, bundle, target, overwrite=overwrite or in_place, progress=progress)
+    return _run_one("build_engines", config, bundle, target, overwrite=overwrite or in_place, progress=progress,
+                    force=force)
 
 
 def quantize(source: ModelLike, out: str | Path, precision: Optional[str] = None, *, method: Optional[str] = None,
@@ -432,8 +434,7 @@ def _bench_step(items: list[Any], reference: Any, options: dict[str, Any], timin
     label, first = split_label(items[0])
     ref_label, ref = split_label(reference) if reference is not None else (None, None)
     ref_loaded = isinstance(ref, LoadedModel)
-    seqs = {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in options.items()}
-    fields = dict(seqs, data=str(options["data"]) if options["data"] is not None else None,
+    fields = dict(_tuples(options), data=str(options["data"]) if options["data"] is not None else None,
                   processor=str(options["processor"]) if options["processor"] is not None else None,
                   max_latency_regression=(str(options["max_latency_regression"])
                                           if options["max_latency_regression"] is not None else None),
