@@ -310,3 +310,38 @@ def test_bench_twice_reuses_the_cached_step_unless_noisy_and_force_measures_agai
     assert c["created"] != a["created"] or c["latency"] != a["latency"]  # measured again
     other = mmdk(*args[:-len(FAST)], *FAST[:-1], "2", "--report", tmp_path / "d.json")  # --threads 2: another key
     assert other.code == 0 and "reused a cached measurement" not in other.err
+
+
+def test_a_kept_measurement_is_reused_with_identical_reports(setup, cache, tmp_path, monkeypatch):
+    """The cache-hit path itself, on any machine: the noise refusal is switched off, so the first measurement is
+    kept; the second call reuses it (same figures, reports copied from the cached step), --force does not, and
+    other data or another artifact file is another key."""
+    import mmdeploy_kit as mk
+    from mmdeploy_kit.passes.bench_step import BenchPass
+
+    monkeypatch.setattr(BenchPass, "cacheable", staticmethod(lambda manifest: True))
+    clip, onnx, val, _ = setup
+    timing = {"min_time_s": 0.02, "min_runs": 3, "min_rounds": 3, "warmup_runs": 1}
+    notes: list[str] = []
+
+    def bench(report: str, **kw):
+        return mk.bench([f"onnx={onnx}"], reference=f"torch={clip}", data=val, batch=[1], threads=1, timing=timing,
+                        quiet=True, notice=notes.append, report=tmp_path / report, html=tmp_path / f"{report}.html",
+                        **kw)
+
+    first = bench("a.json")
+    assert not notes
+    second = bench("b.json")
+    assert len(notes) == 1 and "reused a cached measurement" in notes[0] and "--force" in notes[0]
+    assert second.model_dump() == first.model_dump()
+    assert (tmp_path / "b.json").read_bytes() == (tmp_path / "a.json").read_bytes()
+    assert (tmp_path / "b.json.html").read_bytes() == (tmp_path / "a.json.html").read_bytes()
+    bench("c.json", force=True)
+    assert len(notes) == 1
+    other = tmp_path / "onnx2"
+    shutil.copytree(onnx, other)
+    for content, reused in (("v1", 1), ("v1", 2), ("v2", 2)):  # the artifact's files are in the key, not its path
+        (other / "extra.txt").write_text(content)
+        mk.bench([f"onnx={other}"], reference=f"torch={clip}", data=val, batch=[1], threads=1, timing=timing,
+                 quiet=True, notice=notes.append)
+        assert len(notes) == reused, content
