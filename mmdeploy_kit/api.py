@@ -398,7 +398,8 @@ def bench(artifacts: ModelLike | Sequence[ModelLike], reference: Optional[ModelL
                               processor=processor, threads=threads, timing=_timing_flags(timing),
                               max_latency_regression=max_latency_regression, max_accuracy_drop=max_accuracy_drop,
                               quiet=quiet, progress=progress, ssh_key=ssh_key, ssh_options=ssh_options,
-                              accept_new_host_key=accept_new_host_key, remote_mmdk=remote_mmdk, **load_kwargs)
+                              accept_new_host_key=accept_new_host_key, remote_mmdk=remote_mmdk, force=force,
+                              **load_kwargs)
         write_reports(result, json=report, markdown=markdown, html=html, junit=junit)
         return result
     return _bench_step(items, reference, dict(target=target, backend=backend, batch=batch, seq=seq, towers=towers,
