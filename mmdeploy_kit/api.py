@@ -62,20 +62,26 @@ def export(source: ModelLike, out: str | Path, target: str = "onnx", towers: Seq
 
 def build_engines(bundle: str | Path, out: Optional[str | Path] = None, *, min_cosine: Optional[float] = None,
                   overwrite: bool = False, progress: Optional[Callable[[str], None]] = None,
-                  host: Optional[str] = None, **remote: Any) -> Manifest:
+                  host: Optional[str] = None, force: bool = False, **remote: Any) -> Manifest:
     """Build and verify the TensorRT engines of a bundle (``export(target="tensorrt", build="defer")``) on this
     machine, in place (or into ``out``). Needs tensorrt + an NVIDIA GPU (else exit 3, nothing changed).
     ``host`` builds on that device over SSH and brings the built bundle back (``remote``: ssh_key, ssh_options,
-    accept_new_host_key, remote_mmdk; see ``bench``)."""
+    accept_new_host_key, remote_mmdk; see ``bench``). Locally it is a step of the runner: engines built from the
+    same bundle on the same TensorRT + GPU come from the step cache unless ``force``."""
     if host is not None:
         from .remote.build import remote_build_engines
 
         return remote_build_engines(host, bundle, out, min_cosine=min_cosine, overwrite=overwrite, progress=progress,
                                     **remote)
-    from .passes.export.tensorrt import build_bundle
+    from .passes.export.tensorrt import BuildEnginesConfig, check_bundle
 
-    return build_bundle(Path(bundle), Path(out) if out is not None else None, min_cosine=min_cosine,
-                        overwrite=overwrite, progress=progress)
+    check_bundle(Path(bundle))   # not a bundle: exit 2, before the exit 3 of a machine that cannot build
+    config = _options(BuildEnginesConfig, "build-engines", **({"min_cosine": min_cosine} if min_cosine is not None
+                                                               else {}))
+    target = Path(out) if out is not None else Path(bundle)
+    in_place = target.resolve() == Path(bundle).resolve()
+    return _run_one("build_engines", config, bundle, target, overwrite=overwrite or in_place, progress=progress,
+                    force=force)
 
 
 def quantize(source: ModelLike, out: str | Path, precision: Optional[str] = None, *, method: Optional[str] = None,
@@ -202,7 +208,8 @@ def prune(source: ModelLike, out: str | Path, ratio: Any = None, *, towers: Sequ
 def _run_one(step: str, config: Any, source: ModelLike, out: str | Path, *, overwrite: bool = False,
              progress: Optional[Callable[[str], None]] = None, load_options: Optional[dict[str, Any]] = None,
              reference: Any = None, context: Optional[dict[str, Any]] = None, quiet: bool = False,
-             save_recipe: Optional[str | Path] = None, force: bool = False) -> Manifest:
+             save_recipe: Optional[str | Path] = None, force: bool = False,
+             on_result: Optional[Callable[[Any], None]] = None) -> Manifest:
     """Run one registered pass (``step`` is its registry name) as a one-step recipe through the pipeline runner:
     load ``source``, check the config's towers, reuse the step cache or run the pass into a temp dir, publish
     ``out`` atomically, return the manifest. ``save_recipe`` also writes the equivalent recipe YAML.
@@ -212,7 +219,7 @@ def _run_one(step: str, config: Any, source: ModelLike, out: str | Path, *, over
 
     manifest = run_single_step(step, config, source, out, overwrite=overwrite, progress=progress,
                                load_options=load_options or {}, reference=reference, context=context,
-                               quiet=quiet, force=force)
+                               quiet=quiet, force=force, on_result=on_result)
     if save_recipe is not None:
         write_step_recipe(step, config, save_recipe, model=source if isinstance(source, (str, Path)) else None)
     return manifest
@@ -362,7 +369,8 @@ def bench(artifacts: ModelLike | Sequence[ModelLike], reference: Optional[ModelL
           max_latency_regression: Optional[float | str] = None, max_accuracy_drop: Optional[float] = None,
           quiet: bool = False, progress: Optional[Callable[[str], None]] = None, host: Optional[str] = None,
           ssh_key: Optional[str] = None, ssh_options: Sequence[str] = (), accept_new_host_key: bool = False,
-          remote_mmdk: str = "mmdk", **load_kwargs: Any) -> Any:
+          remote_mmdk: str = "mmdk", force: bool = False, notice: Optional[Callable[[str], None]] = None,
+          **load_kwargs: Any) -> Any:
     """Benchmark artifacts (files, anything ``load`` accepts, mmdk output dirs; ``"label=path"`` names one)
     against ``reference`` tower by tower: latency (interleaved rounds, speedup ratios with confidence
     intervals) and, with ``data`` (a JSONL manifest), task accuracy. Returns a ``BenchReport``; writes the
@@ -374,13 +382,15 @@ def bench(artifacts: ModelLike | Sequence[ModelLike], reference: Optional[ModelL
     own mmdk (``remote_mmdk``), copying the inputs into its content-addressed cache; the report comes back and
     is rendered here (``mmdeploy_kit.remote``). ``ssh_key``, ``ssh_options`` (``Key=Value``) and
     ``accept_new_host_key`` go to ``ssh``.
+
+    On this machine it is the bench step run through the pipeline runner: the same models (by content), data,
+    options and machine reuse the cached measurement (``notice`` is told, default ``progress``) unless the
+    machine was noisy when it was taken; ``force`` measures again.
     """
-    from .runtime.harness import parse_fraction, run_bench
     from .runtime.report import write_reports
-    from .runtime.schema import TimingConfig
 
     items = list(artifacts) if isinstance(artifacts, (list, tuple)) else [artifacts]
-    if host is not None:
+    if host is not None:  # measured on another machine: that device's own mmdk (and its cache) does the work
         from .remote.bench import remote_bench
 
         result = remote_bench(host, items, reference, target=target, backend=backend, batch=batch, seq=seq,
@@ -388,16 +398,67 @@ def bench(artifacts: ModelLike | Sequence[ModelLike], reference: Optional[ModelL
                               processor=processor, threads=threads, timing=_timing_flags(timing),
                               max_latency_regression=max_latency_regression, max_accuracy_drop=max_accuracy_drop,
                               quiet=quiet, progress=progress, ssh_key=ssh_key, ssh_options=ssh_options,
-                              accept_new_host_key=accept_new_host_key, remote_mmdk=remote_mmdk, **load_kwargs)
+                              accept_new_host_key=accept_new_host_key, remote_mmdk=remote_mmdk, force=force,
+                              **load_kwargs)
         write_reports(result, json=report, markdown=markdown, html=html, junit=junit)
         return result
+    return _bench_step(items, reference, dict(target=target, backend=backend, batch=batch, seq=seq, towers=towers,
+                                              data=data, data_limit=data_limit, templates=templates,
+                                              processor=processor, threads=threads,
+                                              max_latency_regression=max_latency_regression,
+                                              max_accuracy_drop=max_accuracy_drop),
+                       timing, dict(json=report, markdown=markdown, html=html, junit=junit), quiet=quiet,
+                       progress=progress, force=force, notice=notice, load_options=load_kwargs)
+
+
+def _bench_step(items: list[Any], reference: Any, options: dict[str, Any], timing: Any,
+                reports: dict[str, Any], *, quiet: bool, progress: Optional[Callable[[str], None]], force: bool,
+                notice: Optional[Callable[[str], None]], load_options: dict[str, Any]) -> Any:
+    """``bench`` on this machine: the registered bench pass as a one-step recipe through the runner, so the
+    step cache applies (a measurement is reused unless the machine was noisy; the key holds every model's
+    files, the data, the options and this machine's CPU). The step writes its reports into a scratch folder
+    (kept in the cache); the requested report files are copied from there."""
+    import tempfile
+
+    from .passes.bench_step import REPORT_FILES, BenchStepConfig
+    from .runtime.bench_models import default_label, split_label
+    from .runtime.report import write_report_file
+    from .runtime.schema import BenchReport, TimingConfig
+
+    if not items:
+        raise UserInputError("nothing to benchmark", hint="name at least one artifact")
     tcfg = timing if isinstance(timing, TimingConfig) else _options(TimingConfig, "timing", **(timing or {}))
-    result = run_bench(items, reference, target=target, backend=backend, batches=batch, seqs=seq, towers=towers,
-                       data=data, data_limit=data_limit, templates=templates, processor=processor, threads=threads,
-                       timing=tcfg, max_latency_regression=parse_fraction(max_latency_regression, "max-latency-regression"),
-                       max_accuracy_drop=max_accuracy_drop, quiet=quiet, log=None if quiet else progress,
-                       load_kwargs=load_kwargs)
-    write_reports(result, json=report, markdown=markdown, html=html, junit=junit)
+    loaded = [a for a in items if isinstance(split_label(a)[1], LoadedModel)]
+    if loaded and len(items) > 1:
+        raise UserInputError("bench takes a loaded model only as its one artifact",
+                             hint="pass paths (LABEL=PATH) when benchmarking several artifacts")
+    label, first = split_label(items[0])
+    ref_label, ref = split_label(reference) if reference is not None else (None, None)
+    ref_loaded = isinstance(ref, LoadedModel)
+    fields = dict(_tuples(options), data=str(options["data"]) if options["data"] is not None else None,
+                  processor=str(options["processor"]) if options["processor"] is not None else None,
+                  max_latency_regression=(str(options["max_latency_regression"])
+                                          if options["max_latency_regression"] is not None else None),
+                  artifacts=() if loaded else tuple(str(a) for a in items),
+                  label=(label or default_label(first)) if loaded else None, reference=reference is not None,
+                  reference_model=str(reference) if reference is not None and not ref_loaded else None,
+                  reference_label=(ref_label or default_label(ref)) if ref_loaded else None,
+                  **tcfg.model_dump())
+    config = _options(BenchStepConfig, "bench", **{k: v for k, v in fields.items() if v is not None})
+    step: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="mmdk-bench-") as tmp:
+        out = Path(tmp) / "bench"
+        _run_one("bench", config, first, out, progress=progress, load_options=load_options, quiet=quiet,
+                 reference=ref if ref_loaded else None, force=force,
+                 on_result=lambda r: step.update(cached=r.cached, key=r.key))
+        result = BenchReport.read(out / REPORT_FILES["json"])
+        for fmt, path in reports.items():
+            if path is not None:
+                write_report_file(path, (out / REPORT_FILES[fmt]).read_text(encoding="utf-8"))
+    tell = notice or (None if quiet else progress)
+    if step.get("cached") and tell is not None:
+        tell(f"note: reused a cached measurement (same models, data, options and machine; step {step['key']}); "
+             "pass --force to measure again")
     return result
 
 

@@ -70,6 +70,9 @@ def bench(
     max_accuracy_drop: Optional[float] = typer.Option(None, "--max-accuracy-drop", help="Fail if a task metric "
                                                       "drops more than this many points vs the reference."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or messages (CI logs)."),
+    force: bool = typer.Option(False, "--force", help="Measure again even if the step cache holds a measurement "
+                               "of the same models, data and options on this machine (kept only when the "
+                               "machine was not noisy)."),
     weights: Optional[Path] = WeightsOpt,
     io: Optional[Path] = IoOpt,
     trust_remote_code: bool = TrustOpt,
@@ -82,6 +85,9 @@ def bench(
     remote_mmdk: Optional[str] = RemoteMmdkOpt,
 ) -> None:
     """Benchmark latency (interleaved, with speedup ratios + confidence intervals) and task accuracy.
+
+    A measurement of the same models, data and options on this machine is reused from the step cache (unless
+    it was taken on a noisy machine); --force measures again. With --host the device measures.
 
     Example: mmdk bench out/onnx --reference ./clip-dir --data val.jsonl --batch 1,8 --report r.json --html r.html
     """
@@ -101,7 +107,7 @@ def bench(
                   seq=parse_int_list(seq, "seq"), towers=tower or (), data=data, data_limit=data_limit,
                   templates=template or None, processor=processor, threads=threads, timing=timing, report=report,
                   markdown=markdown, html=html, junit=junit, max_latency_regression=max_latency_regression,
-                  max_accuracy_drop=max_accuracy_drop, quiet=quiet,
+                  max_accuracy_drop=max_accuracy_drop, quiet=quiet, force=force, notice=echo,
                   progress=None if quiet else progress(), **load_kwargs(weights, io, trust_remote_code),
                   **({"host": host, "ssh_key": ssh_key, "ssh_options": tuple(ssh_option or ()),
                       "accept_new_host_key": accept_new_host_key,

@@ -239,6 +239,8 @@ def build_engines(
     min_cosine: Optional[float] = typer.Option(None, "--min-cosine", help="Engine vs the bundle's ONNX tolerance "
                                                f"(default per precision: {_floors('tensorrt_engine')})."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out directory."),
+    force: bool = typer.Option(False, "--force", help="Build again even if the step cache holds engines built from "
+                               "this bundle with this TensorRT and GPU."),
     host: Optional[str] = typer.Option(None, "--host", help="Build on this device over SSH (USER@HOST[:PORT] or an "
                                        "~/.ssh/config alias) with its own mmdk; the built bundle comes back."),
     ssh_key: Optional[str] = SshKeyOpt,
@@ -256,7 +258,7 @@ def build_engines(
               "accept_new_host_key": accept_new_host_key,
               **({"remote_mmdk": remote_mmdk} if remote_mmdk else {})} if host else {}
     manifest = api.build_engines(bundle, out=out, min_cosine=min_cosine, overwrite=overwrite, progress=progress(),
-                                 **remote)
+                                 **(remote or {"force": force}))
     _print_trt_export(out or bundle, manifest)
 
 

@@ -157,6 +157,12 @@ class Pass:
         return True
 
     @staticmethod
+    def input_files(config: Any) -> dict[str, Path]:
+        """Further files or folders the step reads besides its input model and ``data_fields`` (a bench verb's
+        other models): their content is hashed into the cache key."""
+        return {}
+
+    @staticmethod
     def machine_identity(config: Any) -> dict[str, Any]:
         """What of this machine the output depends on (added to the cache key): a bench's CPU, the TensorRT
         version and GPU an engine is built for. Empty for passes whose output is machine-independent."""

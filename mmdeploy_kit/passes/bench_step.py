@@ -13,14 +13,21 @@ from typing import Any, ClassVar, Literal, Optional
 from pydantic import Field
 
 from ..artifacts import Manifest, package_versions
+from ..runtime.schema import TimingConfig
 from .base import MODEL_FORMATS, Pass, PassConfig, RunContext, model_format
 
 REPORT_FILES = {"json": "bench.json", "markdown": "bench.md", "html": "bench.html", "junit": "bench.xml"}
 NOISY_WARNINGS = ("noisy machine", "the machine was busy")   # the harness's warnings that timings are unreliable
 
 
-class BenchStepConfig(PassConfig):
-    """``mmdk bench`` options as a recipe step (same names as the CLI flags, with ``_``)."""
+class BenchStepConfig(PassConfig, TimingConfig):
+    """``mmdk bench`` options as a recipe step (same names as the CLI flags, with ``_``); the timing fields are
+    ``TimingConfig``'s (inherited: one source for the CLI, the step and a remote bench's command line).
+
+    The verb is this step too: ``artifacts`` then lists every model it measures (``LABEL=PATH`` or a path, as
+    given; their files are hashed into the step's cache key) and ``reference_model`` its reference; in a recipe
+    both stay empty: the step measures its input model (labelled ``label``, default its format) against the
+    recipe's source model."""
 
     target: str = "cpu"
     backend: str = "auto"
@@ -32,17 +39,13 @@ class BenchStepConfig(PassConfig):
     templates: Optional[tuple[str, ...]] = None
     processor: Optional[str] = None
     threads: Optional[int] = Field(None, ge=1)
-    warmup_runs: int = Field(5, ge=0)
-    min_runs: int = Field(20, ge=1)
-    min_time_s: float = Field(1.0, ge=0)
-    min_rounds: int = Field(10, ge=1)
-    max_time_s: float = Field(60.0, gt=0)
-    clock: Literal["wall", "cpu"] = "wall"
-    processes: Optional[int] = Field(None, ge=1)   # worker processes (default: 3 with clock cpu, else 1)
-    precision: Optional[float] = Field(None, gt=0, lt=1)   # adaptive length: target +- of the speedup intervals
     max_latency_regression: Optional[str] = None   # e.g. "10%": fail if slower than the reference by more
     max_accuracy_drop: Optional[float] = Field(None, ge=0)
     reference: bool = True                     # compare against the recipe's source model
+    artifacts: tuple[str, ...] = ()            # the verb: every model measured (LABEL=PATH or PATH)
+    reference_model: Optional[str] = None      # the verb: the reference (LABEL=PATH or PATH)
+    label: Optional[str] = None                # the step input's label (default: its format)
+    reference_label: str = "source"            # the label of the run's reference model (ctx.reference)
 
 
 class BenchPass(Pass):
@@ -66,34 +69,44 @@ class BenchPass(Pass):
         return {"cpu": model, "isa": sorted(f for f in flags if f.startswith(("avx", "amx", "neon", "sve"))),
                 "cores": env.available_cores(), "target": config.target}
 
+    @staticmethod
+    def input_files(config: Any) -> dict[str, Path]:
+        """The models the verb names (``artifacts``, ``reference_model``): their files are part of the key."""
+        from ..runtime.bench_models import spec_path
+
+        named = {f"artifacts.{i}": spec_path(a) for i, a in enumerate(config.artifacts)}
+        named["reference_model"] = spec_path(config.reference_model) if config.reference_model else None
+        return {k: p for k, p in named.items() if p is not None}
+
     def run(self, model: Any, config: BenchStepConfig, ctx: RunContext, workdir: Path) -> Manifest:
         from ..runtime.harness import parse_fraction, run_bench
         from ..runtime.report import write_reports
-        from ..runtime.schema import TimingConfig
 
-        # the step's timing fields are TimingConfig's, by name (one source for both)
         timing = TimingConfig(**{k: v for k, v in config.model_dump().items() if k in TimingConfig.model_fields})
-        reference = ctx.reference if config.reference else None
-        label = model_format(model)   # "onnx" | "torch" | "trt"
-        ref_label = "source"
-        report = run_bench([(label, model)], (ref_label, reference) if reference is not None else None,
-                           target=config.target, backend=config.backend, batches=config.batch, seqs=config.seq,
-                           towers=config.towers, data=config.data, data_limit=config.data_limit,
+        artifacts: list[Any] = list(config.artifacts) or [(config.label or model_format(model), model)]
+        reference = config.reference_model or ((config.reference_label, ctx.reference) if config.reference and
+                                               ctx.reference is not None else None)
+        report = run_bench(artifacts, reference, target=config.target, backend=config.backend, batches=config.batch,
+                           seqs=config.seq, towers=config.towers, data=config.data, data_limit=config.data_limit,
                            templates=config.templates, processor=config.processor, threads=config.threads,
                            timing=timing,
                            max_latency_regression=parse_fraction(config.max_latency_regression,
                                                                  "max-latency-regression"),
-                           max_accuracy_drop=config.max_accuracy_drop, quiet=ctx.quiet, log=ctx.progress)
+                           max_accuracy_drop=config.max_accuracy_drop, quiet=ctx.quiet,
+                           log=None if ctx.quiet else ctx.progress, load_kwargs=ctx.load_options)
         write_reports(report, **{fmt: workdir / name for fmt, name in REPORT_FILES.items()})
         return Manifest(pass_name=self.name, config=config.model_dump(mode="json"),
                         source={"path": str(model.source), "format": model.format}, versions=package_versions(),
-                        metrics=bench_metrics(report, label, ref_label))
+                        metrics=bench_metrics(report))
 
 
-def bench_metrics(report: Any, label: str, ref_label: str) -> dict[str, Any]:
-    """The figures a run's waterfall shows: speedup vs the source, task metrics, gates."""
+def bench_metrics(report: Any) -> dict[str, Any]:
+    """The figures a run's waterfall shows (the first measured artifact's): speedup vs the reference, task
+    metrics, gates."""
     from ..runtime.accuracy import headline_metric
 
+    label = next((a.label for a in report.artifacts if a.role == "artifact"), None)
+    ref_label = report.reference
     sp = report.speedups.get(label)
     acc = report.accuracy.primary if report.accuracy is not None else {}
     head = headline_metric(acc.get(label, {})) if acc.get(label) else None

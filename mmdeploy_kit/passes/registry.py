@@ -32,6 +32,8 @@ PASS_REGISTRY: dict[str, PassEntry] = {
                             "per tower, the fastest of ORT FP32/INT8 and OpenVINO FP32/BF16/INT8 here within budget"),
     "export_torch_tensorrt": PassEntry("mmdeploy_kit.passes.export.torch_tensorrt:TorchTensorRTExportPass", "tensorrt",
                                        "torch-tensorrt (dynamo) compiled towers saved as ExportedPrograms (GPU)"),
+    "build_engines": PassEntry("mmdeploy_kit.passes.export.tensorrt:BuildEnginesPass", "tensorrt",
+                               "build and verify the engines of a deferred TensorRT bundle on this device"),
     "quantize": PassEntry("mmdeploy_kit.passes.quantize.quantize_pass:QuantizePass", "all",
                           "INT8 static/dynamic, FP16, accuracy-aware mixed precision (ONNX Runtime / INC)"),
     "bench": PassEntry("mmdeploy_kit.passes.bench_step:BenchPass", "all",

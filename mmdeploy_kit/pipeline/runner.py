@@ -68,7 +68,8 @@ class RunResult:
 def _identity(planned: Any, model: Any, reference: Any) -> tuple[str, str, dict[str, str]]:
     """(cache key, input hash, data hashes) of a planned step on ``model``."""
     input_hash = model_hash(model)
-    data_hashes = {f: content_hash(p) for f, p in planned.data_files.items()}
+    files = {**planned.data_files, **planned.pass_cls.input_files(planned.config)}
+    data_hashes = {f: content_hash(p) for f, p in files.items()}
     ref_hash = None
     if planned.pass_cls.uses_reference:  # only a pass that reads the reference depends on it
         ref_hash = model_hash(reference) if reference is not None and hasattr(reference, "towers") else (
@@ -222,9 +223,11 @@ def _collect_figures(res: StepResult, dest: Path) -> None:
 def run_single_step(step: str, config: Any, source: Any, out: str | Path, *, overwrite: bool = False,
                     progress: Log = None, load_options: Optional[dict[str, Any]] = None, reference: Any = None,
                     context: Optional[dict[str, Any]] = None, quiet: bool = False, force: bool = False,
-                    use_cache: bool = True) -> Manifest:
+                    use_cache: bool = True, on_result: Optional[Callable[[StepResult], None]] = None) -> Manifest:
     """A verb as a one-step recipe: validated like a recipe step, cached, published straight to ``out``.
-    ``context``: further ``RunContext`` fields the verb sets (``reference_load_options``, ``checkpoints``)."""
+    ``context``: further ``RunContext`` fields the verb sets (``reference_load_options``, ``checkpoints``);
+    ``on_result`` gets the step's record (``cached``, ``key``, ``seconds``). The files named by the load
+    options (``weights``, ``io``) are part of the key."""
     from ..model.loaders import load
     from ..model.tower import LoadedModel
     from ..passes.registry import get_pass
@@ -241,11 +244,16 @@ def run_single_step(step: str, config: Any, source: Any, out: str | Path, *, ove
     if fmt not in pass_cls.accepts:
         raise UserInputError(f"{step} takes a {' or '.join(pass_cls.accepts)} model, but {model.source} is {fmt}",
                              hint="pass the checkpoint (or the mmdk directory) this pass works on")
+    loaded_from = {f"load.{k}": Path(v) for k, v in (load_options or {}).items()
+                   if k in ("weights", "io") and isinstance(v, (str, Path)) and Path(v).exists()}
     planned = PlannedStep(index=1, step=Step(pass_step=step, options={}, name=step), pass_name=step,
-                          pass_cls=pass_cls, config=config, input_format=fmt, data_files=_data_files(pass_cls, config))
-    _execute(planned, model, Path(out), cache=StepCache() if use_cache else None, force=force, reference=reference,
-             progress=progress, quiet=quiet, overwrite=overwrite,
-             context={"load_options": dict(load_options or {}), **(context or {})})
+                          pass_cls=pass_cls, config=config, input_format=fmt,
+                          data_files={**_data_files(pass_cls, config), **loaded_from})
+    res = _execute(planned, model, Path(out), cache=StepCache() if use_cache else None, force=force,
+                   reference=reference, progress=progress, quiet=quiet, overwrite=overwrite,
+                   context={"load_options": dict(load_options or {}), **(context or {})})
+    if on_result is not None:
+        on_result(res)
     return Manifest.read(out)
 
 

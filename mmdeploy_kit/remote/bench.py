@@ -108,8 +108,9 @@ def remote_bench(host: str, artifacts: Sequence[Any], reference: Any = None, *, 
                  quiet: bool = False, progress: Optional[Log] = None, ssh_key: Optional[str] = None,
                  ssh_options: Sequence[str] = (), accept_new_host_key: bool = False, remote_mmdk: str = "mmdk",
                  weights: Optional[str | Path] = None, io: Optional[str | Path] = None,
-                 trust_remote_code: bool = False, **unknown: Any) -> Any:
-    """Run the benchmark on ``host`` and return its ``BenchReport`` (not yet written locally)."""
+                 trust_remote_code: bool = False, force: bool = False, **unknown: Any) -> Any:
+    """Run the benchmark on ``host`` and return its ``BenchReport`` (not yet written locally). The device's mmdk
+    runs it through its own pipeline runner and step cache; ``force`` (``--force``) measures again there."""
     from ..runtime.env import RemoteHost
     from ..runtime.schema import BenchReport
 
@@ -164,6 +165,8 @@ def remote_bench(host: str, artifacts: Sequence[Any], reference: Any = None, *, 
         plan.args += ["--max-accuracy-drop", str(max_accuracy_drop)]
     if trust_remote_code:
         plan.args.append("--trust-remote-code")
+    if force:
+        plan.args.append("--force")
     plan.args += ["--report", "{run}/report.json", "--quiet"]
 
     target_ = SshTarget(host=host, key=ssh_key, options=tuple(ssh_options), accept_new_host_key=accept_new_host_key)

@@ -42,6 +42,18 @@ def split_label(spec: Any) -> tuple[Optional[str], Any]:
     return None, spec
 
 
+def spec_path(spec: Any) -> Optional[Path]:
+    """The file or folder a bench source names (``LABEL=PATH``, ``file.py:factory``), or None (a LoadedModel,
+    a name that is no path)."""
+    _label, src = split_label(spec)
+    if not isinstance(src, (str, Path)):
+        return None
+    p = Path(str(src))
+    if not p.exists() and ":" in p.name:
+        p = p.with_name(p.name.rsplit(":", 1)[0])
+    return p if p.exists() else None
+
+
 def default_label(src: Any) -> str:
     if isinstance(src, LoadedModel):
         src = src.source

@@ -39,6 +39,7 @@ class LoopSettings:
     checkpoint_every: int = 0       # 0: only at the end
     max_minutes: Optional[float] = None
     best_metric: Optional[str] = None   # eval figure to maximise (default: the first one eval_fn returns)
+    group_lr: tuple[tuple[str, float], ...] = ()   # (prefix of "<module>.<parameter name>", lr): other lrs
 
 
 @dataclass
@@ -57,14 +58,25 @@ class LoopResult:
     batch: int = 0
 
 
+def _param_groups(named: list[tuple[str, torch.nn.Parameter]], settings: LoopSettings) -> list[dict[str, Any]]:
+    """Optimizer groups: parameters whose name starts with a ``group_lr`` prefix train at that lr."""
+    groups: dict[float, list[torch.nn.Parameter]] = {}
+    for name, p in named:
+        lr = next((v for prefix, v in settings.group_lr if name.startswith(prefix)), settings.lr)
+        groups.setdefault(float(lr), []).append(p)
+    return [{"params": ps, "lr": lr} for lr, ps in groups.items()]
+
+
 class TrainLoop:
     def __init__(self, modules: dict[str, torch.nn.Module], n_rows: int, settings: LoopSettings, loss_fn: LossFn,
                  eval_fn: Optional[EvalFn] = None, checkpoint_dir: Optional[Path] = None, config_digest: str = "",
                  desc: str = "mmdk train", quiet: bool = False,
-                 on_checkpoint: Optional[Callable[[int], None]] = None):
+                 on_checkpoint: Optional[Callable[[int], None]] = None,
+                 after_step: Optional[Callable[[], None]] = None):
         self.modules, self.settings, self.loss_fn, self.eval_fn = modules, settings, loss_fn, eval_fn
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.digest, self.desc, self.quiet, self.on_checkpoint = config_digest, desc, quiet, on_checkpoint
+        self.after_step = after_step   # e.g. clamp a learned temperature after each optimizer step
         self.dist = current()
         world = self.dist.world
         batch = min(int(settings.batch), n_rows)
@@ -73,7 +85,8 @@ class TrainLoop:
             raise UserInputError(f"cannot train: {n_rows} rows, batch {settings.batch}, {world} process(es), "
                                  f"{settings.steps} steps", hint="use more data, a larger batch or fewer processes")
         self.batch, self.local_batch, self.n_rows = batch, batch // world, n_rows
-        self.params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
+        named = [(f"{k}.{n}", p) for k, m in modules.items() for n, p in m.named_parameters() if p.requires_grad]
+        self.params = [p for _, p in named]
         if not self.params:
             raise UserInputError("nothing to train: every parameter is frozen")
         from torch.utils.data import DistributedSampler
@@ -81,7 +94,7 @@ class TrainLoop:
         self.sampler = DistributedSampler(range(n_rows), num_replicas=world, rank=self.dist.rank, shuffle=True,
                                           seed=settings.seed, drop_last=True)
         self.steps_per_epoch = max(1, len(self.sampler) // self.local_batch)
-        self.opt = torch.optim.AdamW(self.params, lr=settings.lr, betas=(0.9, 0.98), eps=1e-6,
+        self.opt = torch.optim.AdamW(_param_groups(named, settings), lr=settings.lr, betas=(0.9, 0.98), eps=1e-6,
                                      weight_decay=settings.weight_decay)
         steps, warm = settings.steps, min(settings.warmup_steps, max(settings.steps // 5, 0))
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: (s + 1) / warm if s < warm else
@@ -182,6 +195,8 @@ class TrainLoop:
                     torch.nn.utils.clip_grad_norm_(self.params, s.grad_clip)
                 self.opt.step()
                 self.sched.step()
+                if self.after_step is not None:
+                    self.after_step()
                 step += 1
                 loss_value = float(loss.detach())
                 bar.update(1)

@@ -278,3 +278,70 @@ def test_unexpected_exception_is_one_line_with_traceback_behind_debug(mmdk, monk
     assert "internal error RuntimeError: kaboom" in r.err and "--debug" in r.err
     r = mmdk("--debug", "demo")
     assert r.code == 1 and "Traceback" in r.err
+
+
+def test_bench_twice_reuses_the_cached_step_unless_noisy_and_force_measures_again(setup, mmdk, cache, tmp_path):
+    """Issue 18: `mmdk bench` is the bench step through the runner, so the step cache applies as in `mmdk run`:
+    the same models, data, options and machine reuse the measurement (identical report figures, a note that
+    says so and how to force a fresh one) unless the first run's timings were noisy; --force measures again."""
+    from mmdeploy_kit.passes.bench_step import NOISY_WARNINGS
+
+    clip, onnx, val, _ = setup
+    args = ["bench", f"onnx={onnx}", "--reference", f"torch={clip}", "--data", val, "--batch", "1", *FAST]
+    first = mmdk(*args, "--report", tmp_path / "a.json", "--markdown", tmp_path / "a.md")
+    assert first.code == 0, first.err
+    assert "reused a cached measurement" not in first.err
+    a = json.loads((tmp_path / "a.json").read_text())
+    cacheable = not any(w.startswith(NOISY_WARNINGS) for w in a["warnings"])
+    assert bool(list((cache / "steps").glob("bench-*"))) == cacheable  # a noisy measurement is not kept
+    second = mmdk(*args, "--report", tmp_path / "b.json", "--markdown", tmp_path / "b.md")
+    assert second.code == 0, second.err
+    cached = "reused a cached measurement" in second.err
+    assert cached == cacheable
+    b = json.loads((tmp_path / "b.json").read_text())
+    if cached:
+        assert "--force" in second.err
+        assert b == a and (tmp_path / "b.md").read_text() == (tmp_path / "a.md").read_text()
+    else:
+        assert b["created"] != a["created"] or b["latency"] != a["latency"]
+    forced = mmdk(*args, "--force", "--report", tmp_path / "c.json")
+    assert forced.code == 0 and "reused a cached measurement" not in forced.err
+    c = json.loads((tmp_path / "c.json").read_text())
+    assert c["created"] != a["created"] or c["latency"] != a["latency"]  # measured again
+    other = mmdk(*args[:-len(FAST)], *FAST[:-1], "2", "--report", tmp_path / "d.json")  # --threads 2: another key
+    assert other.code == 0 and "reused a cached measurement" not in other.err
+
+
+def test_a_kept_measurement_is_reused_with_identical_reports(setup, cache, tmp_path, monkeypatch):
+    """The cache-hit path itself, on any machine: the noise refusal is switched off, so the first measurement is
+    kept; the second call reuses it (same figures, reports copied from the cached step), --force does not, and
+    other data or another artifact file is another key."""
+    import mmdeploy_kit as mk
+    from mmdeploy_kit.passes.bench_step import BenchPass
+
+    monkeypatch.setattr(BenchPass, "cacheable", staticmethod(lambda manifest: True))
+    clip, onnx, val, _ = setup
+    timing = {"min_time_s": 0.02, "min_runs": 3, "min_rounds": 3, "warmup_runs": 1}
+    notes: list[str] = []
+
+    def bench(report: str, **kw):
+        return mk.bench([f"onnx={onnx}"], reference=f"torch={clip}", data=val, batch=[1], threads=1, timing=timing,
+                        quiet=True, notice=notes.append, report=tmp_path / report, html=tmp_path / f"{report}.html",
+                        **kw)
+
+    first = bench("a.json")
+    assert not notes
+    second = bench("b.json")
+    assert len(notes) == 1 and "reused a cached measurement" in notes[0] and "--force" in notes[0]
+    assert second.model_dump() == first.model_dump()
+    assert (tmp_path / "b.json").read_bytes() == (tmp_path / "a.json").read_bytes()
+    assert (tmp_path / "b.json.html").read_bytes() == (tmp_path / "a.json.html").read_bytes()
+    bench("c.json", force=True)
+    assert len(notes) == 1
+    other = tmp_path / "onnx2"
+    shutil.copytree(onnx, other)
+    for content, reused in (("v1", 1), ("v1", 2), ("v2", 2)):  # the artifact's files are in the key, not its path
+        (other / "extra.txt").write_text(content)
+        mk.bench([f"onnx={other}"], reference=f"torch={clip}", data=val, batch=[1], threads=1, timing=timing,
+                 quiet=True, notice=notes.append)
+        assert len(notes) == reused, content

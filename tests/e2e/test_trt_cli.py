@@ -221,6 +221,7 @@ def test_build_engines_bookkeeping_with_the_tensorrt_calls_replaced(fp16_bundle,
 
     import mmdeploy_kit as mmdk
     from mmdeploy_kit.errors import VerificationError
+    from mmdeploy_kit.passes.base import RunContext
     from mmdeploy_kit.passes.export import trt_build
 
     bundle = tmp_path / "b"
@@ -243,11 +244,22 @@ def test_build_engines_bookkeeping_with_the_tensorrt_calls_replaced(fp16_bundle,
     monkeypatch.setattr(trt_build, "build_engines", fake_build)
     monkeypatch.setattr(trt_build, "verify_engines", fake_verify)
     man = mmdk.build_engines(bundle)
-    assert man.metrics["tensorrt"]["engines"] == "built" and man.history[-1]["engines"] == "deferred"
+    assert man.metrics["tensorrt"]["engines"] == "built" and man.history[-1]["pass_name"] == "export_tensorrt"
     on_disk = _man(bundle)
     assert [(a["kind"], a["path"]) for a in on_disk["artifacts"]] == [("trt_engine", "vision.plan"), ("trt_engine", "text.plan")]
     assert on_disk["artifacts"][0]["details"]["onnx_verification"]["checks"][0]["shape"] == "min"  # kept from export
     assert (bundle / "vision.onnx").exists() and (bundle / "build_trtexec.sh").exists()
+
+    # a step of the runner (issue 18): its history is the runner's, and the same bundle here is a cache hit
+    from mmdeploy_kit.passes.export.tensorrt import BuildEnginesConfig, BuildEnginesPass
+
+    deferred = _man(fp16_bundle)
+    assert [h["pass_name"] for h in on_disk["history"]] == [*[h["pass_name"] for h in deferred["history"]],
+                                                             "export_tensorrt"]
+    assert on_disk["metrics"]["step"]["key"].startswith("build_engines-")
+    (tmp_path / "d").mkdir()
+    direct = BuildEnginesPass().run(mmdk.load(fp16_bundle), BuildEnginesConfig(), RunContext(), tmp_path / "d")
+    assert direct.history == []  # a pass writes no history of its own
 
     def failing_verify(*a, **k):
         raise VerificationError("engine disagrees")
@@ -255,8 +267,9 @@ def test_build_engines_bookkeeping_with_the_tensorrt_calls_replaced(fp16_bundle,
     again = tmp_path / "c"
     shutil.copytree(fp16_bundle, again)
     monkeypatch.setattr(trt_build, "verify_engines", failing_verify)
+    assert mmdk.build_engines(again, out=tmp_path / "e").metrics["tensorrt"]["engines"] == "built"  # cached
     with pytest.raises(VerificationError):
-        mmdk.build_engines(again)
+        mmdk.build_engines(again, force=True)
     assert not list(again.glob("*.plan")) and _man(again)["metrics"]["tensorrt"]["engines"] == "deferred"
 
 

@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from mmdeploy_kit.data.manifest import load_images, load_manifest, tokenize  # noqa: E402
-from mmdeploy_kit.demo_checkpoint import (RECIPES, DEFAULT_TEMPLATES, DEMO_FILE, DemoResult, evaluate_dual_encoder,  # noqa: E402
+from mmdeploy_kit.demo_checkpoint import (RECIPES, DEFAULT_TEMPLATES, DEMO_FILE, DemoResult, evaluate_checkpoint,  # noqa: E402
                                train_demo_checkpoint)
 from mmdeploy_kit.errors import MissingBackendError, UserInputError  # noqa: E402
 from mmdeploy_kit.model.hf_compat import feature_tensor  # noqa: E402
@@ -50,9 +50,10 @@ def test_smoke_train_save_reload_and_cache(small_data, cache):
     pix = load_images([s.image for s in load_manifest(small_data / "val.jsonl")[:2]], proc)
     size = RECIPES['tiny']['vision']['image_size']
     assert pix.shape == (2, 3, size, size)
-    # the reloaded model reproduces the recorded figures
-    again = evaluate_dual_encoder(model, tok, proc, small_data, DEFAULT_TEMPLATES)
+    # the saved checkpoint, measured again by the kit's evaluator, reproduces the recorded figures
+    again = evaluate_checkpoint(res.path, small_data, DEFAULT_TEMPLATES)
     assert again["zero_shot_top1"] == pytest.approx(res.zero_shot_top1)
+    assert again["recall"]["image_to_text"] == pytest.approx(res.recall["image_to_text"])
 
     from mmdeploy_kit.demo_checkpoint import load_demo_checkpoint
 
@@ -90,7 +91,7 @@ def test_failed_training_leaves_nothing(small_data, cache, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("interrupted")
 
-    monkeypatch.setattr(demo, "evaluate_dual_encoder", boom)
+    monkeypatch.setattr(demo, "evaluate_checkpoint", boom)
     with pytest.raises(RuntimeError, match="interrupted"):
         train_demo_checkpoint(data_dir=small_data, steps=1, quiet=True)
     assert not (cache / "demo").exists() or not any((cache / "demo").iterdir())
@@ -174,3 +175,32 @@ def test_damaged_checkpoint_is_retrained_in_the_cache_and_refused_elsewhere(smal
         train_demo_checkpoint(out=out, data_dir=small_data, steps=1, quiet=True)
     assert exc.value.hint == "pass --force to retrain it"
     assert not train_demo_checkpoint(out=out, data_dir=small_data, steps=1, quiet=True, force=True).reused
+
+
+def test_demo_trains_with_the_one_loop_and_measures_with_the_one_evaluator(small_data, cache, monkeypatch):
+    """Issue 18: the demo checkpoint is trained by ``train.loop.TrainLoop`` and its figures come from
+    ``runtime.accuracy.evaluate`` (the evaluator ``mmdk bench`` uses), not from copies of them."""
+    import mmdeploy_kit.demo_checkpoint as demo
+    import mmdeploy_kit.runtime.accuracy as accuracy
+    from mmdeploy_kit.train.loop import TrainLoop
+
+    loops, evals = [], []
+    real_run, real_evaluate = TrainLoop.run, accuracy.evaluate
+    monkeypatch.setattr(TrainLoop, "run", lambda self, *a, **k: loops.append(self) or real_run(self, *a, **k))
+    monkeypatch.setattr(accuracy, "evaluate", lambda *a, **k: evals.append(a) or real_evaluate(*a, **k))
+    res = train_demo_checkpoint(data_dir=small_data, steps=4, quiet=True)
+    assert [loop.settings.steps for loop in loops] == [4] and loops[0].eval_fn is None
+    assert len(evals) == 1 and [c.label for c in evals[0][0]] == ["student"]  # the saved checkpoint's towers
+    assert not hasattr(demo, "evaluate_dual_encoder") and not hasattr(demo, "_embed_images")
+    assert res.zero_shot_top1 == pytest.approx(demo.evaluate_checkpoint(res.path, small_data)["zero_shot_top1"])
+
+
+def test_loop_trains_parameter_groups_at_their_own_rates():
+    """``LoopSettings.group_lr``: the demo's MiniLM variant trains its text pooler at a lower rate."""
+    from mmdeploy_kit.train.loop import LoopSettings, TrainLoop
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 1))
+    settings = LoopSettings(steps=1, batch=2, lr=1e-2, group_lr=(("m.1.", 1e-4),))
+    loop = TrainLoop({"m": model}, 4, settings, lambda idx: (model(torch.ones(len(idx), 3)).sum(), {}), quiet=True)
+    groups = {g["initial_lr"]: len(g["params"]) for g in loop.opt.param_groups}
+    assert groups == {1e-2: 2, 1e-4: 2}

@@ -318,47 +318,69 @@ def bundle_artifacts(workdir: Path, plan: dict[str, Any], specs: dict[str, dict]
 
 
 # ---- mmdk build-engines ------------------------------------------------------------------------------------------
-def build_bundle(bundle: Path, out: Optional[Path] = None, min_cosine: Optional[float] = None, seed: int = 0,
-                 overwrite: bool = False, progress: Any = None) -> Manifest:
-    """Build (and verify) the engines of a bundle written by ``export --target tensorrt``; in place by default."""
-    from ...artifacts import atomic_output_dir
-    from ...model.iospec import IOSpec
-    from ...model.loaders import load_onnx_file
-    from .trt_build import build_engines, verify_engines
+BUILD_HINT = f"run `mmdk build-engines` on the target device, or bash {trt_plan.TRTEXEC_SCRIPT} there"
 
-    bundle = Path(bundle)
+
+def check_bundle(bundle: Path) -> Manifest:
+    """The manifest of a bundle written by ``export --target tensorrt --build defer``, or a one-line error."""
     manifest = Manifest.read(bundle)
-    plan_path = bundle / trt_plan.PLAN_NAME
-    if manifest.pass_name != "export_tensorrt" or not plan_path.is_file():
+    if manifest.pass_name != "export_tensorrt" or not (Path(bundle) / trt_plan.PLAN_NAME).is_file():
         raise UserInputError(f"{bundle} is not a TensorRT bundle (no {trt_plan.PLAN_NAME})",
                              hint="write one with: mmdk export MODEL --target tensorrt --build defer -o BUNDLE")
-    caps = trt_env.require_build(hint="run `mmdk build-engines` on the target device, or bash "
-                                      f"{trt_plan.TRTEXEC_SCRIPT} there")
-    plan = json.loads(plan_path.read_text())
-    log = progress or (lambda m: None)
-    target = Path(out) if out is not None else bundle
-    in_place = target.resolve() == bundle.resolve()
-    with atomic_output_dir(target, overwrite=overwrite or in_place) as tmp:
+    return manifest
+
+
+class BuildEnginesConfig(PassConfig):
+    """``mmdk build-engines``: build and verify the engines of a deferred bundle on this machine."""
+
+    min_cosine: Optional[float] = Field(None, ge=-1, le=1)  # every check's floor (None: runtime.verify.MIN_COSINE)
+    seed: int = 0
+
+
+class BuildEnginesPass(Pass):
+    """A deferred TensorRT bundle in, the same bundle with built and verified ``<tower>.plan`` engines out (a step
+    of the runner: cached per bundle content, TensorRT version and GPU; its history written by the runner)."""
+
+    name: ClassVar[str] = "build_engines"
+    config_cls: ClassVar[type[PassConfig]] = BuildEnginesConfig
+    accepts: ClassVar[tuple[str, ...]] = ("onnx",)
+    produces: ClassVar[str] = "trt"
+    tower_field: ClassVar[Optional[str]] = None
+
+    @staticmethod
+    def preflight(config: BuildEnginesConfig) -> None:
+        trt_env.require_build(hint=BUILD_HINT)
+
+    machine_identity = staticmethod(TensorRTExportPass.machine_identity)
+
+    def run(self, model: LoadedModel, config: BuildEnginesConfig, ctx: RunContext, workdir: Path) -> Manifest:
+        from ...model.iospec import IOSpec
+        from ...model.loaders import load_onnx_file
+        from .trt_build import build_engines, verify_engines
+
+        bundle = Path(str(model.source))
+        manifest = check_bundle(bundle)
+        caps = trt_env.require_build(hint=BUILD_HINT)
+        plan = json.loads((bundle / trt_plan.PLAN_NAME).read_text())
+        log = ctx.progress or (lambda m: None)
         for p in bundle.iterdir():
             if p.is_file():
-                shutil.copy2(p, tmp / p.name)
-        engines_sidecars = build_engines(tmp, plan, caps, log)
+                shutil.copy2(p, workdir / p.name)
+        engines_sidecars = build_engines(workdir, plan, caps, log)
         specs = {a.tower: IOSpec.model_validate(a.io_spec) for a in manifest.artifacts}
-        refs = {n: load_onnx_file(tmp / f"{n}.onnx", spec=specs[n], tower=n).towers[n] for n in specs}
-        figs = verify_engines(tmp, plan, refs, specs, min_cosine, seed, log)
+        refs = {n: load_onnx_file(workdir / f"{n}.onnx", spec=specs[n], tower=n).towers[n] for n in specs}
+        figs = verify_engines(workdir, plan, refs, specs, config.min_cosine, config.seed, log)
         engines = {"sidecars": engines_sidecars, "verification": figs}
         old = {a.tower: a for a in manifest.artifacts}
         lint = {n: old[n].details.get("lint", {}) for n in old}
         record = {n: old[n].details.get("steps", {}) for n in old}
         onnx_figs = {n: old[n].details.get("onnx_verification", old[n].verification) for n in old}
-        arts = bundle_artifacts(tmp, plan, {n: old[n].io_spec for n in old}, onnx_figs, record, lint, engines)
+        arts = bundle_artifacts(workdir, plan, {n: old[n].io_spec for n in old}, onnx_figs, record, lint, engines)
         new = manifest.model_copy(update={"artifacts": arts, "created": "", "versions": package_versions(),
-                                          "history": [*manifest.history, {"pass_name": manifest.pass_name,
-                                                                          "created": manifest.created,
-                                                                          "engines": "deferred"}]})
+                                          "history": []})   # the runner records the deferred bundle as history
         new.metrics = {**manifest.metrics, "tensorrt": {**manifest.metrics.get("tensorrt", {}), "engines": "built",
                                                         "build_command": None, "built_on": {
                                                             "host": os.uname().nodename, "tensorrt": caps.tensorrt_version,
                                                             "gpu": list(caps.gpu_names), "jetson": caps.jetson_model}}}
-        new.write(tmp)
-    return new
+        new.metrics.pop("step", None)   # the runner sets this step's own
+        return new
