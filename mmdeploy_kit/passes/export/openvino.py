@@ -109,7 +109,7 @@ def verify_ir(source: Tower, xml: Path, precision: str, floor: float, max_batch:
 
     cand = Tower(source.name, source.spec, "openvino", path=xml, precision=precision)
     figures = verify_tower(source, cand, source.spec.verification_sizes(max_batch), floor, seed=seed)
-    _, figures["inference_precision"] = compile_tower(xml, precision, threads=1)
+    _, figures["inference_precision"], _ = compile_tower(xml, precision, threads=1)
     return figures
 
 

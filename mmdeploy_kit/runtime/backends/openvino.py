@@ -56,7 +56,8 @@ def compile_config(threads: Optional[int], precision_hint: Optional[str], device
 
 
 def compile_tower(path: str | Path, precision: str, threads: Optional[int], device: Optional[str] = None) -> Any:
-    """``(compiled_model, inference_precision)`` for an ONNX or IR file."""
+    """``(compiled_model, inference_precision, output_ranks)`` for an ONNX or IR file. ``output_ranks``: the
+    rank each output has in the model as read (None where dynamic), for :func:`fit_rank`."""
     core = ov_core()
     device = device or ov_device()
     if device.split(":")[0].split(".")[0] not in ("AUTO", "MULTI", "HETERO") and \
@@ -67,8 +68,19 @@ def compile_tower(path: str | Path, precision: str, threads: Optional[int], devi
         model = core.read_model(str(path))
     except RuntimeError as exc:
         raise UserInputError(f"OpenVINO cannot read {path}: {' '.join(str(exc).split())[:240]}") from None
+    ranks = [None if o.get_partial_shape().rank.is_dynamic else o.get_partial_shape().rank.get_length()
+             for o in model.outputs]
     compiled = core.compile_model(model, device, compile_config(threads, PRECISION_HINTS.get(precision), device))
-    return compiled, inference_precision(compiled)
+    return compiled, inference_precision(compiled), ranks
+
+
+def fit_rank(arr: np.ndarray, rank: Optional[int]) -> np.ndarray:
+    """``arr`` with the rank its model declares: OpenVINO's CPU plugin (2025-2026) can give an INT8 graph whose
+    last op is a MatMul on a 2-D input (a pooled embedding's projection: AltCLIP's text tower after NNCF) a leading
+    unit axis ([1, batch, dim] for [batch, dim]); extra leading axes of size 1 are dropped, nothing else changes."""
+    while rank is not None and arr.ndim > rank and arr.shape[0] == 1:
+        arr = arr[0]
+    return arr
 
 
 def inference_precision(compiled: Any) -> str:
@@ -109,7 +121,8 @@ class OpenVINOBackend(Backend):
         if tower.precision == "bf16":
             require_bf16_cpu()
         self.ov_device = ov_device()
-        self.compiled, self.inference_precision = compile_tower(tower.path, tower.precision, threads, self.ov_device)
+        self.compiled, self.inference_precision, self.output_ranks = compile_tower(tower.path, tower.precision, threads,
+                                                                                   self.ov_device)
         self.request = self.compiled.create_infer_request()
         self.input_names = [self._port_name(i, self.tower.spec.input_names) for i in self.compiled.inputs]
         self.input_types = {n: _NP_FROM_OV.get(i.get_element_type().get_type_name())
@@ -140,7 +153,7 @@ class OpenVINOBackend(Backend):
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         res = self.request.infer(self._prepared(feeds))
-        return {n: np.array(res[o]) for n, o in zip(self.output_names, self.outputs)}
+        return {n: fit_rank(np.array(res[o]), r) for n, o, r in zip(self.output_names, self.outputs, self.output_ranks)}
 
     def _prepared(self, feeds: dict[str, np.ndarray]) -> dict[int, np.ndarray]:
         """Feeds keyed by input index (the port's names may differ from the spec's)."""
