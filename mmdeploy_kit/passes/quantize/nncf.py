@@ -98,6 +98,7 @@ def figures(teval: TowerEval, xml: Path, spec: Any, threads: int = 1) -> dict[st
 def run_nncf(model: Any, config: Any, plans: dict, ctx: RunContext, workdir: Path) -> Manifest:
     nncf = require("nncf", extra="openvino", purpose="NNCF quantization for OpenVINO")
     ov = require("openvino", extra="openvino", purpose="the OpenVINO runtime")
+    from ...runtime.backends.openvino import read_model
     from ..export.openvino import ir_files_digest, onnx_towers
     from .evaluate import load_tower_data
 
@@ -129,7 +130,7 @@ def run_nncf(model: Any, config: Any, plans: dict, ctx: RunContext, workdir: Pat
                 continue
             td = data.towers[name]
             teval = TowerEval(name, Path(fp32[name].path), td.calib, td.holdout, "held-out calibration data")
-            ov_model = ov.Core().read_model(str(fp32[name].path))
+            ov_model = read_model(ov.Core(), fp32[name].path)
             transformer = is_transformer(ov_model)
             tower_budgets = [b for b in budgets if b.tower in (None, name)]
             kwargs: dict[str, Any] = {"subset_size": len(td.calib)}  # items of a list dataset: batches
