@@ -279,3 +279,4 @@ def test_an_average_pool_whose_window_covers_its_input_reads_as_a_global_pool(mm
     assert global_average_pools(onnx.load(str(src))) == 1
     nodes[1] = helper.make_node("AveragePool", ["c"], ["p"], kernel_shape=[1, 1], strides=[1, 1])  # 4 windows of 1x1
     assert global_average_pools(helper.make_model(helper.make_graph(nodes, "ok", g.input, g.output, [w]))) == 0
+

@@ -144,7 +144,9 @@ def run_nncf(model: Any, config: Any, plans: dict, ctx: RunContext, workdir: Pat
                     smooth_quant_alphas=AdvancedSmoothQuantParameters(convolution=-1, matmul=-1))
             if config.nncf_ignored_types:
                 kwargs["ignored_scope"] = nncf.IgnoredScope(types=list(config.nncf_ignored_types), validate=False)
-            calib = nncf.Dataset(td.calib, _transform(spec.input_names))
+            # the graph's own inputs: an input the graph never reads (CLAP's is_longer) is not a port of the IR
+            ports = {n for i in ov_model.inputs for n in i.get_names()}
+            calib = nncf.Dataset(td.calib, _transform([n for n in spec.input_names if n in ports]))
             ctx.log(f"NNCF: quantizing tower {name!r}" + (" (accuracy-aware)" if tower_budgets else ""))
             rel = f"{name}.xml"
             tried: list[dict[str, Any]] = []
