@@ -10,12 +10,13 @@ all with the session's step cache, so the shared ``export: {target: onnx}`` step
 
 Families in CI (``CI_FAMILIES``: one per distinct code path): clip (unmarked), siglip2 (NaFlex patches),
 altclip (XLM-R text; OpenVINO output rank), align (EfficientNet; OpenVINO pooling), blip (fused qkv), flava
-(image_config), xclip (video), clap (audio), vision_text_dual_encoder (ViT patch Conv with a bias) - the others
-marked slow. The near-duplicates (siglip, chinese_clip, owlvit, owlv2, groupvit, metaclip2) run with
-``MMDK_ZOO_ALL=1`` (all 15 passed on 2026-12-03).
+(image_config), xclip (video), clap (audio), vision_text_dual_encoder (ViT patch Conv with a bias); all but clip
+are marked slow (CI runs slow tests). The near-duplicates (siglip, chinese_clip, owlvit, owlv2, groupvit, metaclip2) run with
+``MMDK_ZOO_ALL=1``.
 
-Measured on 2 shared cores (AMD EPYC, load from other jobs ~3): CI set RUNTIME_CI; the full matrix about 13 min
-(groupvit's clip-cpu-best alone 1-2 min).
+Measured on 2 shared cores (AMD EPYC, load from other jobs ~3), 2026-12-03: the CI set 5.6 min (334 s: align 82 s,
+altclip / siglip2 / clip ~40 s, clap 33 s, xclip 28 s, blip / vtde / flava ~22 s); the full matrix about 13 min
+(groupvit's clip-cpu-best alone took 115 s under load).
 """
 
 from __future__ import annotations
