@@ -188,7 +188,7 @@ def _needs(spec: IOSpec, tower: str) -> str:
     from ..runtime.preprocess_media import tower_medium
 
     mods = set(spec.modalities)
-    if mods == {"image"} and len(spec.inputs) == 1:
+    if mods == {"image"} and (len(spec.inputs) == 1 or "spatial_shapes" in spec.input_names):  # NaFlex: 3 inputs
         return "image"
     if mods == {"text"} and all(i.name in TEXT_INPUTS for i in spec.inputs):
         return "text"
@@ -233,14 +233,12 @@ def _from_manifest(path: Path, specs: dict[str, IOSpec], processor_dir: Optional
 
 
 def _images(rows: Sequence[Sample], spec: IOSpec, processor_dir: Optional[Path]):
-    from ..runtime.preprocess import load_image_reader
+    from ..runtime.preprocess import image_feeds
 
-    name = spec.inputs[0].name
-    reader = load_image_reader(processor_dir, spec, name)
-    x = reader([s.image for s in rows])
+    feeds = image_feeds(processor_dir, spec)([s.image for s in rows])
     how = "image processor from " + str(processor_dir) if processor_dir is not None and \
         (processor_dir / "preprocessor_config.json").is_file() else "resize + CLIP mean/std (no image processor found)"
-    return {name: np.ascontiguousarray(x, dtype=np.float32)}, {"preprocessing": how}
+    return {k: np.ascontiguousarray(v) for k, v in feeds.items()}, {"preprocessing": how}
 
 
 def _media(rows: Sequence[Sample], spec: IOSpec, processor_dir: Optional[Path]):

@@ -23,7 +23,7 @@ from ..errors import DataError
 from ..model.iospec import IOSpec
 from .backends.base import Backend
 from .metrics import accuracy, drift, l2_normalize, recall_at_k, top1_agreement, zero_shot_topk
-from .preprocess import load_image_reader, load_tokenizer, seq_length
+from .preprocess import image_feeds, load_image_reader, load_tokenizer, seq_length
 from .preprocess_media import media_feeds, tower_medium
 from .schema import AccuracyReport, ClassifierResult, DriftResult, PairResult
 
@@ -116,6 +116,15 @@ class _Inputs:
             self._images[name] = reader([self.samples[i].image for i in self.image_rows])
         return self._images[name]
 
+    def image_feeds(self, spec: IOSpec) -> dict[str, np.ndarray]:
+        """Every image input of an image tower on the image rows (one ``pixel_values``, or SigLIP2's three)."""
+        if len(spec.inputs) == 1:
+            return {spec.inputs[0].name: self.images(spec, spec.inputs[0].name)}
+        key = "image:" + ",".join(spec.input_names)
+        if key not in self._media:
+            self._media[key] = image_feeds(self.proc_dir, spec)([self.samples[i].image for i in self.image_rows])
+        return self._media[key]
+
     def use_modality(self, modality: str) -> None:
         """Make ``modality`` (image / audio / video) the media side of the dual pair: rows and pairing."""
         self.modality = modality
@@ -173,7 +182,9 @@ class _Inputs:
                 feeds[i.name] = media[i.modality][i.name]
             elif i.modality == "image":
                 pos = {r: k for k, r in enumerate(self.image_rows)}
-                feeds[i.name] = self.images(spec, i.name)[[pos[r] for r in rows]]
+                sub = IOSpec(inputs=tuple(x for x in spec.inputs if x.modality == "image"), outputs=spec.outputs,
+                             dims=spec.dims)
+                feeds[i.name] = self.image_feeds(sub)[i.name][[pos[r] for r in rows]]
             elif i.modality == "text":
                 pos = {r: k for k, r in enumerate(self.text_rows)}
                 toks = self.text_feeds("captions", spec)
@@ -218,8 +229,7 @@ def evaluate(contestants: Sequence[Contestant], reference: str, samples: Sequenc
                 if not inp.image_rows:
                     raise DataError(f"{data_path} has no rows with an '{modality}' for tower {tname!r}",
                                     hint=f"add '{modality}' fields to the manifest, or evaluate with another manifest")
-                feeds = {spec.inputs[0].name: inp.images(spec, spec.inputs[0].name)} if modality == "image" \
-                    else inp.media(spec)
+                feeds = inp.image_feeds(spec) if modality == "image" else inp.media(spec)
                 outputs[(c.label, tname)] = run_batched(backend, feeds, batch)
             elif tname == text:
                 if not inp.text_rows:

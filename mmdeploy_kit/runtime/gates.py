@@ -4,6 +4,11 @@ Thresholds: latency as a relative fraction (``0.10`` = 10% slower allowed), accu
 percentage points (``0.5`` = top-1 may fall from 91.0 to 90.5). A gate without a threshold is still
 reported (``passed=None``) so the JUnit file always lists what could be enforced.
 
+Accuracy gates know their sample count: a drop beyond the threshold that amounts to fewer than
+``MIN_SIGNIFICANT_FLIPS`` samples net (4 of 16 validation images is 25 points) is reported "within noise"
+and does not fail - not even when no sample changed the other way could McNemar's one-sided exact test call
+it significant at 5% (0.5**4 = 0.0625). On a real validation set (hundreds of samples) the threshold decides.
+
 Latency gates decide on noise-robust figures (asv / criterion.rs): speedup ratios against a reference
 measured in the same run, with their confidence intervals. A latency regression fails only when it is
 beyond the threshold *and* outside the noise (its interval lies wholly on the slower side); beyond the
@@ -15,7 +20,7 @@ for (``gate_absolute``), with the threshold alone.
 from __future__ import annotations
 
 import math
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,6 +28,7 @@ from .accuracy import gated_metrics
 from .schema import BenchReport, Gate, LatencyResult, Speedup
 
 EPS = 1e-9
+MIN_SIGNIFICANT_FLIPS = 5  # smallest k with 0.5**k < 0.05: McNemar's one-sided exact test, all k flips one way
 LatencyMetric = Literal["p50", "speedup"]
 
 
@@ -59,11 +65,15 @@ def bench_gates(report: BenchReport, max_latency_regression: Optional[float],
                 if metric not in ref:
                     continue
                 drop = ref[metric] - figures[metric]
-                passed = None if max_accuracy_drop is None else drop <= max_accuracy_drop + EPS
+                n = metric_samples(report.accuracy, metric)
+                verdict = accuracy_verdict(drop, max_accuracy_drop, n)
+                passed = None if max_accuracy_drop is None else verdict != "regression"
                 gates.append(Gate(
                     name=f"accuracy {label} vs {base}: {metric}", kind="accuracy", artifact=label, subject=metric,
                     threshold=max_accuracy_drop, value=figures[metric], baseline=ref[metric], passed=passed,
-                    message=f"{metric} {figures[metric]:.2f} vs {ref[metric]:.2f} ({figures[metric] - ref[metric] + 0.0:+.2f} points)"))
+                    verdict=verdict,
+                    message=f"{metric} {figures[metric]:.2f} vs {ref[metric]:.2f} ({figures[metric] - ref[metric] + 0.0:+.2f} points)"
+                            + _noise_note(verdict, drop, n)))
     budget = report.target.memory_budget_mb
     if budget:
         for a in report.artifacts:
@@ -74,6 +84,36 @@ def bench_gates(report: BenchReport, max_latency_regression: Optional[float],
                                   subject="peak_rss_mb", threshold=float(budget), value=mb, passed=mb <= budget,
                                   message=f"peak RSS {mb:.0f} MB (budget {budget} MB on {report.target.name})"))
     return gates
+
+
+def metric_samples(acc: Any, metric: str) -> Optional[int]:
+    """How many samples a headline metric is a percentage of (None: unknown)."""
+    media = acc.n_media or acc.n_images
+    if metric.startswith("zero_shot"):
+        return media or None
+    if "_R@" in metric:
+        counts = [c for c in (media, acc.n_captions) if c]
+        return min(counts) if counts else None
+    return acc.n_samples or None
+
+
+def accuracy_verdict(drop: float, threshold: Optional[float], n: Optional[int]) -> str:
+    """``drop`` in points of a metric over ``n`` samples: regression = beyond the threshold and at least
+    MIN_SIGNIFICANT_FLIPS samples net; within noise = beyond it by fewer; info = no threshold."""
+    if threshold is None:
+        return "info"
+    if drop <= threshold + EPS:
+        return "pass"
+    if n and drop * n / 100.0 < MIN_SIGNIFICANT_FLIPS - 1e-6:
+        return "within noise"
+    return "regression"
+
+
+def _noise_note(verdict: str, drop: float, n: Optional[int]) -> str:
+    if verdict != "within noise" or not n:
+        return ""
+    return (f": within noise ({drop * n / 100.0:.0f} of {n} samples net; fewer than {MIN_SIGNIFICANT_FLIPS} "
+            "cannot be significant - evaluate on more samples to gate this drop)")
 
 
 def latency_verdict(change: float, low: float, threshold: Optional[float]) -> str:
@@ -144,7 +184,8 @@ def _row_message(r: CompareRow) -> str:
     if r.kind == "latency":
         ci = f" [{r.change_ci[0] * 100:+.1f}%, {r.change_ci[1] * 100:+.1f}%]" if r.change_ci else ""
         return f"{r.change * 100:+.1f}% latency{ci} (base {r.base:.4g}, new {r.new:.4g}): {r.verdict or 'info'}"
-    return f"{r.change:+.2f} points (base {r.base:.2f}, new {r.new:.2f})"
+    return f"{r.change:+.2f} points (base {r.base:.2f}, new {r.new:.2f})" + \
+        (": within noise (too few samples net to be significant)" if r.verdict == "within noise" else "")
 
 
 def _label_map(base: BenchReport, new: BenchReport, warnings: list[str]) -> dict[str, str]:
@@ -237,11 +278,11 @@ def compare_reports(base: BenchReport, new: BenchReport, max_latency_regression:
                 if metric not in bfig:
                     continue
                 drop = bfig[metric] - figures[metric]
-                reg = max_accuracy_drop is not None and drop > max_accuracy_drop + EPS
+                ns = [c for c in (metric_samples(base.accuracy, metric), metric_samples(new.accuracy, metric)) if c]
+                verdict = accuracy_verdict(drop, max_accuracy_drop, min(ns) if ns else None)
                 rows.append(CompareRow(kind="accuracy", artifact=label, subject=metric, base=bfig[metric],
-                                       new=figures[metric], change=-drop, threshold=max_accuracy_drop, regression=reg,
-                                       verdict="info" if max_accuracy_drop is None else
-                                       "regression" if reg else "pass"))
+                                       new=figures[metric], change=-drop, threshold=max_accuracy_drop,
+                                       regression=verdict == "regression", verdict=verdict))
     if not rows:
         warnings.append("the reports share no artifact/tower/batch configuration; nothing was compared")
     return CompareResult(base=base_name, new=new_name, latency_metric="p50" if gate_abs else "speedup", rows=rows,

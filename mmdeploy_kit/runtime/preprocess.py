@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -19,7 +20,7 @@ import numpy as np
 from .._lazy import available
 from ..data.manifest import load_images, tokenize
 from ..errors import DataError
-from ..model.iospec import IOSpec
+from ..model.iospec import NUMPY_DTYPES, IOSpec
 from ..model.tower import LoadedModel
 
 Tokenizer = Callable[[Sequence[str], int], dict[str, np.ndarray]]
@@ -153,6 +154,39 @@ def load_image_reader(directory: Optional[Path], spec: IOSpec, input_name: str) 
             raise DataError(f"preprocessed images are {tuple(x.shape[-2:])} but input {input_name!r} expects {hw}",
                             hint="pass --processor with the checkpoint's preprocessor_config.json")
         return x
+
+    return read
+
+
+def image_feeds(directory: Optional[Path], spec: IOSpec) -> Callable[[Sequence[Path]], dict[str, np.ndarray]]:
+    """``paths -> feeds`` for an image tower: every image input by name. A plain tower takes ``pixel_values``
+    [N, C, H, W]; a NaFlex tower (SigLIP2: ``pixel_values`` [N, patches, C*p*p], ``pixel_attention_mask``,
+    ``spatial_shapes``) gets each image resized to the square patch grid its I/O spec (and the export) fixes,
+    normalised with the processor's mean/std and cut into patches in Siglip2ImageProcessor's order."""
+    names = [i.name for i in spec.inputs if i.modality == "image"]
+    if "spatial_shapes" not in names:
+        reader = load_image_reader(directory, spec, names[0])
+        return lambda paths: {names[0]: reader(paths)}
+    pix, n = spec.input("pixel_values"), spec.input("pixel_values").shape[1]
+    g = int(spec.input("spatial_shapes").range[0])
+    if not isinstance(n, int) or not isinstance(pix.shape[2], int) or g * g > n:
+        raise DataError(f"cannot build NaFlex image inputs for shape {list(pix.shape)} with a {g}x{g} patch grid",
+                        hint="pass calibration data as an .npz with arrays named like the inputs")
+    p = math.isqrt(pix.shape[2] // 3)
+    cfg = json.loads((directory / "preprocessor_config.json").read_text()) \
+        if directory is not None and (directory / "preprocessor_config.json").is_file() else {}
+    mean, std = cfg.get("image_mean", [0.5] * 3), cfg.get("image_std", [0.5] * 3)
+
+    def read(paths: Sequence[Path]) -> dict[str, np.ndarray]:
+        x = load_images(paths, size=(g * p, g * p), mean=mean, std=std)  # [N, C, H, W]
+        k = len(x)
+        patches = x.reshape(k, 3, g, p, g, p).transpose(0, 2, 4, 3, 5, 1).reshape(k, g * g, p * p * 3)
+        feeds = {"pixel_values": np.zeros((k, n, p * p * 3), np.float32),
+                 "pixel_attention_mask": np.zeros((k, n), NUMPY_DTYPES[spec.input("pixel_attention_mask").dtype]),
+                 "spatial_shapes": np.full((k, 2), g, NUMPY_DTYPES[spec.input("spatial_shapes").dtype])}
+        feeds["pixel_values"][:, :g * g] = patches
+        feeds["pixel_attention_mask"][:, :g * g] = 1
+        return feeds
 
     return read
 

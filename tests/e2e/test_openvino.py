@@ -220,3 +220,63 @@ def test_gelu_output_matmuls_are_found(tmp_path):
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(tmp_path / "mlp.onnx"))
     found = gelu_output_matmuls(ov.Core().read_model(str(tmp_path / "mlp.onnx")))
     assert len(found) == 1 and found[0] in ("fc2", "y")  # OpenVINO may name the last op by its output
+
+
+def test_nncf_int8_of_a_token_pooled_projection_keeps_the_declared_output_rank(mmdk, tmp_path):
+    """OpenVINO's CPU plugin compiles the INT8 graph of ... -> MatMul -> h[:, 0] -> MatMul (a text tower pooled at
+    its first token, then projected: AltCLIP) with a [1, batch, 16] output for its declared [batch, 16]; mmdk's
+    `clip-cpu-best` on AltCLIP ended in an internal 'shape mismatch' error. Outputs keep the declared rank."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from mmdeploy_kit.model.loaders import load
+    from mmdeploy_kit.runtime.backends.openvino import OpenVINOBackend
+
+    rng = np.random.default_rng(0)
+    init = [numpy_helper.from_array(rng.standard_normal((16, 16)).astype(np.float32), "W1"),
+            numpy_helper.from_array(rng.standard_normal((16, 12)).astype(np.float32), "W"),
+            numpy_helper.from_array(np.array(0, dtype=np.int64), "idx")]
+    nodes = [helper.make_node("Softmax", ["x"], ["s"], axis=-1),  # a Softmax: NNCF's transformer preset
+             helper.make_node("MatMul", ["s", "W1"], ["h"]), helper.make_node("Gather", ["h", "idx"], ["p"], axis=1),
+             helper.make_node("MatMul", ["p", "W"], ["y"])]
+    g = helper.make_graph(nodes, "pooled", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8, 16])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 12])], init)
+    src = tmp_path / "pooled.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(src))
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, x=rng.standard_normal((32, 8, 16)).astype(np.float32))
+    out = tmp_path / "q"
+    r = mmdk("-q", "quantize", src, "--backend", "nncf", "--calib-data", calib, "--calib-samples", "24",
+             "--holdout-samples", "8", "-o", out)
+    assert r.code == 0, r.err
+    assert _man(out)["artifacts"][0]["verification"]["cosine"] >= 0.9
+    b = OpenVINOBackend(next(iter(load(out).towers.values())), threads=1)
+    assert b.run({"x": rng.standard_normal((3, 8, 16)).astype(np.float32)})["y"].shape == (3, 12)
+    from mmdeploy_kit.runtime.backends.openvino import fit_rank
+
+    assert fit_rank(np.zeros((1, 3, 12)), 2).shape == (3, 12) and fit_rank(np.zeros((1, 12)), 2).shape == (1, 12)
+
+
+def test_an_average_pool_whose_window_covers_its_input_reads_as_a_global_pool(mmdk, tmp_path):
+    """ALIGN's pooler is AvgPool2d(hidden_dim, ceil_mode=True): a kernel larger than the feature map. OpenVINO's
+    ONNX reader refuses it ('Kernel ... larger than the data shape') - and with ALIGN's computed 'same' pads it
+    crashed the process (segmentation fault) in clip-cpu-best. It is read as the GlobalAveragePool it is."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from mmdeploy_kit.runtime.backends.openvino import global_average_pools
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((8, 3, 3, 3)).astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], strides=[8, 8], pads=[1, 1, 1, 1]),
+             helper.make_node("AveragePool", ["c"], ["p"], kernel_shape=[16, 16], strides=[16, 16], ceil_mode=1),
+             helper.make_node("Flatten", ["p"], ["y"])]
+    g = helper.make_graph(nodes, "pool", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 16, 16])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8])], [w])
+    src = tmp_path / "pool.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(src))
+    out = tmp_path / "ir"
+    r = mmdk("-q", "export", src, "--target", "openvino", "-o", out)
+    assert r.code == 0, r.err
+    assert _man(out)["artifacts"][0]["verification"]["cosine_min"] >= 0.9999
+    assert global_average_pools(onnx.load(str(src))) == 1
+    nodes[1] = helper.make_node("AveragePool", ["c"], ["p"], kernel_shape=[1, 1], strides=[1, 1])  # 4 windows of 1x1
+    assert global_average_pools(helper.make_model(helper.make_graph(nodes, "ok", g.input, g.output, [w]))) == 0
+

@@ -79,3 +79,14 @@ def test_dynamic_int8_skips_a_conv_only_tower_and_quantizes_the_other(mmdk, tmp_
     # only the conv-only tower asked for: still an error, naming what to do
     r = mmdk("quantize", *src, "--tower", "vision", "--precision", "int8", "--method", "dynamic", "-o", tmp_path / "v")
     assert r.code == 2 and r.one_line_error() and "no MatMul/Gemm nodes" in r.err
+
+
+def test_budget_search_does_not_try_dynamic_int8_on_a_conv_only_tower(mmdk, tmp_path):
+    """A budget static INT8 misses on a conv-only tower: the search's next method (dynamic) has nothing to quantize
+    there, so it is not tried and the run ends as a budget out of reach (exit 6); it exited 2 'no MatMul/Gemm nodes
+    to quantize with dynamic INT8' (clip-prune-distill-int8 on ALIGN)."""
+    src = (f"{FIX}/cnn_dual_tower.py:cnn_dual_tower", "--io", f"{FIX}/dual_tower.yaml")
+    np.savez(tmp_path / "calib.npz", pixel_values=np.random.default_rng(0).standard_normal((24, 3, 32, 32)).astype(np.float32))
+    r = mmdk("quantize", *src, "--tower", "vision", "--precision", "int8", "--calib-data", tmp_path / "calib.npz",
+             "--accuracy-budget", "vision:cosine>=0.9999999", "--max-fp32-fraction", "0.01", "-o", tmp_path / "q")
+    assert r.code in (0, 6) and "MatMul/Gemm" not in r.err, r.err

@@ -43,7 +43,7 @@ def make_report(scale: float = 1.0, onnx_top1: float = 90.0, onnx_ratio: float =
             lat.append(_lat("torch", tower, batch, ms))
             lat.append(_lat("onnx", tower, batch, ms / onnx_ratio * scale, ratio=onnx_ratio / scale))
     acc = AccuracyReport(
-        data="val.jsonl", n_samples=10, n_images=10, n_captions=10, n_classes=3, templates=["a photo of a {label}."],
+        data="val.jsonl", n_samples=1000, n_images=1000, n_captions=1000, n_classes=3, templates=["a photo of a {label}."],
         pairs=[PairResult(vision=v, text=t, cross=v != t, zero_shot_top1=90.0 if v == t == "torch" else onnx_top1,
                           zero_shot_top5=100.0, image_to_text={"R@1": 50.0, "R@5": 90.0, "R@10": 100.0},
                           text_to_image={"R@1": 55.0, "R@5": 90.0, "R@10": 100.0})

@@ -228,3 +228,39 @@ def test_calibration_of_a_fusion_tower_from_a_manifest(clap_dir, audio_set):
                                                 {"name": "extra", "shape": ["batch", 4]}], "outputs": ["y"]})
     with pytest.raises(DataError, match="cannot build calibration inputs"):
         load_calibration(audio_set / "train.jsonl", {"model": generic}, clap_dir)
+
+
+NAFLEX_SPEC = IOSpec.model_validate({
+    "inputs": [{"name": "pixel_values", "modality": "image", "dtype": "float32", "shape": ["batch", 16, 192]},
+               {"name": "pixel_attention_mask", "modality": "image", "dtype": "int32", "shape": ["batch", 16],
+                "range": [1, 2]},
+               {"name": "spatial_shapes", "modality": "image", "dtype": "int64", "shape": ["batch", 2], "range": [4, 5]}],
+    "outputs": ["image_embeds"], "dims": {"batch": [1, 32]}})
+
+
+def test_siglip2_naflex_feeds_match_its_processor_and_calibrate_from_a_manifest(tmp_path):
+    """SigLIP2's vision tower takes patches + a patch mask + the grid: built from JSONL images as
+    Siglip2ImageProcessor builds them (clip-cpu-best / -int8 on SigLIP2 once stopped: 'cannot build calibration
+    inputs for tower vision ... from a JSONL manifest')."""
+    from PIL import Image
+    from transformers import Siglip2ImageProcessor
+
+    from mmdeploy_kit.data.manifest import load_manifest
+    from mmdeploy_kit.data.synth import synthesize_dataset
+    from mmdeploy_kit.runtime.preprocess import image_feeds
+
+    data = synthesize_dataset(tmp_path / "d", n_train=8, n_val=4, image_size=32, seed=0)
+    proc = tmp_path / "proc"
+    Siglip2ImageProcessor(patch_size=8, max_num_patches=16).save_pretrained(proc)
+    rows = load_manifest(Path(data) / "val.jsonl")
+    got = image_feeds(proc, NAFLEX_SPEC)([r.image for r in rows])
+    ref = Siglip2ImageProcessor.from_pretrained(proc)([Image.open(r.image).convert("RGB") for r in rows], return_tensors="np")
+    assert {k: v.shape for k, v in got.items()} == {"pixel_values": (4, 16, 192), "pixel_attention_mask": (4, 16),
+                                                    "spatial_shapes": (4, 2)}
+    assert np.allclose(got["pixel_values"], ref["pixel_values"], atol=1e-5)
+    assert (got["pixel_attention_mask"] == ref["pixel_attention_mask"]).all()
+    assert (got["spatial_shapes"] == ref["spatial_shapes"]).all()
+    cs = load_calibration(Path(data) / "train.jsonl", {"vision": NAFLEX_SPEC}, processor_dir=proc, n_calib=6,
+                          n_holdout=2, batch_size=3)
+    batch = cs.towers["vision"].calib[0]
+    assert set(batch) == {"pixel_values", "pixel_attention_mask", "spatial_shapes"} and batch["spatial_shapes"][0, 0] == 4

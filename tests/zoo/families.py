@@ -1,5 +1,6 @@
 """Tiny random checkpoints of every Hugging Face family the README lists, written with ``save_pretrained``
-(plus the family's own processor files, so the loader reads image size / sampling rate / mel bins from them).
+(plus the family's own processor files, so the loader reads image size / sampling rate / mel bins from them;
+every dual encoder ships a tokenizer too, so the built-in recipes can run on it: tests/zoo/test_zoo_recipes.py).
 
 Each builder takes a directory and returns it; nothing downloads. Sizes are the smallest the families accept
 (hidden 16-32, 1-2 layers, 32 px images) so one family costs a few seconds through the whole pipeline.
@@ -65,7 +66,7 @@ def siglip(p: Path) -> Path:
     from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel
 
     return _save(SiglipModel(SiglipConfig(text_config=dict(TEXT, projection_size=32), vision_config=VISION)), p,
-                 SiglipImageProcessor(size={"height": 32, "width": 32}))
+                 SiglipImageProcessor(size={"height": 32, "width": 32}), _tokenizer())
 
 
 def siglip2(p: Path) -> Path:
@@ -73,14 +74,14 @@ def siglip2(p: Path) -> Path:
 
     vision = {k: v for k, v in VISION.items() if k != "image_size"} | {"num_patches": 16}
     return _save(Siglip2Model(Siglip2Config(text_config=dict(TEXT), vision_config=vision)), p,
-                 Siglip2ImageProcessor(patch_size=8, max_num_patches=16))
+                 Siglip2ImageProcessor(patch_size=8, max_num_patches=16), _tokenizer())
 
 
 def chinese_clip(p: Path) -> Path:
     from transformers import ChineseCLIPConfig, ChineseCLIPModel
 
     return _save(ChineseCLIPModel(ChineseCLIPConfig(text_config=BERT, vision_config=VISION, projection_dim=16)), p,
-                 _clip_processor())
+                 _clip_processor(), _tokenizer())
 
 
 def altclip(p: Path) -> Path:
@@ -101,7 +102,8 @@ def align(p: Path) -> Path:
     for m in model.vision_model.modules():  # the default 0.02-std init fades to ~1e-28 through the tiny EfficientNet
         if isinstance(m, torch.nn.Conv2d):
             torch.nn.init.kaiming_normal_(m.weight)
-    return _save(model, p, EfficientNetImageProcessor(size={"height": 32, "width": 32}, crop_size={"height": 32, "width": 32}))
+    return _save(model, p, EfficientNetImageProcessor(size={"height": 32, "width": 32}, crop_size={"height": 32, "width": 32}),
+                 _tokenizer())
 
 
 def blip(p: Path) -> Path:
@@ -109,7 +111,7 @@ def blip(p: Path) -> Path:
 
     text = dict(TEXT, encoder_hidden_size=32)
     return _save(BlipModel(BlipConfig(text_config=text, vision_config=VISION, projection_dim=16)), p,
-                 BlipImageProcessor(size={"height": 32, "width": 32}))
+                 BlipImageProcessor(size={"height": 32, "width": 32}), _tokenizer())
 
 
 def flava(p: Path) -> Path:
@@ -122,7 +124,7 @@ def flava(p: Path) -> Path:
                       hidden_size=32, projection_dim=16)
     proc = FlavaImageProcessor(size={"height": 32, "width": 32}, crop_size={"height": 32, "width": 32},
                                return_image_mask=False, return_codebook_pixels=False)
-    return _save(FlavaModel(cfg), p, proc)
+    return _save(FlavaModel(cfg), p, proc, _tokenizer())
 
 
 def owlvit(p: Path) -> Path:
@@ -130,14 +132,15 @@ def owlvit(p: Path) -> Path:
 
     return _save(OwlViTModel(OwlViTConfig(text_config=dict(TEXT, max_position_embeddings=16), vision_config=VISION,
                                           projection_dim=16)), p,
-                 OwlViTImageProcessor(size={"height": 32, "width": 32}, crop_size={"height": 32, "width": 32}))
+                 OwlViTImageProcessor(size={"height": 32, "width": 32}, crop_size={"height": 32, "width": 32}),
+                 _tokenizer())
 
 
 def owlv2(p: Path) -> Path:
     from transformers import Owlv2Config, Owlv2ImageProcessor, Owlv2Model
 
     return _save(Owlv2Model(Owlv2Config(text_config=dict(TEXT, max_position_embeddings=16), vision_config=VISION,
-                                        projection_dim=16)), p, Owlv2ImageProcessor(size={"height": 32, "width": 32}))
+                                        projection_dim=16)), p, Owlv2ImageProcessor(size={"height": 32, "width": 32}), _tokenizer())
 
 
 def groupvit(p: Path) -> Path:
@@ -146,14 +149,14 @@ def groupvit(p: Path) -> Path:
     vision = dict(hidden_size=32, intermediate_size=37, depths=[1, 1], num_group_tokens=[4, 0], num_output_groups=[4, 2],
                   num_attention_heads=4, image_size=32, patch_size=8)
     return _save(GroupViTModel(GroupViTConfig(text_config=TEXT, vision_config=vision, projection_dim=16,
-                                              projection_intermediate_dim=32)), p, _clip_processor())
+                                              projection_intermediate_dim=32)), p, _clip_processor(), _tokenizer())
 
 
 def metaclip2(p: Path) -> Path:
     from transformers import MetaClip2Config, MetaClip2Model
 
     return _save(MetaClip2Model(MetaClip2Config(text_config=dict(TEXT, eos_token_id=3), vision_config=VISION,
-                                                projection_dim=16)), p, _clip_processor())
+                                                projection_dim=16)), p, _clip_processor(), _tokenizer())
 
 
 def xclip(p: Path) -> Path:
@@ -163,7 +166,8 @@ def xclip(p: Path) -> Path:
                   mit_num_attention_heads=4)
     cfg = XCLIPConfig(text_config=TEXT, vision_config=vision, projection_dim=32, prompt_layers=1,
                       prompt_attention_heads=4)
-    return _save(XCLIPModel(cfg), p, VideoMAEImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}))
+    return _save(XCLIPModel(cfg), p, VideoMAEImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+                 _tokenizer(pad=1, bos=0, eos=2))
 
 
 def clap(p: Path) -> Path:
@@ -174,14 +178,14 @@ def clap(p: Path) -> Path:
     cfg = ClapConfig(text_config=dict(ROBERTA, projection_hidden_size=32), audio_config=audio, projection_dim=16)
     fe = ClapFeatureExtractor(feature_size=16, sampling_rate=8000, hop_length=80, max_length_s=1, fft_window_size=256,
                               truncation="rand_trunc")
-    return _save(ClapModel(cfg), p, fe)
+    return _save(ClapModel(cfg), p, fe, _tokenizer(pad=1, bos=0, eos=2))
 
 
 def vision_text_dual_encoder(p: Path) -> Path:
     from transformers import BertConfig, ViTConfig, ViTImageProcessor, VisionTextDualEncoderConfig, VisionTextDualEncoderModel
 
     cfg = VisionTextDualEncoderConfig.from_vision_text_configs(ViTConfig(**VISION), BertConfig(**BERT), projection_dim=16)
-    return _save(VisionTextDualEncoderModel(cfg), p, ViTImageProcessor(size={"height": 32, "width": 32}))
+    return _save(VisionTextDualEncoderModel(cfg), p, ViTImageProcessor(size={"height": 32, "width": 32}), _tokenizer())
 
 
 # ---- single-tower encoders ------------------------------------------------------------------------------

@@ -130,3 +130,18 @@ def test_zoo_blip_vision_prune_keeps_the_fused_qkv(mmdk, tmp_path: Path):
 
     qkv = mmdk_api.load(tmp_path / "pruned" / "model").root.vision_model.encoder.layers[0].self_attn.qkv
     assert (qkv.in_features, qkv.out_features) == (32, 96)
+
+
+def test_zoo_clap_prune_of_every_tower_keeps_the_audio_tower_it_cannot_prune(mmdk, tmp_path: Path):
+    """No --tower (clip-prune-distill-int8's prune step): CLAP's HTSAT attention cannot be pruned, so its audio tower
+    is kept unpruned and said so, the text tower prunes (the recipe exited 2); named explicitly it is still refused."""
+    ckpt = FAMILIES["clap"](tmp_path / "clap")
+    r = mmdk("prune", ckpt, "--ratio", "0.2", "-o", tmp_path / "pruned")
+    assert r.code == 0, r.err
+    assert "tower 'audio' skipped (kept unpruned)" in r.err
+    man = json.loads((tmp_path / "pruned" / "mmdk_manifest.json").read_text())
+    details = {a["tower"]: a["details"] for a in man["artifacts"]}
+    assert details["text"]["pruned"] and not details["audio"]["pruned"] and "--ignore" in details["audio"]["skipped"]
+    assert list(man["metrics"]["towers"]) == ["text"] and "audio" in man["metrics"]["skipped_towers"]
+    r = mmdk("-q", "prune", ckpt, "--tower", "audio", "--ratio", "0.2", "-o", tmp_path / "refused")
+    assert r.code == 2 and r.one_line_error() and "--ignore" in r.err, r.err

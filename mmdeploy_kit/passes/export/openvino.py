@@ -73,8 +73,10 @@ def ir_files_digest(xml: Path) -> dict[str, Any]:
 def onnx_to_ir(onnx_path: Path, xml: Path) -> None:
     """Convert an ONNX file to IR, weights kept in full precision (``save_model`` would halve them to FP16)."""
     ov = require("openvino", extra="openvino", purpose="the OpenVINO runtime")
+    from ...runtime.backends.openvino import read_model
+
     try:
-        model = ov.Core().read_model(str(onnx_path))
+        model = read_model(ov.Core(), onnx_path)
     except RuntimeError as exc:
         raise UserInputError(f"OpenVINO cannot read {onnx_path}: {' '.join(str(exc).split())[:240]}") from None
     ov.save_model(model, str(xml), compress_to_fp16=False)
@@ -109,7 +111,7 @@ def verify_ir(source: Tower, xml: Path, precision: str, floor: float, max_batch:
 
     cand = Tower(source.name, source.spec, "openvino", path=xml, precision=precision)
     figures = verify_tower(source, cand, source.spec.verification_sizes(max_batch), floor, seed=seed)
-    _, figures["inference_precision"] = compile_tower(xml, precision, threads=1)
+    _, figures["inference_precision"], _ = compile_tower(xml, precision, threads=1)
     return figures
 
 

@@ -360,6 +360,9 @@ def run_tower_pruning(pruner: TowerPruner, spec: TowerPruneSpec, importance: Any
     """Iterate pruning steps (``prepare`` refreshes gradients for data-driven importances) until the tower has
     lost ``spec.target_removed`` parameters; a target out of reach is a one-line error."""
     before = count_params(pruner.root, pruner.param_names)
+    for kind, group, _root in pruner.groups():  # refuse before the first cut: the tower stays as it was
+        if kind not in KEPT and kind in spec.scope:
+            pruner.check_unhandled(group)
     initial: dict[Any, int] = {}
     fraction, steps = 0.0, 0
     removed = 0

@@ -26,7 +26,7 @@ from ...model.tower import LoadedModel, Tower
 from ..base import Pass, PassConfig, RunContext
 from ..export.onnx import source_info
 from .config import PruneConfig
-from .engine import TowerPruner, TowerPruneSpec, count_params, run_tower_pruning
+from .engine import TowerPruner, TowerPruneSpec, UnhandledModuleError, count_params, run_tower_pruning
 from .hf_attention import discover_attention
 from .importance import gradient_refresher, loss_kind, make_importance
 
@@ -68,9 +68,22 @@ class PrunePass(Pass):
                        if model.towers[n].is_torch}
         targets = _loss_targets(model, names, feeds, torch)
         results: dict[str, Any] = {}
+        skipped: dict[str, str] = {}
+        refusals: list[UnhandledModuleError] = []
         for n in names:
-            results[n] = self._prune_tower(model, n, config, ctx, feeds, param_names, targets.get(n), torch,
-                                           ratios.get(n), counts.get(n))
+            try:
+                results[n] = self._prune_tower(model, n, config, ctx, feeds, param_names, targets.get(n), torch,
+                                               ratios.get(n), counts.get(n))
+            except UnhandledModuleError as exc:
+                if config.towers or len(names) == 1:  # a tower the user named: refused as asked
+                    raise
+                # every tower by default (a recipe's prune step): the others prune, this one stays as it was
+                skipped[n] = str(exc)
+                refusals.append(exc)
+                ctx.log(f"tower {n!r} skipped (kept unpruned): {exc.message}")
+        if not results:
+            raise refusals[0]
+        names = [n for n in names if n in results]
         for n in names:
             cmp = _compare(reference[n], _run(model.towers[n], feeds[n]["verify"]))
             results[n]["verification"] = {"vs_unpruned": {k: cmp[k] for k in ("cosine_min", "cosine_mean", "max_abs_error")},
@@ -86,7 +99,8 @@ class PrunePass(Pass):
         kind, rel = ("hf", "hf") if layout["hf"] else ("torch", "model")
         for n, t in model.towers.items():
             details = {"pruned": n in results, **({k: v for k, v in results[n].items()
-                                                   if k not in ("verification", "history")} if n in results else {})}
+                                                   if k not in ("verification", "history")} if n in results else {}),
+                       **({"skipped": skipped[n]} if n in skipped else {})}
             verification = {"cosine_min": results[n]["verification"]["vs_unpruned"]["cosine_min"],
                             **results[n]["verification"], "reload": reload_figs[n]} if n in results else {}
             artifacts.append(Artifact(kind=kind, tower=n, path=rel, precision="fp32", io_spec=t.spec.to_dict(),
@@ -96,7 +110,8 @@ class PrunePass(Pass):
                                                              "target_removed_fraction")}
                               for n in names},
                    "save_pretrained": layout["hf_reason"], "importance": config.importance,
-                   "loss": loss_kind(next((targets[n] for n in names if targets.get(n)), None))}
+                   "loss": loss_kind(next((targets[n] for n in names if targets.get(n)), None)),
+                   **({"skipped_towers": skipped} if skipped else {})}
         return Manifest(pass_name=self.name, config=config.model_dump(mode="json"), source=source_info(model),
                         versions=package_versions("torch", "transformers", "torch-pruning", "safetensors"),
                         artifacts=artifacts, metrics=metrics)

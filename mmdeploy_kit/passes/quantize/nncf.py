@@ -21,7 +21,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -37,19 +37,22 @@ from .evaluate import Outputs, TowerEval, check_budgets, output_drift, run_outpu
 _ATTENTION_OPS = ("Softmax", "ScaledDotProductAttention")
 
 
-def ov_outputs(compiled: Any, names: list[str], spec_inputs: list[str], batches: list[dict[str, np.ndarray]]) -> Outputs:
-    """Outputs of a compiled OpenVINO model on each batch, keyed like the FP32 ONNX outputs."""
-    from ...runtime.backends.openvino import OpenVINOBackend
+def ov_outputs(compiled: Any, names: list[str], spec_inputs: list[str], batches: list[dict[str, np.ndarray]],
+               ranks: Optional[list[Optional[int]]] = None) -> Outputs:
+    """Outputs of a compiled OpenVINO model on each batch, keyed like the FP32 ONNX outputs (``ranks``: the
+    model's declared output ranks, see ``fit_rank``; default: the FP32 outputs' own, read from the model)."""
+    from ...runtime.backends.openvino import OpenVINOBackend, fit_rank
 
     port_in = [OpenVINOBackend._port_name(p, spec_inputs) for p in compiled.inputs]
     port_out = [OpenVINOBackend._port_name(p, names) for p in compiled.outputs]
     req = compiled.create_infer_request()
+    ranks = ranks or [None] * len(port_out)
     acc: Outputs = {n: [] for n in names}
     for b in batches:
         res = req.infer({k: np.ascontiguousarray(b[n]) for k, n in enumerate(port_in)})
-        for n, port in zip(port_out, compiled.outputs):
+        for n, port, rank in zip(port_out, compiled.outputs, ranks):
             if n in acc:
-                a = np.array(res[port])
+                a = fit_rank(np.array(res[port]), rank)
                 acc[n].append(a.astype(np.float32, copy=False) if a.dtype.kind == "f" else a)
     return acc
 
@@ -80,10 +83,10 @@ def figures(teval: TowerEval, xml: Path, spec: Any, threads: int = 1) -> dict[st
     """Held-out drift vs FP32 (ONNX Runtime) of the IR compiled like the bench backend runs an int8 tower."""
     from ...runtime.backends.openvino import compile_tower
 
-    compiled, inf_prec = compile_tower(xml, "int8", threads)
+    compiled, inf_prec, ranks = compile_tower(xml, "int8", threads)
     names = list(teval.ref_holdout)
-    held = output_drift(teval.ref_holdout, ov_outputs(compiled, names, spec.input_names, teval.holdout))
-    one = output_drift(teval.ref_single, ov_outputs(compiled, names, spec.input_names, teval.single))
+    held = output_drift(teval.ref_holdout, ov_outputs(compiled, names, spec.input_names, teval.holdout, ranks))
+    one = output_drift(teval.ref_single, ov_outputs(compiled, names, spec.input_names, teval.single, ranks))
     n = sum(int(a.shape[0]) for a in next(iter(teval.ref_holdout.values())))
     return {"data": teval.data_kind, "n_samples": n, "cosine": round(held["cosine"], 6),
             "cosine_min": round(min(held["cosine_min"], one["cosine_min"]), 6),
@@ -95,6 +98,7 @@ def figures(teval: TowerEval, xml: Path, spec: Any, threads: int = 1) -> dict[st
 def run_nncf(model: Any, config: Any, plans: dict, ctx: RunContext, workdir: Path) -> Manifest:
     nncf = require("nncf", extra="openvino", purpose="NNCF quantization for OpenVINO")
     ov = require("openvino", extra="openvino", purpose="the OpenVINO runtime")
+    from ...runtime.backends.openvino import read_model
     from ..export.openvino import ir_files_digest, onnx_towers
     from .evaluate import load_tower_data
 
@@ -126,7 +130,7 @@ def run_nncf(model: Any, config: Any, plans: dict, ctx: RunContext, workdir: Pat
                 continue
             td = data.towers[name]
             teval = TowerEval(name, Path(fp32[name].path), td.calib, td.holdout, "held-out calibration data")
-            ov_model = ov.Core().read_model(str(fp32[name].path))
+            ov_model = read_model(ov.Core(), fp32[name].path)
             transformer = is_transformer(ov_model)
             tower_budgets = [b for b in budgets if b.tower in (None, name)]
             kwargs: dict[str, Any] = {"subset_size": len(td.calib)}  # items of a list dataset: batches
@@ -140,7 +144,9 @@ def run_nncf(model: Any, config: Any, plans: dict, ctx: RunContext, workdir: Pat
                     smooth_quant_alphas=AdvancedSmoothQuantParameters(convolution=-1, matmul=-1))
             if config.nncf_ignored_types:
                 kwargs["ignored_scope"] = nncf.IgnoredScope(types=list(config.nncf_ignored_types), validate=False)
-            calib = nncf.Dataset(td.calib, _transform(spec.input_names))
+            # the graph's own inputs: an input the graph never reads (CLAP's is_longer) is not a port of the IR
+            ports = {n for i in ov_model.inputs for n in i.get_names()}
+            calib = nncf.Dataset(td.calib, _transform([n for n in spec.input_names if n in ports]))
             ctx.log(f"NNCF: quantizing tower {name!r}" + (" (accuracy-aware)" if tower_budgets else ""))
             rel = f"{name}.xml"
             tried: list[dict[str, Any]] = []
@@ -213,7 +219,8 @@ def _quantize_once(nncf: Any, ov_model: Any, calib: Any, td: Any, kwargs: dict[s
         """Mean output cosine vs FP32 on ``batches`` (NNCF also calls it per item to rank quantizer groups)."""
         batches = list(batches)
         ref = run_outputs(src, batches)
-        return float(output_drift(ref, ov_outputs(compiled, list(ref), spec.input_names, batches))["cosine"])
+        ranks = [ref[n][0].ndim if ref[n] else None for n in ref]  # NNCF compiles it: the FP32 outputs' ranks
+        return float(output_drift(ref, ov_outputs(compiled, list(ref), spec.input_names, batches, ranks))["cosine"])
 
     ac_kwargs = dict(kwargs)
     if "advanced_parameters" in ac_kwargs:  # the same options, under accuracy control's name

@@ -205,7 +205,8 @@ class _Run:
             except BudgetError as first:
                 failing = getattr(first, "towers", names)
                 alt = {n: self.plans[n].alternatives[tries] for n in failing
-                       if n in names and self.plans[n].auto and len(self.plans[n].alternatives) > tries}
+                       if n in names and self.plans[n].auto and len(self.plans[n].alternatives) > tries
+                       and self._has_work(n, self.plans[n].alternatives[tries], prepared, data)}
                 if not alt:
                     raise
                 self.log(f"budget not reached with {methods}; trying {alt}")
@@ -214,6 +215,18 @@ class _Run:
                         {"method": methods[n], "error": first.message})
                 methods = {**methods, **alt}
                 tries += 1
+
+    def _has_work(self, name: str, method: str, prepared: dict[str, Path], data: Any) -> bool:
+        """Whether ``method`` finds anything to quantize in the tower (dynamic INT8 on a conv-only CNN does not:
+        the budget search then does not try it, and an unmet budget stays a budget error, exit 6)."""
+        from .ort_int8 import Int8Quantizer, NothingToQuantizeError
+
+        calib = data.towers[name].calib if data is not None else None
+        try:
+            Int8Quantizer(prepared[name], self.plans[name], method, self.config, calib, self.scratch / f"probe-{name}-{method}")
+        except NothingToQuantizeError:
+            return False
+        return True
 
     def _skip_empty(self, names: list[str], prepared: dict[str, Path], data: Any) -> list[str]:
         """Towers with nothing for their INT8 method to quantize (dynamic INT8 on a conv-only CNN tower) stay FP32

@@ -55,8 +55,73 @@ def compile_config(threads: Optional[int], precision_hint: Optional[str], device
     return cfg
 
 
+def read_model(core: Any, path: str | Path) -> Any:
+    """``core.read_model`` of an IR or ONNX file. An ONNX ``AveragePool`` whose single window covers its whole
+    static input (ALIGN's pooler: ``AvgPool2d(hidden_dim, ceil_mode=True)``, a kernel larger than the feature map)
+    crashes OpenVINO's ONNX reader (segmentation fault, 2026.4): it is read as the ``GlobalAveragePool`` it is."""
+    path = Path(path)
+    if path.suffix != ".onnx":
+        return core.read_model(str(path))
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    if not any(n.op_type == "AveragePool" for n in proto.graph.node) or _has_external_data(proto) \
+            or not global_average_pools(proto):
+        return core.read_model(str(path))
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="mmdk-ov-") as tmp:
+        onnx.save(proto, str(Path(tmp) / path.name))
+        model = core.read_model(str(Path(tmp) / path.name))
+    return model
+
+
+def _has_external_data(proto: Any) -> bool:
+    return any(t.data_location == 1 for t in proto.graph.initializer)  # TensorProto.EXTERNAL
+
+
+def global_average_pools(proto: Any) -> int:
+    """Rewrite, in place, each ``AveragePool`` without padding whose one window spans its whole static spatial
+    input (kernel and stride >= the input size) into ``GlobalAveragePool`` (the same average); how many."""
+    import onnx
+    from onnx import helper
+
+    inferred = None
+    try:  # ONNX Runtime's symbolic inference folds the shape arithmetic of computed pads (ALIGN's "same" padding)
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        inferred = SymbolicShapeInference.infer_shapes(proto, auto_merge=True)
+    except ModuleNotFoundError:
+        pass
+    except Exception:  # noqa: BLE001 - its failures on unusual graphs are many kinds; onnx's inference follows
+        inferred = None
+    if inferred is None:
+        inferred = onnx.shape_inference.infer_shapes(proto)
+    shapes = {}
+    for vi in [*inferred.graph.input, *inferred.graph.value_info]:
+        dims = vi.type.tensor_type.shape.dim
+        shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+    count = 0
+    for k, node in enumerate(proto.graph.node):
+        if node.op_type != "AveragePool":
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        spatial = (shapes.get(node.input[0]) or [None, None, None])[2:]
+        kernel = list(attrs.get("kernel_shape", []))
+        strides = list(attrs.get("strides", [1] * len(kernel)))
+        if not spatial or None in spatial or len(kernel) != len(spatial) or any(attrs.get("pads", [])) or \
+                attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+            continue
+        if all(kk >= d and st >= d for kk, st, d in zip(kernel, strides, spatial)):
+            proto.graph.node[k].CopyFrom(helper.make_node("GlobalAveragePool", [node.input[0]], list(node.output),
+                                                          name=node.name))
+            count += 1
+    return count
+
+
 def compile_tower(path: str | Path, precision: str, threads: Optional[int], device: Optional[str] = None) -> Any:
-    """``(compiled_model, inference_precision)`` for an ONNX or IR file."""
+    """``(compiled_model, inference_precision, output_ranks)`` for an ONNX or IR file. ``output_ranks``: the
+    rank each output has in the model as read (None where dynamic), for :func:`fit_rank`."""
     core = ov_core()
     device = device or ov_device()
     if device.split(":")[0].split(".")[0] not in ("AUTO", "MULTI", "HETERO") and \
@@ -64,11 +129,22 @@ def compile_tower(path: str | Path, precision: str, threads: Optional[int], devi
         raise BackendUnavailableError(f"OpenVINO has no device {device!r} here (it has {', '.join(core.available_devices)})",
                                       hint=f"unset {DEVICE_ENV} or set it to one of those")
     try:
-        model = core.read_model(str(path))
+        model = read_model(core, path)
     except RuntimeError as exc:
         raise UserInputError(f"OpenVINO cannot read {path}: {' '.join(str(exc).split())[:240]}") from None
+    ranks = [None if o.get_partial_shape().rank.is_dynamic else o.get_partial_shape().rank.get_length()
+             for o in model.outputs]
     compiled = core.compile_model(model, device, compile_config(threads, PRECISION_HINTS.get(precision), device))
-    return compiled, inference_precision(compiled)
+    return compiled, inference_precision(compiled), ranks
+
+
+def fit_rank(arr: np.ndarray, rank: Optional[int]) -> np.ndarray:
+    """``arr`` with the rank its model declares: OpenVINO's CPU plugin (2025-2026) can give an INT8 graph whose
+    last op is a MatMul on a 2-D input (a pooled embedding's projection: AltCLIP's text tower after NNCF) a leading
+    unit axis ([1, batch, dim] for [batch, dim]); extra leading axes of size 1 are dropped, nothing else changes."""
+    while rank is not None and arr.ndim > rank and arr.shape[0] == 1:
+        arr = arr[0]
+    return arr
 
 
 def inference_precision(compiled: Any) -> str:
@@ -109,7 +185,8 @@ class OpenVINOBackend(Backend):
         if tower.precision == "bf16":
             require_bf16_cpu()
         self.ov_device = ov_device()
-        self.compiled, self.inference_precision = compile_tower(tower.path, tower.precision, threads, self.ov_device)
+        self.compiled, self.inference_precision, self.output_ranks = compile_tower(tower.path, tower.precision, threads,
+                                                                                   self.ov_device)
         self.request = self.compiled.create_infer_request()
         self.input_names = [self._port_name(i, self.tower.spec.input_names) for i in self.compiled.inputs]
         self.input_types = {n: _NP_FROM_OV.get(i.get_element_type().get_type_name())
@@ -140,7 +217,7 @@ class OpenVINOBackend(Backend):
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         res = self.request.infer(self._prepared(feeds))
-        return {n: np.array(res[o]) for n, o in zip(self.output_names, self.outputs)}
+        return {n: fit_rank(np.array(res[o]), r) for n, o, r in zip(self.output_names, self.outputs, self.output_ranks)}
 
     def _prepared(self, feeds: dict[str, np.ndarray]) -> dict[int, np.ndarray]:
         """Feeds keyed by input index (the port's names may differ from the spec's)."""
