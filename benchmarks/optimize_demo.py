@@ -17,19 +17,13 @@ built-in recipe; writes benchmarks/results/optimize_demo.{json,md}.
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quant_common import demo_checkpoint, finish  # noqa: E402
-
-
-def _final_model_dir(run_dir: Path) -> Path:
-    rec = json.loads((run_dir / "mmdk_run.json").read_text())
-    return Path([s for s in rec["steps"] if s["pass_name"] != "bench"][-1]["output_dir"])
+from quant_common import demo_checkpoint, final_model_dir, finish, search_table  # noqa: E402
 
 
 def main() -> None:
@@ -77,11 +71,11 @@ def main() -> None:
                                   "bench.threads": 1, "bench.batch": [8], "bench.templates": list(DEFAULT_TEMPLATES)},
                        overwrite=True, quiet=True, progress=None)
     builtin_s = time.perf_counter() - t0
-    builtin_dir = _final_model_dir(builtin.out)
+    builtin_dir = final_model_dir(builtin.out)
     arts = [f"builtin={builtin_dir}"]
     best = next((t for t in s["trials"] if t["number"] == s["best"]), None)
     if best is not None:
-        arts.insert(0, f"best={_final_model_dir(Path(best['run_dir']))}")
+        arts.insert(0, f"best={final_model_dir(Path(best['run_dir']))}")
     r = mmdk.bench(arts, reference=f"source={demo.path}", data=data / "val.jsonl", batch=[8],
                    templates=DEFAULT_TEMPLATES, quiet=True, threads=1,
                    timing={"warmup_runs": 5, "min_runs": 20, "min_time_s": 1.0, "min_rounds": 10, "max_time_s": 60})
@@ -90,19 +84,8 @@ def main() -> None:
     top1 = {k: prim[k]["zero_shot_top1"] for k in prim}
     ratio = sp["best"]["ratio"] / sp["builtin"]["ratio"] if best is not None else None
 
-    lines = [f"# mmdk optimize on the demo CLIP: {a.max_minutes:g} min, {a.workers} worker(s), budget {a.budget}", "",
-             f"Finished trials: {c['complete']} ({c['distinct_complete']} distinct recipes), failed {c['fail']}, "
-             f"invalid {c['pruned']}; search wall time {search_s / 60:.1f} min",
-             f"Pareto front (inside the budget): {len(s['pareto'])} trial(s): {s['pareto']}", ""]
-    lines += ["| trial | config | speedup (search) | zero-shot top-1 | drop | budget | front |", "|---|---|---|---|---|---|---|"]
-    for t in s["trials"]:
-        f = t["figures"] or {}
-        task = f.get("task") or {}
-        desc = (t["recipe"] or {}).get("description", "").removeprefix("mmdk optimize trial: ")
-        lines.append(f"| {t['number']}{' ★' if t['number'] == s['best'] else ''} | {desc}{' — ' + t['error'] if t['error'] else ''} "
-                     f"| {f.get('speedup') or 0:.2f}x | {task.get('zero_shot_top1', float('nan')):.2f} "
-                     f"| {task.get('zero_shot_top1_drop', float('nan')):.2f} | {'ok' if t['feasible'] else 'over'} "
-                     f"| {'●' if t['number'] in s['pareto'] else ''} |")
+    lines = search_table(s, f"# mmdk optimize on the demo CLIP: {a.max_minutes:g} min, {a.workers} worker(s), "
+                            f"budget {a.budget}", search_s, "zero_shot_top1", "zero-shot top-1")
     lines += ["", f"Built-in clip-prune-distill-int8 (distillation capped at {a.builtin_distill_minutes:g} min, lr 1e-3): "
               f"{builtin_s / 60:.1f} min", "",
               "One interleaved bench vs the source model (torch eager FP32), batch 8, 1 thread, val split, 4 templates:",

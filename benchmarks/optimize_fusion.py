@@ -21,12 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quant_common import finish  # noqa: E402
-
-
-def _final_model_dir(run_dir: Path) -> Path:
-    rec = json.loads((run_dir / "mmdk_run.json").read_text())
-    return Path([s for s in rec["steps"] if s["pass_name"] != "bench"][-1]["output_dir"])
+from quant_common import final_model_dir, finish, search_table  # noqa: E402
 
 
 def main() -> None:
@@ -64,7 +59,7 @@ def main() -> None:
           f"Pareto front {len(s['pareto'])} in {search_s / 60:.1f} min")
 
     front = [t for t in s["trials"] if t["number"] in s["pareto"]]
-    arts = [f"t{t['number']}={_final_model_dir(Path(t['run_dir']))}" for t in front]
+    arts = [f"t{t['number']}={final_model_dir(Path(t['run_dir']))}" for t in front]
     sp, acc = {}, {}
     if arts:
         r = mmdk.bench(arts, reference=f"source={demo.path}", data=val, batch=[8], quiet=True, threads=1,
@@ -72,19 +67,8 @@ def main() -> None:
         sp = {k: v.model_dump() for k, v in r.speedups.items()}
         acc = {k: v.get("accuracy") for k, v in r.accuracy.primary.items()}
 
-    lines = [f"# mmdk optimize on the fusion classifier demo: {a.max_minutes:g} min, budget {a.budget}", "",
-             f"Finished trials: {c['complete']} ({c['distinct_complete']} distinct recipes), failed {c['fail']}, "
-             f"invalid {c['pruned']}; search wall time {search_s / 60:.1f} min",
-             f"Pareto front (inside the budget): {len(s['pareto'])} trial(s): {s['pareto']}", "",
-             "| trial | config | speedup (search) | accuracy | drop | budget | front |", "|---|---|---|---|---|---|---|"]
-    for t in s["trials"]:
-        f = t["figures"] or {}
-        task = f.get("task") or {}
-        desc = (t["recipe"] or {}).get("description", "").removeprefix("mmdk optimize trial: ")
-        lines.append(f"| {t['number']}{' ★' if t['number'] == s['best'] else ''} | {desc}"
-                     f"{' — ' + t['error'] if t['error'] else ''} | {f.get('speedup') or 0:.2f}x "
-                     f"| {task.get('accuracy', float('nan')):.2f} | {task.get('accuracy_drop', float('nan')):.2f} "
-                     f"| {'ok' if t['feasible'] else 'over'} | {'●' if t['number'] in s['pareto'] else ''} |")
+    lines = search_table(s, f"# mmdk optimize on the fusion classifier demo: {a.max_minutes:g} min, budget {a.budget}",
+                         search_s, "accuracy", "accuracy")
     if arts:
         lines += ["", "The front in one interleaved bench vs the source model (torch eager FP32), batch 8, 1 thread, "
                   "held-out split:", "| model | speedup vs source [95% CI] | accuracy |", "|---|---|---|",

@@ -30,6 +30,30 @@ def demo_checkpoint(checkpoint: Optional[str | Path] = None, quiet: bool = False
     return train_demo_checkpoint(quiet=quiet) if checkpoint is None else load_demo_checkpoint(checkpoint)
 
 
+def final_model_dir(run_dir: Path) -> Path:
+    """The model a run ended with: the output of its last step that is not a bench (a report)."""
+    rec = json.loads((Path(run_dir) / "mmdk_run.json").read_text())
+    return Path([s for s in rec["steps"] if s["pass_name"] != "bench"][-1]["output_dir"])
+
+
+def search_table(s: dict[str, Any], title: str, search_s: float, metric: str, metric_name: str) -> list[str]:
+    """Markdown of an ``mmdk optimize`` summary: counts, the front, one row per trial (task ``metric``)."""
+    c = s["counts"]
+    lines = [title, "", f"Finished trials: {c['complete']} ({c['distinct_complete']} distinct recipes), failed "
+             f"{c['fail']}, invalid {c['pruned']}; search wall time {search_s / 60:.1f} min",
+             f"Pareto front (inside the budget): {len(s['pareto'])} trial(s): {s['pareto']}", "",
+             f"| trial | config | speedup (search) | {metric_name} | drop | budget | front |", "|---|---|---|---|---|---|---|"]
+    for t in s["trials"]:
+        f = t["figures"] or {}
+        task = f.get("task") or {}
+        desc = (t["recipe"] or {}).get("description", "").removeprefix("mmdk optimize trial: ")
+        lines.append(f"| {t['number']}{' ★' if t['number'] == s['best'] else ''} | {desc}"
+                     f"{' — ' + t['error'] if t['error'] else ''} | {f.get('speedup') or 0:.2f}x "
+                     f"| {task.get(metric, float('nan')):.2f} | {task.get(metric + '_drop', float('nan')):.2f} "
+                     f"| {'ok' if t['feasible'] else 'over'} | {'●' if t['number'] in s['pareto'] else ''} |")
+    return lines
+
+
 def optimum_quantize(fp32_onnx: Path, out_dir: Path, per_channel: bool) -> dict[str, Any]:
     """Optimum's ORTQuantizer with its avx512_vnni preset (dynamic) on the very same FP32 graph.
 
