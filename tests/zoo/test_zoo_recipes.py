@@ -8,11 +8,11 @@ Recipes: clip-cpu-best, clip-cpu-fp32-onnx, clip-cpu-int8, clip-prune-distill-in
 all with the session's step cache, so the shared ``export: {target: onnx}`` step is exported once. Data is tiny
 (16 val / 24 train samples); the bench, clip-cpu-best's candidate timing and the distillation (4 steps) are short.
 
-Families in CI (``CI_FAMILIES``: one per distinct code path): clip (unmarked), siglip2 (NaFlex patches),
-altclip (XLM-R text; OpenVINO output rank), align (EfficientNet; OpenVINO pooling), blip (fused qkv), flava
-(image_config), xclip (video), clap (audio), vision_text_dual_encoder (ViT patch Conv with a bias); all but clip
-are marked slow (CI runs slow tests). The near-duplicates (siglip, chinese_clip, owlvit, owlv2, groupvit, metaclip2) run with
-``MMDK_ZOO_ALL=1``.
+All 15 dual-encoder families run in CI: clip unmarked, the others marked slow (CI runs slow tests; ``-m "not slow"``
+deselects them locally). What each adds: siglip2 (NaFlex patches), altclip (XLM-R text; OpenVINO output rank),
+align (EfficientNet; OpenVINO pooling), blip (fused qkv), flava (image_config), xclip (video), clap (audio),
+vision_text_dual_encoder (ViT patch Conv with a bias); siglip, chinese_clip, owlvit, owlv2, groupvit, metaclip2 are
+near-duplicates of those.
 
 Measured on 2 shared cores (AMD EPYC, load from other jobs ~3), 2026-12-03: the CI set 5.6 min (334 s: align 82 s,
 altclip / siglip2 / clip ~40 s, clap 33 s, xclip 28 s, blip / vtde / flava ~22 s); the six near-duplicates another 3.0 min (183 s; groupvit 90 s, of which its clip-cpu-best
@@ -22,7 +22,6 @@ altclip / siglip2 / clip ~40 s, clap 33 s, xclip 28 s, blip / vtde / flava ~22 s
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -44,17 +43,10 @@ SMALL = {"clip-cpu-best": ["--set", "export.min_time_s=0", "--set", "export.min_
 # naming the reachable maximum (tests/zoo/test_zoo.py), so its recipe run asks for 10%
 PRUNE_RATIO = {"blip": "0.1"}
 REPRESENTATIVE = {"clip"}
-CI_FAMILIES = {"clip", "siglip2", "altclip", "align", "blip", "flava", "xclip", "clap", "vision_text_dual_encoder"}
-ALL = os.environ.get("MMDK_ZOO_ALL") == "1"
 
 
 def _param(family: str):
-    if family in REPRESENTATIVE:
-        return family
-    marks = [pytest.mark.slow]
-    if family not in CI_FAMILIES:
-        marks.append(pytest.mark.skipif(not ALL, reason="a near-duplicate family: MMDK_ZOO_ALL=1 runs it"))
-    return pytest.param(family, marks=marks)
+    return family if family in REPRESENTATIVE else pytest.param(family, marks=pytest.mark.slow)
 
 
 def _data(modality: str, out: Path) -> Path:
