@@ -25,6 +25,7 @@ from ..errors import CheckpointError, MissingBackendError, SpecError, UserInputE
 from .iospec import IOSpec, SpecFile
 from .tower import LoadedModel, Tower
 from .module_tools import _import_target, _towers_from_spec
+from .weights import read_state_dict  # noqa: F401 - also part of this module's interface (passes/distill.py)
 
 _FACTORY_RE = re.compile(r"^(?P<target>.+?):(?P<attr>[A-Za-z_][\w.]*)$")
 
@@ -101,41 +102,6 @@ def load_factory(target: str, attr: str, weights: Optional[str | Path], io: Any)
     towers = _towers_from_spec(root, _spec_file(io, f"{target}:{attr}"), f"{target}:{attr}")
     return LoadedModel(source=f"{target}:{attr}", format="factory", architecture=type(root).__name__,
                        towers=towers, root=root, files=files + ([Path(target)] if Path(target).is_file() else []))
-
-
-def read_state_dict(path: Path) -> dict[str, Any]:
-    torch = require("torch")
-    if not path.is_file():
-        raise CheckpointError(f"weights file {path} does not exist", hint="check --weights")
-    if path.suffix == ".safetensors":
-        from .safetensors_check import check_safetensors_file
-
-        check_safetensors_file(path)
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except Exception as exc:  # SafetensorError has no importable base in every version
-            raise CheckpointError(f"{path} could not be read as safetensors: {str(exc).splitlines()[0]}",
-                                  hint="re-save the weights with safetensors.torch.save_file") from None
-    import pickle
-    import zipfile
-
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError) as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "weights_only" in msg or "Unsupported global" in str(exc):
-            raise CheckpointError(f"{path} contains pickled code, not just tensors",
-                                  hint="save a state_dict (model.state_dict()) or use safetensors") from None
-        raise CheckpointError(f"{path} is corrupt or truncated ({msg[:120]})",
-                              hint="re-save the weights; the file is damaged") from None
-    for key in ("state_dict", "model", "model_state_dict"):
-        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-            state = state[key]
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path} holds a {type(state).__name__}, not a state dict")
-    return state
 
 
 def load_weights_into(root: Any, path: Path) -> None:

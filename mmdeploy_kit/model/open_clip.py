@@ -183,34 +183,10 @@ def weights_file(directory: Path) -> Path:
 
 def _read_weights(path: Path) -> dict[str, Any]:
     """safetensors, or a ``.bin`` through ``torch.load(weights_only=True)`` (tensors only, never code)."""
-    torch = require("torch")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    from .weights import read_state_dict
 
-        from .safetensors_check import check_safetensors_file
-
-        check_safetensors_file(path)
-        try:
-            return load_file(str(path))
-        except Exception as exc:  # SafetensorError has no importable base in every version
-            raise CheckpointError(f"{path} could not be read as safetensors: {str(exc).splitlines()[0]}",
-                                  hint="re-download the checkpoint") from None
-    import pickle
-    import zipfile
-
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError) as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "weights_only" in msg or "Unsupported global" in str(exc):
-            raise CheckpointError(f"{path} contains pickled code, not just tensors",
-                                  hint="use the checkpoint's open_clip_model.safetensors instead") from None
-        raise CheckpointError(f"{path} is corrupt or truncated ({msg[:120]})", hint="re-download the checkpoint") from None
-    for key in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path} holds a {type(state).__name__}, not a state dict")
+    state = read_state_dict(path, corrupt_hint="re-download the checkpoint",
+                            pickle_hint="use the checkpoint's open_clip_model.safetensors instead")
     return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
 
 
