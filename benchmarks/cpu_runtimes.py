@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/cpu_runtimes.py                    # CLIP B/32 image tower + real MiniLM (~8 min)
     .venv/bin/python benchmarks/cpu_runtimes.py --demo DIR --demo-data train.jsonl   # + a trained demo checkpoint
+    .venv/bin/python benchmarks/cpu_runtimes.py --only demo --demo DIR --demo-data train.jsonl   # -> ..._demo.md
 
 Per model, the same verified FP32 ONNX from ``mmdk export`` feeds every path:
 
@@ -121,6 +122,11 @@ def compare(name: str, fp32_dir: Path, tower: str, calib: Path, processor: Optio
     from mmdeploy_kit.runtime.schema import TimingConfig
     from mmdeploy_kit.runtime.stats import paired_speedup
 
+    fp32 = load(fp32_dir).towers[tower]
+    data = load_calibration(calib, {tower: fp32.spec}, processor, n_calib=64, n_holdout=32, batch_size=8)
+    eval_batches = eval_batches or list(data.towers[tower].holdout)
+    if seq is None and "input_ids" in eval_batches[0]:   # the choice is timed on the shapes the paths are timed on
+        seq = int(eval_batches[0]["input_ids"].shape[1])
     print(f"== {name}: mmdk export --target cpu (budget {budget})")
     t0 = time.perf_counter()
     best = mmdk.export(fp32_dir, tmp / f"{name}_best", target="cpu", calib_data=calib,
@@ -129,9 +135,6 @@ def compare(name: str, fp32_dir: Path, tower: str, calib: Path, processor: Optio
                        min_rounds=4, progress=lambda m: print("  ·", m))
     choose_s = time.perf_counter() - t0
     choice = best.metrics["cpu_choice"][tower]
-    fp32 = load(fp32_dir).towers[tower]
-    data = load_calibration(calib, {tower: fp32.spec}, processor, n_calib=64, n_holdout=32, batch_size=8)
-    eval_batches = eval_batches or list(data.towers[tower].holdout)
     print(f"== {name}: NNCF defaults (peer)")
     q, nncf_s = nncf_defaults(Path(fp32.path), data.towers[tower].calib)
     import openvino as ov
@@ -264,7 +267,9 @@ def main() -> None:
     for name, r in results.items():
         lines += table(name, r) + [""]
     lines.append(f"Total {time.perf_counter() - t_all:.0f}s; work dir {tmp}.")
-    finish(f"cpu_runtimes_{isa}", {"isa": isa, "results": results}, lines)
+    # a partial run (--only) writes its own file beside the full one
+    finish(f"cpu_runtimes_{isa}" + ("_" + "_".join(sorted(only)) if args.only else ""), {"isa": isa, "results": results},
+           lines)
 
 
 if __name__ == "__main__":
