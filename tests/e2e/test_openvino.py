@@ -280,3 +280,16 @@ def test_an_average_pool_whose_window_covers_its_input_reads_as_a_global_pool(mm
     nodes[1] = helper.make_node("AveragePool", ["c"], ["p"], kernel_shape=[1, 1], strides=[1, 1])  # 4 windows of 1x1
     assert global_average_pools(helper.make_model(helper.make_graph(nodes, "ok", g.input, g.output, [w]))) == 0
 
+
+
+def test_export_target_cpu_of_one_tower_keeps_the_others_as_fp32_onnx(mmdk, tiny_clip_dir, tmp_path):
+    """`--tower text` on a checkpoint: the text tower is chosen, the vision tower is its verified FP32 ONNX (an internal
+    FileNotFoundError before: it was copied after its scratch folder was gone)."""
+    out = tmp_path / "best"
+    r = mmdk("-q", "export", tiny_clip_dir, "--tower", "text", "--target", "cpu", "-o", out)
+    assert r.code == 0, r.err
+    man = _man(out)
+    by = {a["tower"]: a for a in man["artifacts"]}
+    assert set(by) == {"vision", "text"} and list(man["metrics"]["cpu_choice"]) == ["text"]
+    assert by["vision"]["precision"] == "fp32" and (out / by["vision"]["path"]).is_file()
+    assert (out / by["text"]["path"]).is_file()

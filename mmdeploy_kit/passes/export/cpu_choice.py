@@ -9,7 +9,8 @@ own verification or budget is rejected with the error. The survivors are then
 1. checked against the budget on the same held-out batches (the calibration data's held-out part, else
    inputs generated from the I/O spec) vs the FP32 ONNX in ONNX Runtime, and
 2. timed in one interleaved run (``runtime/latency.py``: paired rounds, process CPU time by default) at
-   ``batch`` (and ``seq``) with ``threads``; speedups vs ``ort:fp32`` with their confidence intervals.
+   ``batch`` (and ``seq``; without it the held-out data's own lengths, else the I/O spec's opt size) with
+   ``threads``; speedups vs ``ort:fp32`` with their confidence intervals.
 
 The fastest candidate within budget is written as the tower's artifact (``<tower>.onnx`` or ``<tower>.xml/.bin``);
 the manifest's ``metrics.cpu_choice`` says what was tried, measured and chosen, and why others were not.
@@ -141,11 +142,11 @@ class CpuChoicePass(Pass):
                     for cand, t in tried.items():
                         if "dir" in t:
                             shutil.copytree(t["dir"], workdir / "candidates" / name / cand.replace(":", "_"))
-        for name, tower in model.towers.items():  # unselected towers: FP32 ONNX
-            if name not in names:
-                shutil.copyfile(fp32[name].path, workdir / f"{name}.onnx")
-                artifacts.append(Artifact(kind="onnx", tower=name, path=f"{name}.onnx", precision="fp32",
-                                          io_spec=tower.spec.to_dict()))
+            for name, tower in model.towers.items():  # unselected towers: FP32 ONNX (from the scratch export)
+                if name not in names:
+                    shutil.copyfile(fp32[name].path, workdir / f"{name}.onnx")
+                    artifacts.append(Artifact(kind="onnx", tower=name, path=f"{name}.onnx", precision="fp32",
+                                              io_spec=tower.spec.to_dict()))
         return Manifest(pass_name=self.name, config=config.model_dump(mode="json"), source=source_info(model),
                         versions=package_versions("torch", "onnx", "onnxruntime", "openvino", "nncf"),
                         artifacts=artifacts, metrics={"cpu_choice": choice, "busy": busy})
@@ -234,6 +235,21 @@ def _backend(tower: Tower, art: Artifact, folder: Path, threads: int) -> Any:
     return (OpenVINOBackend if art.kind == "openvino" else OrtBackend)(t, device="cpu", threads=threads)
 
 
+def _data_sizes(spec: Any, batch: dict[str, Any]) -> dict[str, int]:
+    """The non-batch dims the data itself has (a text tower's padded length): without ``seq`` the choice is timed on
+    the shapes it will run on, not the I/O spec's opt size (a tiny tower's fastest runtime can differ between them)."""
+    out: dict[str, int] = {}
+    for inp in spec.inputs:
+        arr = batch.get(inp.name)
+        if arr is None or len(arr.shape) != len(inp.shape):
+            continue
+        for d, n in zip(inp.shape, arr.shape):
+            if isinstance(d, str) and d != spec.batch_dim() and d not in out:
+                lo, hi = spec.dims[d]
+                out[d] = min(max(int(n), lo), hi)
+    return out
+
+
 def _measure(fp32: Tower, tried: dict[str, dict[str, Any]], holdout: list, config: CpuChoiceConfig,
              budgets: list) -> tuple[dict[str, Any], Optional[str], bool]:
     """Accuracy on the held-out batches and one interleaved timing run of the survivors."""
@@ -273,6 +289,8 @@ def _measure(fp32: Tower, tried: dict[str, dict[str, Any]], holdout: list, confi
     sizes = {**profile_sizes(spec, "opt"), "batch": config.batch}
     if config.seq:
         sizes.update({d: config.seq for d in spec.symbolic_dims() if d != "batch"})
+    elif config.calib_data and holdout:
+        sizes.update(_data_sizes(spec, holdout[0]))
     feeds = spec.dummy_inputs(sizes, seed=config.seed)
     if BASELINE not in backends and "artifact" in tried.get(BASELINE, {}):
         backends = {BASELINE: _backend(fp32, tried[BASELINE]["artifact"], tried[BASELINE]["dir"], threads), **backends}
