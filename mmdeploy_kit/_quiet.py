@@ -53,3 +53,18 @@ def _silenced_fds() -> Iterator[None]:
             os.dup2(saved[1], 2)
             os.close(saved[0])
             os.close(saved[1])
+
+
+def quiet_transformers() -> None:
+    """Import transformers without its torch-less advisory banner, and keep its loggers quiet."""
+    key = "TRANSFORMERS_NO_ADVISORY_WARNINGS"
+    before = os.environ.get(key)
+    os.environ[key] = "1"
+    try:
+        import transformers  # noqa: F401
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
+    logging.getLogger("transformers").setLevel(logging.ERROR)

@@ -10,7 +10,6 @@ are resized/normalised from ``preprocessor_config.json`` - so the ONNX path need
 from __future__ import annotations
 
 import json
-import logging
 import math
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -18,10 +17,12 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from .._lazy import available
+from .._quiet import quiet_transformers
 from ..data.manifest import load_images, tokenize
 from ..errors import DataError
 from ..model.iospec import NUMPY_DTYPES, IOSpec
 from ..model.tower import LoadedModel
+from .preprocess_media import processor_config
 
 Tokenizer = Callable[[Sequence[str], int], dict[str, np.ndarray]]
 
@@ -50,25 +51,11 @@ def processor_dir(models: Sequence[LoadedModel], explicit: Optional[str | Path] 
     return None
 
 
-# files that make a directory a processor directory (tokenizer, image processor, feature extractor)
-PROCESSOR_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "preprocessor_config.json")
-
-
-def _quiet_transformers() -> None:
-    """Import transformers without its torch-less advisory banner, and keep its loggers quiet."""
-    import os
-
-    key = "TRANSFORMERS_NO_ADVISORY_WARNINGS"
-    before = os.environ.get(key)
-    os.environ[key] = "1"
-    try:
-        import transformers  # noqa: F401
-    finally:
-        if before is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = before
-    logging.getLogger("transformers").setLevel(logging.ERROR)
+# the files a tokenizer is read from; with the image processor / feature extractor's, those that make a directory
+# a processor directory
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "spiece.model", "tokenizer.model",
+                   "sentencepiece.bpe.model")
+PROCESSOR_FILES = (*TOKENIZER_FILES, "preprocessor_config.json")
 
 
 def load_tokenizer(directory: Optional[Path]) -> Tokenizer:
@@ -82,13 +69,13 @@ def load_tokenizer(directory: Optional[Path]) -> Tokenizer:
         raise DataError(f"open_clip checkpoint {oc} has no tokenizer files beside it (tokenizer.json, or vocab.json + "
                         "merges.txt)", hint="pass --processor DIR with its tokenizer files (the standard CLIP BPE: any "
                                             "HF CLIP checkpoint's), or copy them next to open_clip_config.json")
-    files = ("tokenizer.json", "vocab.json", "vocab.txt", "spiece.model", "tokenizer.model", "sentencepiece.bpe.model")
-    if not any((directory / f).is_file() for f in files):
-        raise DataError(f"text towers need a tokenizer, but {directory} has no tokenizer files ({', '.join(files[:3])}, ...)",
+    if not any((directory / f).is_file() for f in TOKENIZER_FILES):
+        raise DataError(f"text towers need a tokenizer, but {directory} has no tokenizer files "
+                        f"({', '.join(TOKENIZER_FILES[:3])}, ...)",
                         hint="save the checkpoint's tokenizer beside it (tokenizer.save_pretrained(DIR)) or pass "
                              "--processor HF_DIR")
     if available("transformers"):
-        _quiet_transformers()
+        quiet_transformers()
         from transformers import AutoTokenizer
 
         try:
@@ -132,11 +119,10 @@ def load_image_reader(directory: Optional[Path], spec: IOSpec, input_name: str) 
     shape = spec.input(input_name).shape
     hw = tuple(int(d) for d in shape[-2:]) if all(isinstance(d, int) for d in shape[-2:]) else None
     processor = None
-    cfg: dict[str, Any] = {}
-    if directory is not None and (directory / "preprocessor_config.json").is_file():
-        cfg = json.loads((directory / "preprocessor_config.json").read_text())
+    cfg = processor_config(directory)
+    if cfg:
         if available("transformers"):
-            _quiet_transformers()
+            quiet_transformers()
             from transformers import AutoImageProcessor
 
             try:
@@ -173,8 +159,7 @@ def image_feeds(directory: Optional[Path], spec: IOSpec) -> Callable[[Sequence[P
         raise DataError(f"cannot build NaFlex image inputs for shape {list(pix.shape)} with a {g}x{g} patch grid",
                         hint="pass calibration data as an .npz with arrays named like the inputs")
     p = math.isqrt(pix.shape[2] // 3)
-    cfg = json.loads((directory / "preprocessor_config.json").read_text()) \
-        if directory is not None and (directory / "preprocessor_config.json").is_file() else {}
+    cfg = processor_config(directory)
     mean, std = cfg.get("image_mean", [0.5] * 3), cfg.get("image_std", [0.5] * 3)
 
     def read(paths: Sequence[Path]) -> dict[str, np.ndarray]:

@@ -43,7 +43,8 @@ def tower_medium(spec: IOSpec) -> Optional[str]:
     return mod if mod in ("text", *MEDIA) else None
 
 
-def _config(directory: Optional[Path]) -> dict[str, Any]:
+def processor_config(directory: Optional[Path]) -> dict[str, Any]:
+    """``preprocessor_config.json`` beside the checkpoint ({} when there is none; one-line error when corrupt)."""
     if directory is None or not (directory / "preprocessor_config.json").is_file():
         return {}
     try:
@@ -57,7 +58,7 @@ class AudioFeaturizer:
     """``paths -> {input name: array}`` for an audio tower, from the checkpoint's feature extractor."""
 
     def __init__(self, directory: Optional[Path], spec: IOSpec):
-        cfg = _config(directory)
+        cfg = processor_config(directory)
         if not cfg or "sampling_rate" not in cfg:
             raise DataError(f"audio tower inputs ({', '.join(spec.input_names)}) need the checkpoint's feature "
                             f"extractor, but {directory or 'no processor directory'} has no preprocessor_config.json "
@@ -70,9 +71,9 @@ class AudioFeaturizer:
         self.extractor: Any = None
         self.how = f"{self.kind or 'feature extractor'} from {directory}"
         if available("transformers"):
-            from .preprocess import _quiet_transformers
+            from .._quiet import quiet_transformers
 
-            _quiet_transformers()
+            quiet_transformers()
             from transformers import AutoFeatureExtractor
 
             try:
@@ -225,12 +226,12 @@ def load_video_reader(directory: Optional[Path], spec: IOSpec, name: str) -> Cal
                         hint="pass --calib-data as an .npz with arrays named like the tower inputs")
     frames = num_frames(spec, name, directory)
     hw = tuple(int(d) for d in shape[-2:]) if all(isinstance(d, int) for d in shape[-2:]) else None
-    cfg = _config(directory)
+    cfg = processor_config(directory)
     processor = None
     if cfg and available("transformers"):
-        from .preprocess import _quiet_transformers
+        from .._quiet import quiet_transformers
 
-        _quiet_transformers()
+        quiet_transformers()
         from transformers import AutoImageProcessor
 
         try:
