@@ -41,7 +41,7 @@ def _session_cache(tmp_path_factory):
 HF_MODEL_TEST_FILES = {"test_loaders.py", "test_prune_engine.py", "test_prune_pass.py", "test_prune_config.py",
                        "test_prune_cli.py", "test_export_cli.py", "test_quant_cli.py", "test_open_clip.py",
                        "test_demo_train.py", "test_distill.py", "test_distill_cli.py", "test_quant_towers.py",
-                       "test_zoo.py", "test_hf_towers.py"}
+                       "test_zoo.py", "test_zoo_recipes.py", "test_hf_towers.py", "test_media_feeds.py"}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -293,3 +293,35 @@ def test_export_target_cpu_of_one_tower_keeps_the_others_as_fp32_onnx(mmdk, tiny
     assert set(by) == {"vision", "text"} and list(man["metrics"]["cpu_choice"]) == ["text"]
     assert by["vision"]["precision"] == "fp32" and (out / by["vision"]["path"]).is_file()
     assert (out / by["text"]["path"]).is_file()
+
+
+def test_a_graph_openvino_cannot_compile_is_one_line_and_cpu_choice_rejects_that_candidate(tiny, calib, tmp_path,
+                                                                                          monkeypatch):
+    """OpenVINO 2026.4 fails to compile some NNCF INT8 graphs (AltCLIP's text tower exported by transformers 5:
+    'Check convert->constant_fold(...) failed'): an ExportError naming the file, and `--target cpu` goes on with
+    the other candidates instead of an internal error."""
+    import openvino as ov
+
+    import mmdeploy_kit as mmdk_api
+    from mmdeploy_kit.errors import ExportError
+    from mmdeploy_kit.runtime.backends.openvino import compile_tower
+
+    real = ov.Core.compile_model
+
+    def fails_on_int8(self, model, *args, **kwargs):
+        if any("FakeQuantize" == op.get_type_name() for op in model.get_ops()):
+            raise RuntimeError("Exception from src/inference/src/cpp/core.cpp:117:\nCheck 'convert->constant_fold("
+                               "replacements, convert->input_values())' failed at constant_folding.cpp:71\n")
+        return real(self, model, *args, **kwargs)
+
+    monkeypatch.setattr(ov.Core, "compile_model", fails_on_int8)
+    with pytest.raises(ExportError, match="OpenVINO cannot compile tiny.onnx"):
+        monkeypatch.setattr(ov.Core, "compile_model", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+        compile_tower(tiny, "fp32", threads=1)
+    monkeypatch.setattr(ov.Core, "compile_model", fails_on_int8)
+    man = mmdk_api.export(tiny, tmp_path / "best", target="cpu", candidates=("ort:fp32", "openvino:int8"),
+                          calib_data=calib, threads=1, accuracy_budget=("cosine>=0.95",), batch=4, min_time_s=0.1,
+                          min_rounds=2, calib_samples=32, holdout_samples=16)
+    rows = man.metrics["cpu_choice"]["tiny"]["candidates"]
+    assert "OpenVINO cannot compile" in rows["openvino:int8"]["rejected"]
+    assert man.metrics["cpu_choice"]["tiny"]["chosen"] == "ort:fp32"

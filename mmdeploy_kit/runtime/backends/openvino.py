@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Optional
 import numpy as np
 
 from ..._lazy import require
-from ...errors import BackendUnavailableError, SpecError, UserInputError
+from ...errors import BackendUnavailableError, ExportError, SpecError, UserInputError
 from ...model.tower import Tower
 from .base import Backend
 
@@ -134,7 +134,14 @@ def compile_tower(path: str | Path, precision: str, threads: Optional[int], devi
         raise UserInputError(f"OpenVINO cannot read {path}: {' '.join(str(exc).split())[:240]}") from None
     ranks = [None if o.get_partial_shape().rank.is_dynamic else o.get_partial_shape().rank.get_length()
              for o in model.outputs]
-    compiled = core.compile_model(model, device, compile_config(threads, PRECISION_HINTS.get(precision), device))
+    try:
+        compiled = core.compile_model(model, device, compile_config(threads, PRECISION_HINTS.get(precision), device))
+    except RuntimeError as exc:  # an OpenVINO plugin failure on this graph (e.g. constant folding of a Convert)
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.startswith("Exception from")]
+        raise ExportError(f"OpenVINO cannot compile {Path(path).name} ({precision}) for {device}: "
+                          f"{(lines[-1] if lines else str(exc))[:200]}",
+                          hint="run this tower with ONNX Runtime (--backend onnxruntime / another candidate), "
+                               "or report the graph to OpenVINO") from None
     return compiled, inference_precision(compiled), ranks
 
 
