@@ -151,12 +151,14 @@ def timed_threads(artifacts: list[str], reference: str, batch: int, seq: Optiona
 def environment() -> dict[str, Any]:
     """A short fingerprint for the result files, from mmdk's own probes (mmdeploy_kit.runtime.env, .artifacts)."""
     from mmdeploy_kit.artifacts import package_versions
-    from mmdeploy_kit.runtime.env import available_cores, cpu_info, load_average
+    from mmdeploy_kit.runtime.env import available_cores, cpu_info, detect_isa, load_average
 
     names = ("torch", "onnxruntime", "optimum-onnx", "transformers")
     versions = package_versions(*names)
     load = load_average()
-    return {"cpu": cpu_info()[0], "cores": available_cores(), "loadavg_1m": load[0] if load else None,
+    flags = cpu_info()[1]
+    isa = detect_isa() + ("+bf16" if "avx512_bf16" in flags or "amx_bf16" in flags else "")
+    return {"cpu": cpu_info()[0], "isa": isa, "cores": available_cores(), "loadavg_1m": load[0] if load else None,
             **{n: versions.get(n, "-") for n in names}, "date": time.strftime("%Y-%m-%d %H:%M")}
 
 
