@@ -271,7 +271,11 @@ def _measure(fp32: Tower, tried: dict[str, dict[str, Any]], holdout: list, confi
             rows[cand] = {k: v for k, v in t.items()}
             continue
         art = t["artifact"]
-        b = _backend(fp32, art, t["dir"], threads)
+        try:  # a runtime that cannot load what its own pass built (an OpenVINO compile failure) loses this candidate
+            b = _backend(fp32, art, t["dir"], threads)
+        except MmdkError as exc:
+            rows[cand] = {"rejected": exc.message}
+            continue
         cmps = [compare_outputs(r, b.run(x)) for r, x in zip(ref_out, holdout)]
         rows_per = [len(next(iter(x.values()))) for x in holdout]  # cosine = mean per-sample cosine (as in quantize)
         figs = {"cosine": sum(c["cosine_mean"] * n for c, n in zip(cmps, rows_per)) / sum(rows_per),
