@@ -116,6 +116,7 @@ def build_tiny_clip(path: Path, seed: int = 0) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_clip_dir(tmp_path_factory) -> Path:
+    pytest.importorskip("torch", reason="needs torch (the ONNX-in paths are tested without it)")
     return build_tiny_clip(tmp_path_factory.mktemp("hf") / "tiny-clip")
 
 

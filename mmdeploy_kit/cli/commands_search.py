@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from .app import (app, _STATE, AcceptNewHostKeyOpt, RemoteMmdkOpt, SshKeyOpt, SshOptionOpt, echo, progress)
+from .app import (app, _STATE, AcceptNewHostKeyOpt, RemoteMmdkOpt, SshKeyOpt, SshOptionOpt, echo)
 
 
 @app.command()

@@ -8,7 +8,7 @@ are written. The step after a bench step gets the bench step's *input* model (a 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Optional
+from typing import Any, ClassVar, Optional
 
 from pydantic import Field
 

@@ -39,7 +39,7 @@ def build(path, seed=0):
              helper.make_node("MatMul", ["m", "Wo"], ["y"])]
     g = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", T.FLOAT, ["batch", 8, 16])],
                           [helper.make_tensor_value_info("y", T.FLOAT, ["batch", 12])], list(w.values()))
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    onnx.save(helper.make_model(g, ir_version=10, opset_imports=[helper.make_opsetid("", 13)]), str(path))
     return path
 '''
 
@@ -217,7 +217,7 @@ def test_gelu_output_matmuls_are_found(tmp_path):
              helper.make_node("MatMul", ["g", "W2"], ["y"], name="fc2")]
     g = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", T.FLOAT, ["batch", 8])],
                           [helper.make_tensor_value_info("y", T.FLOAT, ["batch", 8])], inits)
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(tmp_path / "mlp.onnx"))
+    onnx.save(helper.make_model(g, ir_version=10, opset_imports=[helper.make_opsetid("", 13)]), str(tmp_path / "mlp.onnx"))
     found = gelu_output_matmuls(ov.Core().read_model(str(tmp_path / "mlp.onnx")))
     assert len(found) == 1 and found[0] in ("fc2", "y")  # OpenVINO may name the last op by its output
 
@@ -241,7 +241,7 @@ def test_nncf_int8_of_a_token_pooled_projection_keeps_the_declared_output_rank(m
     g = helper.make_graph(nodes, "pooled", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8, 16])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 12])], init)
     src = tmp_path / "pooled.onnx"
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(src))
+    onnx.save(helper.make_model(g, ir_version=10, opset_imports=[helper.make_opsetid("", 13)]), str(src))
     calib = tmp_path / "calib.npz"
     np.savez(calib, x=rng.standard_normal((32, 8, 16)).astype(np.float32))
     out = tmp_path / "q"
@@ -271,7 +271,7 @@ def test_an_average_pool_whose_window_covers_its_input_reads_as_a_global_pool(mm
     g = helper.make_graph(nodes, "pool", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 16, 16])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8])], [w])
     src = tmp_path / "pool.onnx"
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(src))
+    onnx.save(helper.make_model(g, ir_version=10, opset_imports=[helper.make_opsetid("", 17)]), str(src))
     out = tmp_path / "ir"
     r = mmdk("-q", "export", src, "--target", "openvino", "-o", out)
     assert r.code == 0, r.err

@@ -134,7 +134,7 @@ def test_per_token_outputs_verify_on_synthetic_inputs_of_several_lengths(mmdk, t
     g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"])],
                           [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, ["batch", "seq", 8])],
                           inits)
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "tok.onnx"))
+    onnx.save(helper.make_model(g, ir_version=10, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "tok.onnx"))
     for args in (["--method", "dynamic"], ["--precision", "fp16"]):
         out = tmp_path / args[-1]
         r = mmdk("-q", "quantize", tmp_path / "tok.onnx", *args, "-o", out)

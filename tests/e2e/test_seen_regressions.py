@@ -64,7 +64,7 @@ def _fixed_input_with_det(path: Path) -> Path:
                            helper.make_node("Det", ["h"], ["y"], name="the_det")], "g",
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])], initializer=[shape])
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    onnx.save(helper.make_model(g, ir_version=10, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     return path
 
 

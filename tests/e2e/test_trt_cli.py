@@ -182,7 +182,7 @@ def _onnx_with_det(path: Path) -> Path:
                            helper.make_node("Det", ["h"], ["y"], name="the_det")], "g",
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 3])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch"])], initializer=[w])
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    onnx.save(helper.make_model(g, ir_version=10, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     return path
 
 

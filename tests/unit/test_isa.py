@@ -90,7 +90,7 @@ def test_node_modalities_follow_the_graph():
     g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("ids", TensorProto.INT64, ["b", "s"]),
                                        helper.make_tensor_value_info("px", TensorProto.FLOAT, ["b", 3, 8, 8])],
                           [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["b", 2])], inits)
-    model = helper.make_model(g)
+    model = helper.make_model(g, ir_version=10)
     mods = node_modalities(model, {"ids": "text", "px": "image"})
     assert mods["text_mm"] == {"text"} and mods["conv"] == {"image"} and mods["head"] == {"text", "image"}
     static, dynamic = split_by_modality(candidates(model, ("MatMul", "Gemm", "Conv"), "static"), mods)

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-import torch
+torch = pytest.importorskip("torch")
 
 import mmdeploy_kit as mmdk
 from mmdeploy_kit.errors import CheckpointError, SpecError

@@ -115,7 +115,7 @@ def test_tensorrt_invariants_flag_asymmetric_and_per_tensor_weights():
              helper.make_node("MatMul", ["xd", "wd"], ["y"], name="mm")]
     g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])], [w, ws, wz, xs, xz])
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 11)])
+    model = helper.make_model(g, ir_version=10, opset_imports=[helper.make_opsetid("", 11)])
     problems = " | ".join(tensorrt_qdq_violations(model))
     assert "opset 11 < 13" in problems and "not INT8" in problems and "non-zero zero point" in problems
     assert "per tensor" in problems
@@ -136,7 +136,7 @@ def test_first_nonfinite_nodes_finds_where_inf_starts(tmp_path):
     g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [big, mask])
     path = tmp_path / "m.onnx"
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    onnx.save(helper.make_model(g, ir_version=10, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     feeds = [{"x": np.ones((1, 4), np.float32)}]
     assert first_nonfinite_nodes(path, feeds, {"m1", "m2", "add", "sm"}) == ["m2"]
     assert out_of_range_nodes(onnx.load(str(path))) == ["add", "m1", "m2", "sm"]

@@ -12,7 +12,7 @@ from mmdeploy_kit.passes.export.trt_lint import known_versions, lint_model, tabl
 
 def _model(nodes, inputs, outputs, inits=(), opset=17):
     g = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(inits))
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    return helper.make_model(g, ir_version=10, opset_imports=[helper.make_opsetid("", opset)])
 
 
 def _vi(name, t=TensorProto.FLOAT, shape=("batch", 4)):

@@ -29,7 +29,7 @@ from pydantic import Field, field_validator, model_validator
 from ..._lazy import require
 from ..._quiet import quiet
 from ...artifacts import Artifact, Manifest, describe_file, package_versions, sha256_file
-from ...errors import DataError, ExportError, UserInputError
+from ...errors import DataError, UserInputError
 from ...model.tower import LoadedModel, Tower
 from ..base import Pass, PassConfig, RunContext
 from ...runtime import trt_env
