@@ -330,3 +330,54 @@ def test_a_graph_openvino_cannot_compile_is_one_line_and_cpu_choice_rejects_that
         rows = man.metrics["cpu_choice"]["tiny"]["candidates"]
         assert "OpenVINO cannot compile" in rows["openvino:int8"]["rejected"], run
         assert man.metrics["cpu_choice"]["tiny"]["chosen"] == "ort:fp32"
+
+
+def _patch_tower(path: Path, stride: int = 4, pads=(0, 0, 0, 0)) -> Path:
+    """A ViT-like tower: patch-embedding Conv (kernel 4, stride ``stride``) -> tokens -> MatMul -> mean."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = {n: numpy_helper.from_array((rng.standard_normal(s) * 0.2).astype(np.float32), n)
+         for n, s in (("w", (16, 3, 4, 4)), ("b", (16,)), ("Wf", (16, 16)))}
+    w["shape"] = numpy_helper.from_array(np.array([0, 16, -1], np.int64), "shape")
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[4, 4], strides=[stride, stride],
+                              pads=list(pads)),
+             helper.make_node("Reshape", ["c", "shape"], ["r"]), helper.make_node("Transpose", ["r"], ["t"], perm=[0, 2, 1]),
+             helper.make_node("MatMul", ["t", "Wf"], ["h"]), helper.make_node("Relu", ["h"], ["a"]),
+             helper.make_node("ReduceMean", ["a"], ["y"], axes=[1], keepdims=0)]
+    g = helper.make_graph(nodes, "patch", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 16, 16])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 16])], list(w.values()))
+    onnx.save(helper.make_model(g, ir_version=10, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return path
+
+
+def test_nncf_reads_a_patch_embedding_conv_as_the_matmul_it_is(tmp_path):
+    """OpenVINO's INT8 Conv runs a ViT patch embedding (stride = kernel, 3 input channels) at half its INT8 MatMul
+    speed (benchmarks/ov_int8_headroom.py): NNCF quantizes it as Reshape/Transpose + MatMul, the same function
+    (FP32 outputs equal), and the manifest says so. Convs that overlap or pad are left alone; recipes can turn it off
+    (nncf_patch_matmul: false)."""
+    import mmdeploy_kit as mmdk_api
+    from mmdeploy_kit.runtime.backends.openvino import patch_convs_as_matmul, read_model_rewritten
+
+    src = _patch_tower(tmp_path / "patch.onnx")
+    core = ov.Core()
+    x = np.random.default_rng(1).standard_normal((5, 3, 16, 16)).astype(np.float32)
+    model, n = read_model_rewritten(core, src, patch_matmul=True)
+    assert n == 1 and not any(op.get_type_name() == "Convolution" for op in model.get_ops())
+    cfg = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1}
+    want = core.compile_model(core.read_model(str(src)), "CPU", cfg)(x)[0]
+    np.testing.assert_allclose(core.compile_model(model, "CPU", cfg)(x)[0], want, rtol=1e-5, atol=1e-5)
+    assert patch_convs_as_matmul(onnx.load(str(_patch_tower(tmp_path / "overlap.onnx", stride=2)))) == 0
+    assert patch_convs_as_matmul(onnx.load(str(_patch_tower(tmp_path / "pad.onnx", pads=(1, 1, 1, 1))))) == 0
+
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, x=np.random.default_rng(2).standard_normal((48, 3, 16, 16)).astype(np.float32))
+    for on in (True, False):
+        out = tmp_path / f"q_{on}"
+        man = mmdk_api.quantize(src, out, backend="nncf", calib_data=calib, calib_samples=32, holdout_samples=16,
+                                min_cosine=0.9, nncf_patch_matmul=on)
+        art = man.artifacts[0]
+        assert art.details["patch_convs_as_matmul"] == (1 if on else 0)
+        ops = {op.get_type_name() for op in core.read_model(str(out / art.path)).get_ops()}
+        assert ("Convolution" in ops) is not on and "FakeQuantize" in ops
+        assert art.verification["cosine"] >= 0.9

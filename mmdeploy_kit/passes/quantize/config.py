@@ -118,6 +118,7 @@ class QuantizeConfig(PassConfig):
     backend: Literal["ort", "inc", "nncf"] = "ort"   # nncf: OpenVINO IR (extra openvino), see quantize/nncf.py
     nncf_ignored_types: tuple[str, ...] = ()   # nncf: OpenVINO op types kept in float (e.g. MatMul)
     nncf_smooth_quant: Optional[bool] = None   # nncf: None = NNCF's default (on for transformers); False = off
+    nncf_patch_matmul: bool = True             # nncf: a ViT patch-embedding Conv (stride = kernel) as MatMul
     templates: tuple[str, ...] = ("a photo of a {label}.",)
     seed: int = 0
     target_cpu: TargetCpu = "auto"             # the CPU the INT8 model will run on (auto: this machine); see isa.py

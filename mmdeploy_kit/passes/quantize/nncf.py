@@ -98,7 +98,7 @@ def figures(teval: TowerEval, xml: Path, spec: Any, threads: int = 1) -> dict[st
 def run_nncf(model: Any, config: Any, plans: dict, ctx: RunContext, workdir: Path) -> Manifest:
     nncf = require("nncf", extra="openvino", purpose="NNCF quantization for OpenVINO")
     ov = require("openvino", extra="openvino", purpose="the OpenVINO runtime")
-    from ...runtime.backends.openvino import read_model
+    from ...runtime.backends.openvino import read_model_rewritten
     from ..export.openvino import ir_files_digest, onnx_towers
     from .evaluate import load_tower_data
 
@@ -130,7 +130,9 @@ def run_nncf(model: Any, config: Any, plans: dict, ctx: RunContext, workdir: Pat
                 continue
             td = data.towers[name]
             teval = TowerEval(name, Path(fp32[name].path), td.calib, td.holdout, "held-out calibration data")
-            ov_model = read_model(ov.Core(), fp32[name].path)
+            # exact rewrite; OpenVINO's INT8 Conv runs a patch embedding at half its INT8 MatMul speed (CLIP B/32:
+            # 4.5% of the time, 1.04x as MatMul; benchmarks/ov_int8_headroom.py)
+            ov_model, patches = read_model_rewritten(ov.Core(), fp32[name].path, patch_matmul=config.nncf_patch_matmul)
             transformer = is_transformer(ov_model)
             tower_budgets = [b for b in budgets if b.tower in (None, name)]
             kwargs: dict[str, Any] = {"subset_size": len(td.calib)}  # items of a list dataset: batches
@@ -193,6 +195,7 @@ def run_nncf(model: Any, config: Any, plans: dict, ctx: RunContext, workdir: Pat
                        "accuracy_aware": bool(tower_budgets), "tried": tried, "chosen": tried[-1]["how"],
                        "ignored_types": list(config.nncf_ignored_types),
                        "smooth_quant": config.nncf_smooth_quant if config.nncf_smooth_quant is not None else "nncf default",
+                       "patch_convs_as_matmul": patches,
                        "inference_precision": figs["inference_precision"], "calibration_data": td.details}
             artifacts.append(Artifact(kind="openvino", tower=name, path=rel, precision="int8", io_spec=spec.to_dict(),
                                       verification=figs, details=details, **ir_files_digest(workdir / rel)))

@@ -59,35 +59,98 @@ def read_model(core: Any, path: str | Path) -> Any:
     """``core.read_model`` of an IR or ONNX file. An ONNX ``AveragePool`` whose single window covers its whole
     static input (ALIGN's pooler: ``AvgPool2d(hidden_dim, ceil_mode=True)``, a kernel larger than the feature map)
     crashes OpenVINO's ONNX reader (segmentation fault, 2026.4): it is read as the ``GlobalAveragePool`` it is."""
+    return read_model_rewritten(core, path)[0]
+
+
+def read_model_rewritten(core: Any, path: str | Path, patch_matmul: bool = False) -> tuple[Any, int]:
+    """:func:`read_model`; with ``patch_matmul`` a ViT patch embedding (a Conv whose stride is its kernel) is also
+    read as the MatMul it is (:func:`patch_convs_as_matmul`: for INT8, whose Conv kernel runs that shape at half
+    the MatMul speed). Returns the model and how many Convs were rewritten so."""
     path = Path(path)
     if path.suffix != ".onnx":
-        return core.read_model(str(path))
+        return core.read_model(str(path)), 0
     import onnx
 
     proto = onnx.load(str(path), load_external_data=False)
-    if not any(n.op_type == "AveragePool" for n in proto.graph.node) or _has_external_data(proto) \
-            or not global_average_pools(proto):
-        return core.read_model(str(path))
+    ops = {n.op_type for n in proto.graph.node}
+    if not ({"AveragePool"} | ({"Conv"} if patch_matmul else set())) & ops or _has_external_data(proto):
+        return core.read_model(str(path)), 0
+    pools = global_average_pools(proto) if "AveragePool" in ops else 0
+    patches = patch_convs_as_matmul(proto) if patch_matmul and "Conv" in ops else 0
+    if not pools + patches:
+        return core.read_model(str(path)), 0
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="mmdk-ov-") as tmp:
         onnx.save(proto, str(Path(tmp) / path.name))
         model = core.read_model(str(Path(tmp) / path.name))
-    return model
+    return model, patches
 
 
-def _has_external_data(proto: Any) -> bool:
-    return any(t.data_location == 1 for t in proto.graph.initializer)  # TensorProto.EXTERNAL
+def patch_convs_as_matmul(proto: Any) -> int:
+    """Rewrite, in place, each ``Conv`` that cuts its input into disjoint patches (stride = kernel, no padding,
+    dilation or groups, a constant weight, static channels and spatial size divisible by the kernel: a ViT patch
+    embedding) as Reshape -> Transpose -> Reshape -> MatMul (+ bias) -> Transpose: the same products, summed in
+    another order, with the same output. How many."""
+    from onnx import helper, numpy_helper
+
+    inits = {t.name: t for t in proto.graph.initializer}
+    candidates = []
+    for node in proto.graph.node:
+        if node.op_type != "Conv" or len(node.input) < 2 or node.input[1] not in inits:
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        w_dims = list(inits[node.input[1]].dims)
+        if len(w_dims) != 4 or list(attrs.get("strides", [1, 1])) != w_dims[2:] or any(attrs.get("pads", [])) \
+                or any(d != 1 for d in attrs.get("dilations", [1, 1])) or attrs.get("group", 1) != 1 \
+                or attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET", b"VALID", "VALID") \
+                or w_dims[2:] == [1, 1]:
+            continue
+        candidates.append(node)
+    if not candidates:
+        return 0
+    shapes = _static_shapes(proto)
+    out_nodes, count = [], 0
+    chosen = {id(n) for n in candidates}
+    for node in proto.graph.node:
+        x = shapes.get(node.input[0]) if id(node) in chosen else None
+        if not x or len(x) != 4 or None in x[1:]:
+            out_nodes.append(node)
+            continue
+        w = numpy_helper.to_array(inits[node.input[1]])
+        cout, cin, kh, kw = w.shape
+        if x[1] != cin or x[2] % kh or x[3] % kw:
+            out_nodes.append(node)
+            continue
+        ho, wo = x[2] // kh, x[3] // kw
+        p = f"{node.name or node.output[0]}/mmdk_patch"
+        proto.graph.initializer.extend([
+            numpy_helper.from_array(np.ascontiguousarray(w.reshape(cout, -1).T), p + "_weight"),
+            numpy_helper.from_array(np.array([0, cin, ho, kh, wo, kw], np.int64), p + "_split"),
+            numpy_helper.from_array(np.array([0, ho, wo, cin * kh * kw], np.int64), p + "_rows")])
+        last = p + "_matmul"
+        out_nodes += [helper.make_node("Reshape", [node.input[0], p + "_split"], [p + "_r1"], name=p + "_r1"),
+                      helper.make_node("Transpose", [p + "_r1"], [p + "_t1"], perm=[0, 2, 4, 1, 3, 5], name=p + "_t1"),
+                      helper.make_node("Reshape", [p + "_t1", p + "_rows"], [p + "_r2"], name=p + "_r2"),
+                      helper.make_node("MatMul", [p + "_r2", p + "_weight"], [last], name=p + "_matmul")]
+        if len(node.input) > 2 and node.input[2]:
+            out_nodes.append(helper.make_node("Add", [last, node.input[2]], [p + "_bias"], name=p + "_bias"))
+            last = p + "_bias"
+        out_nodes.append(helper.make_node("Transpose", [last], list(node.output), perm=[0, 3, 1, 2], name=p + "_t2"))
+        count += 1
+    if count:
+        del proto.graph.node[:]
+        proto.graph.node.extend(out_nodes)
+    return count
 
 
-def global_average_pools(proto: Any) -> int:
-    """Rewrite, in place, each ``AveragePool`` without padding whose one window spans its whole static spatial
-    input (kernel and stride >= the input size) into ``GlobalAveragePool`` (the same average); how many."""
+def _static_shapes(proto: Any) -> dict[str, list[Optional[int]]]:
+    """Tensor name -> dims (None where symbolic), by ONNX Runtime's symbolic inference where it works (it folds the
+    shape arithmetic of computed pads: ALIGN's "same" padding), else onnx's."""
     import onnx
-    from onnx import helper
 
     inferred = None
-    try:  # ONNX Runtime's symbolic inference folds the shape arithmetic of computed pads (ALIGN's "same" padding)
+    try:
         from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
         inferred = SymbolicShapeInference.infer_shapes(proto, auto_merge=True)
@@ -101,6 +164,19 @@ def global_average_pools(proto: Any) -> int:
     for vi in [*inferred.graph.input, *inferred.graph.value_info]:
         dims = vi.type.tensor_type.shape.dim
         shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+    return shapes
+
+
+def _has_external_data(proto: Any) -> bool:
+    return any(t.data_location == 1 for t in proto.graph.initializer)  # TensorProto.EXTERNAL
+
+
+def global_average_pools(proto: Any) -> int:
+    """Rewrite, in place, each ``AveragePool`` without padding whose one window spans its whole static spatial
+    input (kernel and stride >= the input size) into ``GlobalAveragePool`` (the same average); how many."""
+    from onnx import helper
+
+    shapes = _static_shapes(proto)
     count = 0
     for k, node in enumerate(proto.graph.node):
         if node.op_type != "AveragePool":
