@@ -14,7 +14,8 @@ One lever the counters point at is measured too: the patch embedding, a Conv who
 far below the FullyConnected layers' throughput. The same FP32 ONNX with that Conv rewritten as Reshape/Transpose +
 MatMul (exact: the same products, summed in another order) is quantized with the same NNCF defaults and timed
 interleaved with the original (process CPU time, median of the per-round ratios), min cosine vs OpenVINO FP32 on the
-held-out images.
+held-out images; and the float model both ways, at OpenVINO's default precision (BF16 on AVX512_BF16 / AMX CPUs)
+and f32. mmdk writes its OpenVINO IRs (NNCF INT8, ``export --target openvino``) with that rewrite.
 Writes benchmarks/results/ov_int8_headroom_<isa>.{json,md}.
 """
 
@@ -32,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cpu_runtimes import clip_image  # noqa: E402
 from quant_common import environment, finish  # noqa: E402
 
-ROUNDS = 12
+ROUNDS = 16
 GEMM = ("FullyConnected", "MatMul", "Convolution")  # prefixes: FullyConnectedQuantizedLegacy is an INT8 product too
 
 
@@ -140,13 +141,17 @@ def main() -> None:
         min_cos[k] = float(np.concatenate([np.sum(a * o, -1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(o, axis=-1)
                                            for a, o in zip(ref, outs)]).min())
     reqs = {k: c.create_infer_request() for k, c in runs.items()}
+    # the same rewrite on the float model, at OpenVINO's default inference precision (BF16 on this kind of CPU) and f32
+    floats = {(hint, m): core.compile_model(core.read_model(str(path)), "CPU", conf).create_infer_request()
+              for hint, conf in (("default", cfg), ("f32", f32)) for m, path in (("Conv", onnx), ("MatMul", patched))}
     float_model = core.read_model(str(onnx))
     float_model.reshape({float_model.inputs[0].any_name: shape})
     macs = multiply_adds(float_model)
 
-    for r in (counted, *reqs.values()):
+    for r in (counted, *reqs.values(), *floats.values()):
         r.infer(x)
         r.infer(x)
+    ftimes: dict[tuple[str, str], list[float]] = {k: [] for k in floats}
     by_type: dict[str, list[float]] = defaultdict(list)
     exec_types: dict[str, set] = defaultdict(set)
     times: dict[str, list[float]] = {k: [] for k in reqs}
@@ -156,6 +161,11 @@ def main() -> None:
             r.infer(x)
             r.infer(x)
             times[k].append((time.process_time() - t0) / 2)
+        for k, r in floats.items():
+            t0 = time.process_time()
+            r.infer(x)
+            r.infer(x)
+            ftimes[k].append((time.process_time() - t0) / 2)
         counted.infer(x)
         per: dict[str, float] = defaultdict(float)
         for p in counted.get_profiling_info():
@@ -186,7 +196,12 @@ def main() -> None:
         "exec_types": {k: sorted(v) for k, v in exec_types.items()},
         "patch_conv_as_matmul": {"convs_replaced": replaced, "fp32_max_abs_diff": exact,
                                  "cpu_ms_p50": {k: round(1000 * float(np.median(v)), 2) for k, v in times.items()},
-                                 "speed_vs_nncf_defaults": speed, "min_cosine": {k: round(v, 5) for k, v in min_cos.items()}},
+                                 "speed_vs_nncf_defaults": speed, "min_cosine": {k: round(v, 5) for k, v in min_cos.items()},
+                                 "float": {h: {"conv_cpu_ms_p50": round(1000 * float(np.median(ftimes[(h, "Conv")])), 2),
+                                               "matmul_cpu_ms_p50": round(1000 * float(np.median(ftimes[(h, "MatMul")])), 2),
+                                               "speed": round(float(np.median(np.array(ftimes[(h, "Conv")])
+                                                                              / np.array(ftimes[(h, "MatMul")]))), 3)}
+                                           for h in ("default", "f32")}},
     }
     isa = environment()["isa"].replace("+", "_")
     lines = [f"# Headroom over NNCF-defaults INT8 on the CLIP B/32 image tower ({isa})", "",
@@ -206,6 +221,10 @@ def main() -> None:
               "| model | CPU ms p50 | speed vs NNCF defaults | min cosine vs FP32 |", "|---|---|---|---|"]
     lines += [f"| {k} | {data['patch_conv_as_matmul']['cpu_ms_p50'][k]} | {speed[k]:.3f}x | {min_cos[k]:.5f} |"
               for k in times]
+    fl = data["patch_conv_as_matmul"]["float"]
+    lines += ["", "The same rewrite on the float model (mmdk writes every OpenVINO IR with it):", "",
+              "| inference precision | CPU ms p50 as Conv | as MatMul | speed as MatMul |", "|---|---|---|---|"]
+    lines += [f"| {h} | {r['conv_cpu_ms_p50']} | {r['matmul_cpu_ms_p50']} | {r['speed']:.3f}x |" for h, r in fl.items()]
     finish(f"ov_int8_headroom_{isa}", data, lines)
 
 

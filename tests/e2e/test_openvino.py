@@ -353,9 +353,9 @@ def _patch_tower(path: Path, stride: int = 4, pads=(0, 0, 0, 0)) -> Path:
 
 def test_nncf_reads_a_patch_embedding_conv_as_the_matmul_it_is(tmp_path):
     """OpenVINO's INT8 Conv runs a ViT patch embedding (stride = kernel, 3 input channels) at half its INT8 MatMul
-    speed (benchmarks/ov_int8_headroom.py): NNCF quantizes it as Reshape/Transpose + MatMul, the same function
-    (FP32 outputs equal), and the manifest says so. Convs that overlap or pad are left alone; recipes can turn it off
-    (nncf_patch_matmul: false)."""
+    throughput (benchmarks/ov_int8_headroom.py): the IRs mmdk writes (NNCF INT8, export --target openvino) have it
+    as Reshape/Transpose + MatMul, the same function (FP32 outputs equal), and the manifest says so. Convs that
+    overlap or pad are left alone; recipes can turn it off (nncf_patch_matmul / patch_matmul: false)."""
     import mmdeploy_kit as mmdk_api
     from mmdeploy_kit.runtime.backends.openvino import patch_convs_as_matmul, read_model_rewritten
 
@@ -381,3 +381,7 @@ def test_nncf_reads_a_patch_embedding_conv_as_the_matmul_it_is(tmp_path):
         ops = {op.get_type_name() for op in core.read_model(str(out / art.path)).get_ops()}
         assert ("Convolution" in ops) is not on and "FakeQuantize" in ops
         assert art.verification["cosine"] >= 0.9
+        ir = mmdk_api.export(src, tmp_path / f"ir_{on}", target="openvino", patch_matmul=on).artifacts[0]
+        assert ir.details["patch_convs_as_matmul"] == (1 if on else 0) and ir.verification["cosine_min"] >= 0.9999
+        ops = {op.get_type_name() for op in core.read_model(str(tmp_path / f"ir_{on}" / ir.path)).get_ops()}
+        assert ("Convolution" in ops) is not on

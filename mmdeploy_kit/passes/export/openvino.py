@@ -44,6 +44,7 @@ class OpenVINOExportConfig(PassConfig):
     exporter: Literal["auto", "torchscript", "dynamo"] = "auto"
     min_cosine: Optional[float] = Field(None, ge=-1, le=1)  # default per precision (OPENVINO_MIN_COSINE)
     verify_max_batch: int = Field(4, ge=1)
+    patch_matmul: bool = True   # a ViT patch-embedding Conv (stride = kernel) written as MatMul (exact; faster)
 
     def floor(self) -> float:
         return self.min_cosine if self.min_cosine is not None else OPENVINO_MIN_COSINE[self.precision]
@@ -70,16 +71,18 @@ def ir_files_digest(xml: Path) -> dict[str, Any]:
     return {"sha256": h.hexdigest(), "size_bytes": size}
 
 
-def onnx_to_ir(onnx_path: Path, xml: Path) -> None:
-    """Convert an ONNX file to IR, weights kept in full precision (``save_model`` would halve them to FP16)."""
+def onnx_to_ir(onnx_path: Path, xml: Path, patch_matmul: bool = False) -> int:
+    """Convert an ONNX file to IR, weights kept in full precision (``save_model`` would halve them to FP16);
+    ``patch_matmul``: patch-embedding Convs as MatMul (:func:`patch_convs_as_matmul`). Returns how many."""
     ov = require("openvino", extra="openvino", purpose="the OpenVINO runtime")
-    from ...runtime.backends.openvino import read_model
+    from ...runtime.backends.openvino import read_model_rewritten
 
     try:
-        model = read_model(ov.Core(), onnx_path)
+        model, patches = read_model_rewritten(ov.Core(), onnx_path, patch_matmul=patch_matmul)
     except RuntimeError as exc:
         raise UserInputError(f"OpenVINO cannot read {onnx_path}: {' '.join(str(exc).split())[:240]}") from None
     ov.save_model(model, str(xml), compress_to_fp16=False)
+    return patches
 
 
 def onnx_towers(model: LoadedModel, names: list[str], config: OpenVINOExportConfig, ctx: RunContext,
@@ -137,13 +140,13 @@ class OpenVINOExportPass(Pass):
             for name in selected:
                 rel = f"{name}.xml"
                 ctx.log(f"converting tower {name!r} to OpenVINO IR")
-                onnx_to_ir(Path(sources[name].path), workdir / rel)
+                patches = onnx_to_ir(Path(sources[name].path), workdir / rel, patch_matmul=config.patch_matmul)
                 ctx.log(f"verifying {rel} ({config.precision}) against the source")
                 figures = verify_ir(model.towers[name], workdir / rel, config.precision, config.floor(),
                                     config.verify_max_batch, ctx.seed)
                 details: dict[str, Any] = {"runtime": "openvino", "openvino": ov.__version__.split("-")[0],
                                            "inference_precision": figures["inference_precision"],
-                                           "weights": "bin"}
+                                           "weights": "bin", "patch_convs_as_matmul": patches}
                 if name in record:
                     details["onnx_export"] = record[name]
                 artifacts.append(Artifact(kind="openvino", tower=name, path=rel, precision=config.precision,
