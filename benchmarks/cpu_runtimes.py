@@ -78,15 +78,17 @@ class RawOpenVINO:
         return {}
 
 
-def nncf_defaults(onnx_path: Path, calib_batches: list[dict[str, np.ndarray]], n: int = 32) -> tuple[Any, float]:
-    """The peer: ``nncf.quantize`` with its defaults on ``n`` single samples (model_type transformer)."""
+def nncf_defaults(onnx_path: Path, calib_batches: list[dict[str, np.ndarray]], n: int = 32, **options: Any
+                  ) -> tuple[Any, float]:
+    """The peer: ``nncf.quantize`` with its defaults on ``n`` single samples (model_type transformer); ``options``:
+    other ``nncf.quantize`` arguments (benchmarks/ov_int8_settings.py tries its preset)."""
     import nncf
     import openvino as ov
 
     singles = [{k: v[i:i + 1] for k, v in b.items()} for b in calib_batches for i in range(len(next(iter(b.values()))))]
     t0 = time.perf_counter()
     q = nncf.quantize(ov.Core().read_model(str(onnx_path)), nncf.Dataset(singles[:n]), subset_size=n,
-                      model_type=nncf.ModelType.TRANSFORMER)
+                      model_type=nncf.ModelType.TRANSFORMER, **options)
     return q, time.perf_counter() - t0
 
 

@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cpu_runtimes import clip_image  # noqa: E402
-from quant_common import environment, finish  # noqa: E402
+from cpu_runtimes import clip_image, nncf_defaults  # noqa: E402
+from quant_common import environment, finish, min_cosine  # noqa: E402
 
 ROUNDS = 16
 GEMM = ("FullyConnected", "MatMul", "Convolution")  # prefixes: FullyConnectedQuantizedLegacy is an INT8 product too
@@ -41,50 +41,17 @@ def is_gemm(node_type: str) -> bool:
     return node_type.startswith(GEMM)
 
 
-def patch_conv_as_matmul(src: Path, dst: Path) -> int:
-    """Write ``src`` with every Conv whose stride equals its kernel (no padding, dilation or groups; static H, W; a
-    constant weight) as Reshape -> Transpose -> Reshape -> MatMul (+ bias) -> Transpose. Returns how many."""
+def patched_copy(src: Path, dst: Path) -> int:
+    """``src`` with its patch-embedding Convs as MatMul, by the rewrite mmdk's OpenVINO IRs get
+    (``runtime.backends.openvino.patch_convs_as_matmul``), saved to ``dst``; how many."""
     import onnx
-    from onnx import helper, numpy_helper, shape_inference
 
-    model = onnx.load(str(src))
-    inits = {i.name: i for i in model.graph.initializer}
-    inferred = shape_inference.infer_shapes(model).graph
-    dims = {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
-            for v in list(inferred.value_info) + list(inferred.input)}
-    nodes, done = [], 0
-    for n in model.graph.node:
-        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
-        x = dims.get(n.input[0]) if n.op_type == "Conv" else None
-        if not x or n.input[1] not in inits or len(x) != 4 or None in x[1:]:
-            nodes.append(n)
-            continue
-        w = numpy_helper.to_array(inits[n.input[1]])
-        co, ci, kh, kw = w.shape
-        if (list(attrs.get("strides", [1, 1])) != [kh, kw] or any(attrs.get("pads", [0] * 4))
-                or any(d != 1 for d in attrs.get("dilations", [1, 1])) or attrs.get("group", 1) != 1
-                or x[2] % kh or x[3] % kw):
-            nodes.append(n)
-            continue
-        ho, wo, p = x[2] // kh, x[3] // kw, f"patchify{done}"
-        model.graph.initializer.extend([
-            numpy_helper.from_array(np.ascontiguousarray(w.reshape(co, -1).T), p + "_w"),
-            numpy_helper.from_array(np.array([0, ci, ho, kh, wo, kw], np.int64), p + "_s1"),
-            numpy_helper.from_array(np.array([0, ho, wo, ci * kh * kw], np.int64), p + "_s2")])
-        last = p + "_mm"
-        nodes += [helper.make_node("Reshape", [n.input[0], p + "_s1"], [p + "_r1"]),
-                  helper.make_node("Transpose", [p + "_r1"], [p + "_t1"], perm=[0, 2, 4, 1, 3, 5]),
-                  helper.make_node("Reshape", [p + "_t1", p + "_s2"], [p + "_r2"]),
-                  helper.make_node("MatMul", [p + "_r2", p + "_w"], [last])]
-        if len(n.input) > 2 and n.input[2]:
-            nodes.append(helper.make_node("Add", [last, n.input[2]], [p + "_b"]))
-            last = p + "_b"
-        nodes.append(helper.make_node("Transpose", [last], [n.output[0]], perm=[0, 3, 1, 2]))
-        done += 1
-    del model.graph.node[:]
-    model.graph.node.extend(nodes)
-    onnx.save(model, str(dst))
-    return done
+    from mmdeploy_kit.runtime.backends.openvino import patch_convs_as_matmul
+
+    proto = onnx.load(str(src))
+    count = patch_convs_as_matmul(proto)
+    onnx.save(proto, str(dst))
+    return count
 
 
 def multiply_adds(model) -> dict[str, int]:
@@ -110,24 +77,17 @@ def multiply_adds(model) -> dict[str, int]:
 
 
 def main() -> None:
-    import nncf
     import openvino as ov
 
     tmp = Path(tempfile.mkdtemp(prefix="mmdk-ov-headroom-"))
     fp32_dir, _tower, _calib, _proc, batches = clip_image(tmp)
     onnx = fp32_dir / "model.onnx"
     patched = tmp / "patchify.onnx"
-    replaced = patch_conv_as_matmul(onnx, patched)
+    replaced = patched_copy(onnx, patched)
     core = ov.Core()
     x = batches[0]
     shape = list(x["pixel_values"].shape)
-    singles = [{k: v[i:i + 1] for k, v in b.items()} for b in batches for i in range(len(next(iter(b.values()))))]
-
-    def quantize(path: Path):
-        return nncf.quantize(core.read_model(str(path)), nncf.Dataset(singles[:32]), subset_size=32,
-                             model_type=nncf.ModelType.TRANSFORMER)
-
-    q, q_patch = quantize(onnx), quantize(patched)
+    (q, _), (q_patch, _) = nncf_defaults(onnx, batches), nncf_defaults(patched, batches)
     cfg = {"INFERENCE_NUM_THREADS": 1, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
     f32 = {**cfg, "INFERENCE_PRECISION_HINT": "f32"}
     ref = [core.compile_model(core.read_model(str(onnx)), "CPU", f32)(b)[0] for b in batches]
@@ -137,9 +97,7 @@ def main() -> None:
     runs = {"NNCF defaults": core.compile_model(q, "CPU", cfg), "patch conv as MatMul": core.compile_model(q_patch, "CPU", cfg)}
     min_cos = {}
     for k, c in runs.items():
-        outs = [c(b)[0] for b in batches]
-        min_cos[k] = float(np.concatenate([np.sum(a * o, -1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(o, axis=-1)
-                                           for a, o in zip(ref, outs)]).min())
+        min_cos[k] = min_cosine(ref, [c(b)[0] for b in batches])
     reqs = {k: c.create_infer_request() for k, c in runs.items()}
     # the same rewrite on the float model, at OpenVINO's default inference precision (BF16 on this kind of CPU) and f32
     floats = {(hint, m): core.compile_model(core.read_model(str(path)), "CPU", conf).create_infer_request()

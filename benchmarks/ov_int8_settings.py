@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cpu_runtimes import clip_image  # noqa: E402
-from quant_common import environment, finish  # noqa: E402
+from cpu_runtimes import clip_image, nncf_defaults  # noqa: E402
+from quant_common import environment, finish, min_cosine  # noqa: E402
 
 ROUNDS = 12
 
@@ -35,11 +35,9 @@ def main() -> None:
     fp32_dir, _tower, _calib, _proc, batches = clip_image(tmp)
     onnx = fp32_dir / "model.onnx"
     core = ov.Core()
-    singles = [{k: v[i:i + 1] for k, v in b.items()} for b in batches for i in range(len(next(iter(b.values()))))]
 
     def quantize(**kw):
-        return nncf.quantize(core.read_model(str(onnx)), nncf.Dataset(singles[:32]), subset_size=32,
-                             model_type=nncf.ModelType.TRANSFORMER, **kw)
+        return nncf_defaults(onnx, batches, **kw)[0]
 
     def compile_(model, static: bool, hint):
         if static:
@@ -58,11 +56,8 @@ def main() -> None:
         for static in (False, True):
             for hint in (None, "f32"):
                 c = compile_(m, static, hint)
-                outs = [c(b)[0] for b in batches]
-                cos = np.concatenate([np.sum(a * o, -1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(o, axis=-1)
-                                      for a, o in zip(ref, outs)])
                 label = f"{name}{', static shape' if static else ''}{', f32 float parts' if hint else ''}"
-                runs[label] = (c.create_infer_request(), float(cos.min()))
+                runs[label] = (c.create_infer_request(), min_cosine(ref, [c(b)[0] for b in batches]))
     x = batches[0]
     for req, _ in runs.values():
         req.infer(x)

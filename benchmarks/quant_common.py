@@ -119,6 +119,13 @@ def embedding_accuracy(ref: np.ndarray, paths: dict[str, Path], batches: list[di
     return out
 
 
+def min_cosine(ref: list[np.ndarray], outs: list[np.ndarray]) -> float:
+    """The lowest per-sample cosine of ``outs`` vs ``ref`` (batches of one output), by ``runtime.metrics.drift``."""
+    from mmdeploy_kit.runtime.metrics import drift
+
+    return float(drift(np.concatenate(ref), np.concatenate(outs))["cosine_min"])
+
+
 def bench_artifacts(paths: dict[str, Path]) -> list[str]:
     """``label=path`` arguments for mmdk.bench: mmdk output dirs (mmdk_*, ort_*) as dirs, other files as files."""
     return [f"{k}={v.parent if k.startswith(('mmdk', 'ort')) else v}" for k, v in paths.items()]

@@ -71,7 +71,7 @@ def ir_files_digest(xml: Path) -> dict[str, Any]:
     return {"sha256": h.hexdigest(), "size_bytes": size}
 
 
-def onnx_to_ir(onnx_path: Path, xml: Path, patch_matmul: bool = False) -> int:
+def onnx_to_ir(onnx_path: Path, xml: Path, *, patch_matmul: bool) -> int:
     """Convert an ONNX file to IR, weights kept in full precision (``save_model`` would halve them to FP16);
     ``patch_matmul``: patch-embedding Convs as MatMul (:func:`patch_convs_as_matmul`). Returns how many."""
     ov = require("openvino", extra="openvino", purpose="the OpenVINO runtime")

@@ -130,8 +130,8 @@ def run_nncf(model: Any, config: Any, plans: dict, ctx: RunContext, workdir: Pat
                 continue
             td = data.towers[name]
             teval = TowerEval(name, Path(fp32[name].path), td.calib, td.holdout, "held-out calibration data")
-            # exact rewrite; OpenVINO's INT8 Conv runs a patch embedding at half its INT8 MatMul throughput (CLIP
-            # B/32: 4.5% of the time, 1.03x as MatMul; benchmarks/ov_int8_headroom.py)
+            # exact rewrite: OpenVINO's INT8 Conv runs a patch embedding far below its INT8 MatMul throughput
+            # (measured in benchmarks/ov_int8_headroom.py)
             ov_model, patches = read_model_rewritten(ov.Core(), fp32[name].path, patch_matmul=config.nncf_patch_matmul)
             transformer = is_transformer(ov_model)
             tower_budgets = [b for b in budgets if b.tower in (None, name)]

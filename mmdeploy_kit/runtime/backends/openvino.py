@@ -65,8 +65,8 @@ def read_model(core: Any, path: str | Path) -> Any:
 def read_model_rewritten(core: Any, path: str | Path, patch_matmul: bool = False) -> tuple[Any, int]:
     """:func:`read_model`; with ``patch_matmul`` a ViT patch embedding (a Conv whose stride is its kernel) is also
     read as the MatMul it is (:func:`patch_convs_as_matmul`; used for the IRs mmdk writes, not for benching a user's
-    ONNX as it is). OpenVINO's CPU Conv kernels run that shape slowly: as MatMul, CLIP B/32 ran 1.03x in INT8 and
-    BF16 and the same in f32 (benchmarks/ov_int8_headroom.py). Returns the model and how many Convs were rewritten."""
+    ONNX as it is). OpenVINO's CPU Conv kernels run that shape slowly (benchmarks/ov_int8_headroom.py times both
+    forms). Returns the model and how many Convs were rewritten."""
     path = Path(path)
     if path.suffix != ".onnx":
         return core.read_model(str(path)), 0
